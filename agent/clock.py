@@ -1,0 +1,104 @@
+"""The injected clock (STYLE 4): every decision reads ``now`` once, from here.
+
+``SimClock`` compresses time: it starts at a simulated instant and advances ``speed`` times
+faster than the monotonic clock, so a fleet's hours of work take seconds with the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What the agent needs of time."""
+
+    def now(self) -> datetime:
+        """Return the current wall-clock instant (UTC, aware)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Return seconds on a clock that never goes back."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    """Real time."""
+
+    def now(self) -> datetime:
+        """Return the real current instant."""
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """Return ``time.monotonic()``."""
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep for real."""
+        await asyncio.sleep(seconds)
+
+
+class SimClock:
+    """Simulated time: starts at ``start`` and runs ``speed`` times faster than real time."""
+
+    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        self._start = start
+        self._speed = speed
+        self._origin = time.monotonic()
+        self._offset = 0.0
+
+    def now(self) -> datetime:
+        """Return the simulated instant."""
+        return self._start + timedelta(seconds=self.monotonic())
+
+    def monotonic(self) -> float:
+        """Return simulated seconds since the clock started."""
+        return (time.monotonic() - self._origin) * self._speed + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Jump simulated time forward (for tests and scenarios)."""
+        self._offset += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of simulated time (``seconds / speed`` real seconds)."""
+        if self._speed == float("inf"):
+            self._offset += seconds
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds / self._speed)
+
+
+def parse_now(text: str | None) -> datetime:
+    """Parse a ``--now`` value (``YYYY-MM-DD`` or ISO 8601); ``None`` means real time.
+
+    Raises:
+        ValueError: the text is not a date.
+    """
+    if text is None:
+        return datetime.now(UTC)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def as_date(value: datetime | date) -> date:
+    """Return the calendar date of ``value``."""
+    return value.date() if isinstance(value, datetime) else value
+
+
+def exponential_backoff(base: float = 0.5, cap: float = 30.0, factor: float = 2.0) -> Iterator[float]:
+    """Yield capped backoff delays (no jitter: callers add it), testable without waiting."""
+    delay = base
+    while True:
+        yield min(delay, cap)
+        delay *= factor

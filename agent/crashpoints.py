@@ -1,0 +1,83 @@
+"""Named crash points: every place the agent persists a step or changes something on the server.
+
+Each point is declared once in :data:`REGISTRY`. Code calls :func:`hit` at the point; normally it
+does nothing. A test or the chaos simulator installs an injector (:func:`injecting`) that may raise
+:class:`PowerCut` (an in-process cut) or ``os.kill(os.getpid(), SIGKILL)`` (a real one) there.
+
+Invariant: a name passed to :func:`hit` must be in the registry (an undeclared point raises), so
+the table-driven power-cut tests can prove every declared point is exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+REGISTRY: dict[str, str] = {
+    "journal.write": "mid-write of the persisted upgrade state (temp file written, not yet renamed)",
+    "stage.download": "mid-download of the release image into the Update Area",
+    "stage.verified": "image verified in the Update Area, state not yet persisted",
+    "db.export": "mid-export of the old database's records",
+    "db.rebuild": "mid-build of the new database (7.1 rebuild or migrated copy)",
+    "db.verified": "new database verified, slot not yet written",
+    "slot.write": "mid-write of the release image into the inactive slot",
+    "slot.written": "between the rebuild and the slot switch",
+    "boot.switch": "mid-update of the bootloader to try the new slot",
+    "boot.trial": "after the slot switch, during the trial boot, before commit",
+    "commit": "during commit (bootloader marks the new slot good)",
+    "rollback": "during rollback to the old slot",
+    "keys.install": "mid-install of a key file",
+}
+
+Injector = Callable[[str], None]
+_injector: ContextVar[Injector | None] = ContextVar("crash_injector", default=None)
+_env_point = os.environ.get("ALLWORX_CRASH_AT")  # "name" or "name:N" (the N-th hit): real SIGKILL
+_env_hits: dict[str, int] = {}
+
+
+class PowerCut(
+    BaseException
+):  # reason: it models an event, not an error, and must not be caught by `except Exception`
+    """Raised by an injector to model the power failing at a crash point."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__(point)
+        self.point = point
+
+
+def hit(point: str) -> None:
+    """Mark that execution reached crash point ``point``.
+
+    Raises:
+        KeyError: ``point`` is not declared in :data:`REGISTRY` (a programming error).
+        PowerCut: an installed injector chose to cut power here.
+    """
+    if point not in REGISTRY:
+        raise KeyError(f"undeclared crash point {point!r}")
+    if _env_point is not None:
+        _maybe_sigkill(point)
+    injector = _injector.get()
+    if injector is not None:
+        injector(point)
+
+
+def _maybe_sigkill(point: str) -> None:
+    name, _, nth = (_env_point or "").partition(":")
+    if name != point:
+        return
+    _env_hits[point] = _env_hits.get(point, 0) + 1
+    if _env_hits[point] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def injecting(injector: Injector) -> Iterator[None]:
+    """Install ``injector`` for crash points reached in this context."""
+    token = _injector.set(injector)
+    try:
+        yield
+    finally:
+        _injector.reset(token)

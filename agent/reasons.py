@@ -1,0 +1,68 @@
+"""Reason codes: the stable vocabulary of every refusal and failure.
+
+Invariant: the same code appears in the CLI's JSON output, the MQTT events and the logs.
+A refusal is data (a :class:`Refusal`), never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Every reason code the product emits."""
+
+    # release and sequence rules
+    SEQUENTIAL_STEP_REQUIRED = "SEQUENTIAL_STEP_REQUIRED"
+    MUST_INSTALL_7_1_FIRST = "MUST_INSTALL_7_1_FIRST"
+    DOWNGRADE_REFUSED = "DOWNGRADE_REFUSED"
+    ALREADY_INSTALLED = "ALREADY_INSTALLED"
+    MODEL_UNSUPPORTED = "MODEL_UNSUPPORTED"
+    NOT_YET_RELEASED = "NOT_YET_RELEASED"
+    UNKNOWN_RELEASE = "UNKNOWN_RELEASE"
+    # maintenance and keys
+    MAINTENANCE_KEY_REQUIRED = "MAINTENANCE_KEY_REQUIRED"
+    MAINTENANCE_KEY_EXPIRED = "MAINTENANCE_KEY_EXPIRED"
+    KEY_EXPIRED = "KEY_EXPIRED"
+    KEY_NOT_YET_VALID = "KEY_NOT_YET_VALID"
+    KEY_REVOKED = "KEY_REVOKED"
+    KEY_SERIAL_MISMATCH = "KEY_SERIAL_MISMATCH"
+    KEY_SIGNATURE_INVALID = "KEY_SIGNATURE_INVALID"
+    KEY_FORMAT_INVALID = "KEY_FORMAT_INVALID"
+    KEY_SIGNER_UNTRUSTED = "KEY_SIGNER_UNTRUSTED"
+    KEY_ALREADY_INSTALLED = "KEY_ALREADY_INSTALLED"
+    TEMPORARY_KEY_CEILING = "TEMPORARY_KEY_CEILING"
+    PATCH_NOT_AUTHORISED = "PATCH_NOT_AUTHORISED"
+    # images
+    IMAGE_DIGEST_MISMATCH = "IMAGE_DIGEST_MISMATCH"
+    IMAGE_SIGNATURE_INVALID = "IMAGE_SIGNATURE_INVALID"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    IMAGE_TRUNCATED = "IMAGE_TRUNCATED"
+    IMAGE_UNAVAILABLE = "IMAGE_UNAVAILABLE"
+    # execution
+    DATABASE_VERIFY_FAILED = "DATABASE_VERIFY_FAILED"
+    BOOT_CHECK_FAILED = "BOOT_CHECK_FAILED"
+    CRASH_LOOP = "CRASH_LOOP"
+    NO_SPACE = "NO_SPACE"
+    CANCELLED = "CANCELLED"
+    UPGRADE_IN_PROGRESS = "UPGRADE_IN_PROGRESS"
+    BAD_INPUT = "BAD_INPUT"
+    # vendor desk
+    BUNDLE_WINDOW_CLOSED = "BUNDLE_WINDOW_CLOSED"
+    TRADE_NOT_ELIGIBLE = "TRADE_NOT_ELIGIBLE"
+    SERVER_NOT_FUNCTIONAL = "SERVER_NOT_FUNCTIONAL"
+    MIGRATE_REQUIRES_8_0 = "MIGRATE_REQUIRES_8_0"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A policy decision not to do something: a reason code, the rule ID and one plain sentence."""
+
+    reason: Reason
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the JSON form used by the CLI, MQTT events and logs."""
+        return {"reason": self.reason.value, "rule": self.rule, "message": self.message}

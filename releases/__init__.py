@@ -1,0 +1,1 @@
+"""The release catalogue (data) and the tools that publish it."""
