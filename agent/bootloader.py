@@ -1,0 +1,90 @@
+"""The bootloader's persistent environment (as U-Boot's or GRUB's env for RAUC/Mender).
+
+A/B slots: ``active`` is the committed slot; ``trial`` is a slot to try on the next boot.
+Each boot of a trial slot counts an attempt *before* booting it; past ``max_attempts`` the
+bootloader falls back to ``active`` by itself, so no power cut can leave a server that boots
+nothing. Only :meth:`commit` after a verified boot makes the trial slot active.
+
+Every change is one atomic write of ``boot.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agent.journal import read_json, write_json
+
+SLOTS = ("a", "b")
+MAX_BOOT_ATTEMPTS = 3
+
+
+@dataclass
+class BootEnv:
+    """The bootloader's variables."""
+
+    active: str = "a"
+    trial: str | None = None
+    attempts: int = 0
+    max_attempts: int = MAX_BOOT_ATTEMPTS
+
+    @property
+    def inactive(self) -> str:
+        """The slot that is not active (where an upgrade writes)."""
+        return SLOTS[1] if self.active == SLOTS[0] else SLOTS[0]
+
+
+class Bootloader:
+    """Reads and changes ``boot.json`` of one server."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def env(self) -> BootEnv:
+        """Return the current environment.
+
+        Raises:
+            StoreError: the file is missing or unreadable.
+        """
+        env = BootEnv(**read_json(self.path))
+        if env.active not in SLOTS or env.trial not in (*SLOTS, None):
+            env = BootEnv(active=env.active if env.active in SLOTS else SLOTS[0])
+        return env
+
+    def _write(self, env: BootEnv, point: str | None) -> None:
+        write_json(self.path, asdict(env), point=point)
+
+    def try_slot(self, slot: str) -> None:
+        """Arrange for the next boot to try ``slot`` on trial."""
+        env = self.env()
+        if env.trial == slot:
+            return
+        env.trial, env.attempts = slot, 0
+        self._write(env, "boot.switch")
+
+    def boot(self) -> str:
+        """Power on: return the slot that boots, counting a trial attempt first."""
+        env = self.env()
+        if env.trial is None:
+            return env.active
+        if env.attempts >= env.max_attempts:  # too many failed boots: fall back by itself
+            env.trial, env.attempts = None, 0
+            self._write(env, None)
+            return env.active
+        env.attempts += 1
+        self._write(env, None)
+        return env.trial
+
+    def commit(self) -> None:
+        """Make the trial slot the active one (after a verified boot)."""
+        env = self.env()
+        if env.trial is None:
+            return
+        self._write(BootEnv(active=env.trial, max_attempts=env.max_attempts), "commit")
+
+    def rollback(self) -> None:
+        """Forget the trial slot: the old active slot boots."""
+        env = self.env()
+        if env.trial is None and env.attempts == 0:
+            return
+        self._write(BootEnv(active=env.active, max_attempts=env.max_attempts), "rollback")

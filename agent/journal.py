@@ -1,0 +1,122 @@
+"""The persisted upgrade journal: written atomically *before* each side effect (STYLE 3).
+
+Invariants:
+- a write is temp file in the same folder, fsync, ``os.replace``, fsync of the folder: a reader
+  sees the old document or the new one, never a torn one;
+- ``persist_count`` counts every persisted step of one upgrade; past :data:`MAX_PERSISTS` the
+  upgrade is ended as failed and rolled back (a crash-loop breaker, as Mender's
+  ``kMaxStateDataStoreCount``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import crashpoints
+from agent.errors import StoreError
+from agent.reasons import Reason
+
+MAX_PERSISTS = 28  # as Mender: more persisted steps than this in one upgrade is a crash loop
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries to disk (after a rename in it)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, point: str | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically, optionally hitting crash point ``point`` mid-way.
+
+    Raises:
+        StoreError: the disk refused (reason NO_SPACE when it is full).
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if point is not None:
+            crashpoints.hit(point)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        reason = Reason.NO_SPACE if exc.errno == 28 else Reason.BAD_INPUT
+        raise StoreError(f"cannot write {path}: {exc.strerror}", reason=reason) from exc
+
+
+def write_json(path: Path, document: Any, *, point: str | None = None) -> None:
+    """Write ``document`` as JSON atomically."""
+    write_atomic(path, json.dumps(document, indent=1, sort_keys=True).encode(), point=point)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON document.
+
+    Raises:
+        StoreError: missing or not JSON.
+    """
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise StoreError(f"{path} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
+
+
+@dataclass
+class Job:
+    """One upgrade step in flight, as persisted."""
+
+    job_id: str
+    state: str
+    target: str  # what the operator asked for (the whole chain's end)
+    release: str  # this step's release
+    build: str
+    from_release: str
+    from_build: str
+    old_slot: str
+    new_slot: str
+    started_at: str
+    persist_count: int = 0
+    rebuilds_database: bool = False
+    db_schema: int = 0
+    phone_firmware: str = ""
+    error: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Journal:
+    """The journal file of one server."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> Job | None:
+        """Return the persisted job, or None when idle. A torn or alien file reads as unknown."""
+        if not self.path.exists():
+            return None
+        try:
+            raw = read_json(self.path)
+            return Job(**raw) if raw else None
+        except (StoreError, TypeError):
+            return Job("unknown", "unknown", "", "", "", "", "", "", "", "", MAX_PERSISTS)
+
+    def save(self, job: Job) -> None:
+        """Persist ``job`` (counting the write) before the caller's side effect."""
+        job.persist_count += 1
+        write_json(self.path, asdict(job), point="journal.write")
+
+    def clear(self) -> None:
+        """Remove the journal: the server is idle."""
+        self.path.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
