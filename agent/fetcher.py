@@ -1,0 +1,408 @@
+"""The image fetcher: the stage phase's bounded, verified, resumable download into the Update Area.
+
+Invariants (STYLE 9):
+
+- Never more than the signed ``size`` is written, and at most one byte past it is read from the
+  source: the count passing ``size`` stops the download at once (``IMAGE_TOO_LARGE``).
+- Only a file whose size and SHA-256 match the signed values is renamed from ``<name>.part`` to
+  ``<name>``; the rename is atomic (fsync the file, ``os.replace``, fsync the folder).
+- Bad data (:class:`~agent.errors.VerificationError`) is never retried and deletes the ``.part``;
+  transport trouble (an ``OSError`` from the source) is retried with jittered exponential backoff
+  on the injected clock, resuming from the bytes already written. A cancel or a power cut keeps
+  the ``.part`` so the next run resumes from it (its bytes are hashed again first).
+- Memory stays flat: one reused buffer of ``limits.chunk_size`` bytes per fetch.
+
+This is the one module that turns the source's ``OSError`` into ``TransportError`` (STYLE 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agent.clock import Clock, exponential_backoff
+from agent.crashpoints import hit
+from agent.errors import CancelledUpgrade, DigestError, StoreError, TransportError, VerificationError
+from agent.limits import DEFAULT_LIMITS, Limits
+from agent.reasons import Reason
+
+PART_SUFFIX = ".part"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class Source(Protocol):
+    """What the fetcher needs of an opened image source (a binary file satisfies it)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        """Read into ``buffer``; return the count read, 0 at the end."""
+        ...
+
+    def close(self) -> None:
+        """Release the source."""
+        ...
+
+
+Opener = Callable[[Path, int], Source]
+"""Open the image at a path, positioned at a byte offset (the portal's ranged request)."""
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total)."""
+
+
+def open_source(path: Path, offset: int) -> Source:
+    """Open ``path`` for reading at byte ``offset``: the default :data:`Opener`.
+
+    Raises:
+        OSError: the file cannot be opened or positioned.
+    """
+    handle = path.open("rb")
+    try:
+        handle.seek(offset)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """What a verification found (STYLE 8): whether it passed and, if not, why."""
+
+    ok: bool
+    reason: Reason | None  # None when ok
+    message: str  # one plain sentence, e.g. "size 1048577 exceeds signed size 1048576"
+    size: int  # bytes found (the file's size; hashing stops at the signed size)
+    sha256: str | None  # the digest computed, None when the size already failed
+
+
+def _check_args(part: Path, size: int, sha256: str, limits: Limits) -> None:
+    if not part.name.endswith(PART_SUFFIX) or part.name == PART_SUFFIX:
+        raise ValueError(f"{part} does not end with {PART_SUFFIX}")
+    if size < 0:
+        raise ValueError(f"negative signed size {size}")
+    if not _SHA256_HEX.fullmatch(sha256):
+        raise ValueError(f"{sha256!r} is not a lowercase hex SHA-256 digest")
+    if size > limits.max_image_size:
+        raise VerificationError(
+            f"signed size {size} exceeds the limit of {limits.max_image_size} bytes",
+            reason=Reason.IMAGE_TOO_LARGE,
+        )
+
+
+def _raise_for(result: VerifyResult) -> None:
+    if result.ok:
+        return
+    if result.reason is Reason.IMAGE_DIGEST_MISMATCH:
+        raise DigestError(result.message)
+    raise VerificationError(result.message, reason=result.reason)
+
+
+def _digest_result(size: int, expected: str, actual: str) -> VerifyResult:
+    if actual == expected:
+        return VerifyResult(True, None, f"size {size} and sha256 {actual} match", size, actual)
+    return VerifyResult(
+        False,
+        Reason.IMAGE_DIGEST_MISMATCH,
+        f"sha256 {actual} does not match signed sha256 {expected}",
+        size,
+        actual,
+    )
+
+
+def _size_result(found: int, size: int) -> VerifyResult | None:
+    if found > size:
+        return VerifyResult(
+            False, Reason.IMAGE_TOO_LARGE, f"size {found} exceeds signed size {size}", found, None
+        )
+    if found < size:
+        return VerifyResult(
+            False, Reason.IMAGE_TRUNCATED, f"size {found} is short of signed size {size}", found, None
+        )
+    return None
+
+
+def verify_file(path: Path, size: int, sha256: str, chunk: int = DEFAULT_LIMITS.chunk_size) -> VerifyResult:
+    """Check a file against its signed size and SHA-256, reading at most ``size`` bytes.
+
+    Args:
+        path: the file to check (a staged image in the Update Area).
+        size: the signed size in bytes.
+        sha256: the signed SHA-256, lowercase hex.
+        chunk: bytes read per step (the memory used).
+
+    Returns:
+        A :class:`VerifyResult` saying what matched, or why not.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    hasher = hashlib.sha256()
+    with path.open("rb", buffering=0) as handle:
+        failed = _size_result(os.fstat(handle.fileno()).st_size, size)
+        if failed is not None:
+            return failed
+        buffer = memoryview(bytearray(chunk))
+        done = 0
+        while done < size:
+            count = handle.readinto(buffer[: min(chunk, size - done)])
+            if not count:
+                break
+            hasher.update(buffer[:count])
+            done += count
+    failed = _size_result(done, size)  # the file shrank while being read
+    return failed if failed is not None else _digest_result(size, sha256, hasher.hexdigest())
+
+
+def require_verified(
+    path: Path, size: int, sha256: str, chunk: int = DEFAULT_LIMITS.chunk_size
+) -> VerifyResult:
+    """Verify like :func:`verify_file`, raising when the file does not match.
+
+    Returns:
+        The passing :class:`VerifyResult`.
+
+    Raises:
+        DigestError: the digest differs (``IMAGE_DIGEST_MISMATCH``).
+        VerificationError: the size differs (``IMAGE_TOO_LARGE`` or ``IMAGE_TRUNCATED``).
+        OSError: the file cannot be opened or read.
+    """
+    result = verify_file(path, size, sha256, chunk)
+    _raise_for(result)
+    return result
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def _sleep_or_cancel(clock: Clock, seconds: float, cancel: asyncio.Event | None) -> None:
+    """Sleep on ``clock``, waking early when ``cancel`` is set."""
+    if cancel is None:
+        await clock.sleep(seconds)
+        return
+    if cancel.is_set():
+        return
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waiter):
+            task.cancel()
+        await asyncio.gather(sleeper, waiter, return_exceptions=True)
+
+
+@dataclass(slots=True)
+class _Download:
+    """The mutable state of one fetch: bytes on disk in the ``.part`` and their running hash."""
+
+    source: Path
+    part: Path
+    size: int
+    clock: Clock
+    limits: Limits
+    opener: Opener
+    progress: Progress | None
+    cancel: asyncio.Event | None
+    done: int = 0
+    reported: int = 0
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    buffer: memoryview = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.buffer = memoryview(bytearray(self.limits.chunk_size))
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledUpgrade(f"download of {self.source.name} cancelled at byte {self.done}")
+
+    async def resume(self) -> None:
+        """Hash the bytes an interrupted run left in the ``.part``, or discard an oversized one."""
+        try:
+            found = self.part.stat().st_size
+        except FileNotFoundError:
+            return
+        if found > self.size:
+            self.part.unlink()
+            return
+        with self.part.open("rb", buffering=0) as handle:
+            while self.done < found:
+                self._check_cancel()
+                count = handle.readinto(self.buffer[: min(self.limits.chunk_size, found - self.done)])
+                if not count:
+                    break
+                self.hasher.update(self.buffer[:count])
+                self.done += count
+                await asyncio.sleep(0)
+        self.reported = self.done
+
+    async def attempt(self) -> None:
+        """Stream the rest of the image into the ``.part`` once; return when all ``size`` bytes are in.
+
+        Raises:
+            TransportError: the source failed to open or read (retryable).
+            VerificationError: the source holds more or fewer bytes than signed.
+            CancelledUpgrade: ``cancel`` was set.
+            StoreError: writing the ``.part`` failed.
+        """
+        self._check_cancel()
+        try:
+            src = self.opener(self.source, self.done)
+        except OSError as exc:
+            raise TransportError(f"cannot open {self.source}: {exc}") from exc
+        with contextlib.closing(src), self._open_part() as out:
+            while (count := self._read(src)) > 0:
+                if self.done + count > self.size:
+                    raise VerificationError(
+                        f"{self.source.name} holds more than its signed size {self.size}",
+                        reason=Reason.IMAGE_TOO_LARGE,
+                    )
+                self._write(out, count)
+                await self._pace(count)
+        if self.done < self.size:
+            raise VerificationError(
+                f"{self.source.name} ended at byte {self.done} of its signed size {self.size}",
+                reason=Reason.IMAGE_TRUNCATED,
+            )
+
+    def _open_part(self) -> io.BufferedRandom:
+        self.part.touch()
+        out = self.part.open("r+b")
+        out.seek(self.done)
+        out.truncate()  # drop any bytes a failed write left beyond what is hashed
+        return out
+
+    def _read(self, src: Source) -> int:
+        self._check_cancel()
+        want = min(self.limits.chunk_size, self.size - self.done + 1)  # one byte past size proves the end
+        try:
+            return src.readinto(self.buffer[:want]) or 0
+        except OSError as exc:
+            raise TransportError(f"reading {self.source} failed at byte {self.done}: {exc}") from exc
+
+    def _write(self, out: io.BufferedRandom, count: int) -> None:
+        data = self.buffer[:count]
+        try:
+            out.write(data)
+            out.flush()
+        except OSError as exc:
+            reason = Reason.NO_SPACE if exc.errno == errno.ENOSPC else Reason.BAD_INPUT
+            raise StoreError(f"writing {self.part} failed: {exc}", reason=reason) from exc
+        self.hasher.update(data)
+        self.done += count
+        hit("stage.download")
+        due = self.done - self.reported >= self.limits.progress_interval
+        if self.progress is not None and due and self.done < self.size:
+            self.reported = self.done
+            self.progress(self.done, self.size)
+
+    async def _pace(self, count: int) -> None:
+        """Yield to the loop; on a throttled link, wait the chunk's nominal transfer time."""
+        if self.limits.bandwidth is None:
+            await asyncio.sleep(0)
+        else:
+            await _sleep_or_cancel(self.clock, count / self.limits.bandwidth, self.cancel)
+
+
+async def _attempt_with_retries(download: _Download, rng: random.Random) -> None:
+    """Run attempts until one completes, retrying transport failures with jittered backoff."""
+    limits = download.limits
+    delays = exponential_backoff(limits.backoff_base, limits.backoff_cap)
+    retries = 0
+    while True:
+        try:
+            await download.attempt()
+            return
+        except TransportError as exc:
+            if retries >= limits.max_retries:
+                raise TransportError(
+                    f"{download.source.name} unavailable after {retries} retries: {exc}",
+                    reason=Reason.IMAGE_UNAVAILABLE,
+                ) from exc
+        retries += 1
+        delay = next(delays) * (1.0 + limits.backoff_jitter * rng.random())
+        await _sleep_or_cancel(download.clock, delay, download.cancel)
+
+
+def _discard(part: Path) -> None:
+    """Delete a ``.part`` whose bytes are known bad (never resumed from)."""
+    part.unlink(missing_ok=True)
+
+
+def _promote(part: Path, final: Path) -> None:
+    """Make the verified ``.part`` durable, then atomically rename it to ``final``."""
+    with part.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(part, final)
+    _fsync_dir(final.parent)
+
+
+async def fetch_image(
+    source: Path,
+    part: Path,
+    *,
+    size: int,
+    sha256: str,
+    clock: Clock,
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
+    cancel: asyncio.Event | None = None,
+    opener: Opener = open_source,
+    rng: random.Random | None = None,
+) -> Path:
+    """Download ``source`` into ``part``, verify it against its signed size and digest, and stage it.
+
+    Args:
+        source: the image in the release repository (the vendor's portal).
+        part: ``<name>.part`` in the Update Area; bytes already there are resumed from.
+        size: the signed size in bytes (from the verified manifest).
+        sha256: the signed SHA-256, lowercase hex.
+        clock: the injected clock; retry backoff and link throttling sleep on it.
+        limits: chunk size, retries, backoff, bandwidth, size ceiling, progress interval.
+        progress: called with (done, total) at most every ``limits.progress_interval`` bytes
+            and once at the end.
+        cancel: when set, the download stops at the next chunk and keeps the ``.part``.
+        opener: opens the source at an offset (tests inject failing or counting sources).
+        rng: the jitter source (seed it for reproducible runs).
+
+    Returns:
+        The staged image's path: ``part`` without ``.part``.
+
+    Raises:
+        ValueError: ``part`` does not end with ``.part``, or ``size``/``sha256`` are malformed.
+        VerificationError: ``IMAGE_TOO_LARGE`` or ``IMAGE_TRUNCATED``; the ``.part`` is deleted.
+        DigestError: the digest differs (``IMAGE_DIGEST_MISMATCH``); the ``.part`` is deleted.
+        TransportError: the source still failed after ``limits.max_retries`` retries
+            (``IMAGE_UNAVAILABLE``); the ``.part`` is kept.
+        CancelledUpgrade: ``cancel`` was set; the ``.part`` is kept.
+        StoreError: the Update Area could not be written; the ``.part`` is kept.
+    """
+    _check_args(part, size, sha256, limits)
+    final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+    download = _Download(source, part, size, clock, limits, opener, progress, cancel)
+    try:
+        await download.resume()
+        await _attempt_with_retries(download, rng if rng is not None else random.Random())
+        _raise_for(_digest_result(size, sha256, download.hasher.hexdigest()))
+    except VerificationError:
+        _discard(part)
+        raise
+    _promote(part, final)
+    hit("stage.verified")
+    if progress is not None:
+        progress(size, size)
+    return final
