@@ -46,6 +46,18 @@ class SignatureError(VerificationError):
     reason = Reason.KEY_SIGNATURE_INVALID
 
 
+class StaleRevocationError(VerificationError):
+    """A revocation list is not newer than the one installed (an older list never replaces a newer)."""
+
+    reason = Reason.REVOCATION_LIST_STALE
+
+
+class KeyIssueError(AllworxError):
+    """The vendor was asked to issue a key that makes no sense (unknown plan, missing ceiling, ...)."""
+
+    reason = Reason.BAD_INPUT
+
+
 class DigestError(VerificationError):
     """Downloaded bytes do not match their signed size or digest."""
 
@@ -80,3 +92,25 @@ class TransportError(AllworxError):
     """A retryable transport problem (download interrupted, broker gone)."""
 
     reason = Reason.IMAGE_UNAVAILABLE
+
+
+class CancelledUpgrade(AllworxError):  # noqa: N818  # reason: a requested stop, not an error; the brief names it
+    """The operator (or the agent's shutdown) asked the upgrade to stop; partial work is kept."""
+
+    reason = Reason.CANCELLED
+
+
+class CommandError(VerificationError):
+    """An operator command was refused: unsigned, forged, untrusted, stale, replayed or malformed."""
+
+    reason = Reason.COMMAND_MALFORMED
+
+
+class BrokerError(TransportError):
+    """The MQTT broker is unreachable, refused the connection or dropped it (retryable)."""
+
+    reason = Reason.BROKER_UNAVAILABLE
+
+    def __init__(self, message: str, *, protocol_refused: bool = False) -> None:
+        super().__init__(message)
+        self.protocol_refused = protocol_refused  # the broker does not speak the protocol asked for

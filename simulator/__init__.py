@@ -1,0 +1,1 @@
+"""The simulator: virtual Allworx servers, the vendor's keyring and desk, fleets, chaos, scenarios."""

@@ -1,0 +1,256 @@
+"""The vendor's keyring: the root private key, one signing key per purpose, the revocation state.
+
+Created on first use so every command works with no set-up, in ``$ALLWORX_SIM_HOME/vendor/``
+when that variable is set, else ``~/.local/share/allworx-sim/vendor/`` (or an explicit path).
+
+Invariants:
+
+- Creation is safe when processes race (parallel tests, fleet workers): the keyring is built in a
+  temp folder next to its place and ``os.rename`` d into it; the loser of the race loads the
+  winner's keyring and discards its own, so everyone ends up with the same root.
+- Every signing certificate is signed by the root and valid over the simulated years 2008-2040.
+- Revocation lists are issued under a file lock with strictly increasing sequence numbers.
+
+Layout: ``keyring.json`` (root and signing keys, hex, certificates), ``revocations.key`` (the
+newest revocation list), ``.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from agent import crypto
+from agent.armor import parse_token
+from agent.crypto import Certificate, SignedDocument
+from agent.errors import KeyFormatError, StoreError
+from agent.revocation import (
+    REVOCATIONS_FILE,
+    RevocationList,
+    atomic_write,
+    parse_revocation_list,
+    sign_revocation_list,
+    write_trust,
+)
+
+HOME_VARIABLE = "ALLWORX_SIM_HOME"
+KEYRING_FILE = "keyring.json"
+SIGNING_PURPOSES = ("keys", "releases", "revocations")
+VALID_FROM = date(2008, 1, 1)  # simulated: the certificates cover every simulated year
+VALID_UNTIL = date(2040, 12, 31)
+FORMAT = 1
+
+
+def sim_home() -> Path:
+    """Return the simulator's home: ``$ALLWORX_SIM_HOME`` or ``~/.local/share/allworx-sim``."""
+    configured = os.environ.get(HOME_VARIABLE)
+    return Path(configured) if configured else Path.home() / ".local" / "share" / "allworx-sim"
+
+
+def default_keyring_dir() -> Path:
+    """Return where the vendor keyring lives by default."""
+    return sim_home() / "vendor"
+
+
+class VendorKeyring:
+    """The vendor's signing keys (load with :meth:`load_or_create`)."""
+
+    def __init__(
+        self, path: Path, root_private: bytes, signers: dict[str, tuple[bytes, Certificate]]
+    ) -> None:
+        self.path = path
+        self._root_private = root_private
+        self._signers = signers
+        self.root_public = crypto.public_key(root_private)
+
+    @property
+    def root_public_hex(self) -> str:
+        """The pinned root public key as hex (the content of a server's ``vendor-root.pub``)."""
+        return self.root_public.hex()
+
+    # --- creation and loading -------------------------------------------------------------
+    @classmethod
+    def load_or_create(cls, path: Path | None = None) -> VendorKeyring:
+        """Load the keyring at ``path`` (default location if None), creating it on first use.
+
+        Raises:
+            StoreError: the keyring exists but is unreadable or malformed, or cannot be created.
+        """
+        path = path if path is not None else default_keyring_dir()
+        if not (path / KEYRING_FILE).exists():
+            cls._create(path)
+        return cls._load(path)
+
+    @classmethod
+    def _create(cls, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the vendor keyring: {exc.strerror}") from exc
+        try:
+            cls._build(work)
+            try:
+                os.rename(work, path)  # atomic; fails if another process already put a keyring there
+            except OSError:
+                if not (path / KEYRING_FILE).exists():
+                    raise
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the vendor keyring: {exc.strerror}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    @staticmethod
+    def _build(work: Path) -> None:
+        root = crypto.generate_private_key()
+        signers: dict[str, Any] = {}
+        for purpose in SIGNING_PURPOSES:
+            private = crypto.generate_private_key()
+            cert = crypto.issue_certificate(
+                root,
+                signer_id=f"vendor-{purpose}-{crypto.fingerprint(crypto.public_key(private))[:8]}",
+                public=crypto.public_key(private),
+                purposes=(purpose,),
+                not_before=VALID_FROM,
+                not_after=VALID_UNTIL,
+            )
+            signers[purpose] = {"private": private.hex(), "certificate": cert.to_dict()}
+        data = {"format": FORMAT, "simulated": True, "root_private": root.hex(), "signers": signers}
+        (work / KEYRING_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.chmod(work / KEYRING_FILE, 0o600)
+        rev_private = bytes.fromhex(signers["revocations"]["private"])
+        rev_cert = Certificate.from_dict(signers["revocations"]["certificate"])
+        empty = sign_revocation_list(0, VALID_FROM, (), rev_private, rev_cert)
+        (work / REVOCATIONS_FILE).write_text(empty.text())
+
+    @classmethod
+    def _load(cls, path: Path) -> VendorKeyring:
+        file = path / KEYRING_FILE
+        try:
+            data = json.loads(file.read_text())
+            root = crypto.decode_hex(data["root_private"], crypto.KEY_SIZE)
+            signers = {}
+            for purpose in SIGNING_PURPOSES:
+                entry = data["signers"][purpose]
+                private = crypto.decode_hex(entry["private"], crypto.KEY_SIZE)
+                signers[purpose] = (private, Certificate.from_dict(entry["certificate"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{file}: not a readable vendor keyring: {exc}") from exc
+        return cls(path, root, signers)
+
+    # --- signing --------------------------------------------------------------------------
+    def certificate(self, purpose: str) -> Certificate:
+        """Return the signing certificate for ``purpose``.
+
+        Raises:
+            KeyError: no signing key for that purpose.
+        """
+        return self._signers[purpose][1]
+
+    def signing_key(self, purpose: str) -> tuple[bytes, Certificate]:
+        """Return the private signing key and certificate for ``purpose`` (simulator use only).
+
+        Raises:
+            KeyError: no signing key for that purpose.
+        """
+        return self._signers[purpose]
+
+    def sign(self, purpose: str, payload: bytes) -> SignedDocument:
+        """Sign ``payload`` with the signing key for ``purpose``.
+
+        Raises:
+            KeyError: no signing key for that purpose.
+        """
+        private, cert = self._signers[purpose]
+        return crypto.sign_document(payload, private, cert)
+
+    def certify(
+        self, public: bytes, *, signer_id: str, purposes: tuple[str, ...], not_before: date, not_after: date
+    ) -> Certificate:
+        """Issue a root-signed certificate for someone else's key (e.g. a fleet operator's).
+
+        Raises:
+            ValueError: unknown purposes, an empty period or a bad key.
+        """
+        return crypto.issue_certificate(
+            self._root_private,
+            signer_id=signer_id,
+            public=public,
+            purposes=purposes,
+            not_before=not_before,
+            not_after=not_after,
+        )
+
+    # --- revocation -----------------------------------------------------------------------
+    def revocation_list_text(self) -> str:
+        """Return the newest revocation list (text).
+
+        Raises:
+            StoreError: the stored list is unreadable.
+        """
+        try:
+            return (self.path / REVOCATIONS_FILE).read_text()
+        except OSError as exc:
+            raise StoreError(f"{self.path / REVOCATIONS_FILE}: cannot read: {exc.strerror}") from exc
+
+    def revoked(self) -> frozenset[str]:
+        """Return the key ids revoked so far.
+
+        Raises:
+            StoreError: the stored list is unreadable or malformed.
+        """
+        return self._current().revoked
+
+    def revoke(self, key_id: str, today: date) -> str:
+        """Add ``key_id`` to the revocation list; return the new list's text (next sequence number).
+
+        Raises:
+            KeyFormatError: ``key_id`` is not a valid key id.
+            StoreError: the list cannot be read or written.
+        """
+        parse_token("Key-Id", key_id)
+        private, cert = self._signers["revocations"]
+        with self._locked():
+            current = self._current()
+            issued = max(today, current.issued)
+            new = sign_revocation_list(
+                current.sequence + 1, issued, current.revoked | {key_id}, private, cert
+            )
+            text = new.text()
+            atomic_write(self.path / REVOCATIONS_FILE, text.encode("utf-8"))
+        return text
+
+    def write_trust(self, directory: Path) -> None:
+        """Write a server trust directory: the pinned root and the current revocation list.
+
+        Raises:
+            StoreError: the directory cannot be written.
+        """
+        write_trust(directory, self.root_public, self.revocation_list_text())
+
+    def _current(self) -> RevocationList:
+        try:
+            return parse_revocation_list(self.revocation_list_text())
+        except KeyFormatError as exc:
+            raise StoreError(f"{self.path / REVOCATIONS_FILE}: malformed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            handle = (self.path / ".lock").open("a")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot lock the keyring: {exc.strerror}") from exc
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
