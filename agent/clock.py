@@ -61,7 +61,9 @@ class SimClock:
         return self._start + timedelta(seconds=self.monotonic())
 
     def monotonic(self) -> float:
-        """Return simulated seconds since the clock started."""
+        """Return simulated seconds since the clock started (only sleeps advance an infinite-speed clock)."""
+        if self._speed == float("inf"):
+            return self._offset
         return (time.monotonic() - self._origin) * self._speed + self._offset
 
     def advance(self, seconds: float) -> None:

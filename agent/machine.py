@@ -132,7 +132,7 @@ def mermaid() -> str:
     lines = ["stateDiagram-v2", "    [*] --> idle"]
     for (state, event), target in TRANSITIONS.items():
         if event is Event.RESTART:
-            if state is not target:
+            if state is not State.IDLE:
                 lines.append(f"    {state.value} --> {target.value}: restart (power cut)")
             continue
         lines.append(f"    {state.value} --> {target.value}: {event.value}")

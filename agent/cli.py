@@ -1,0 +1,259 @@
+"""``allworx-agent``: the local administrator's command line.
+
+Every command takes ``--server-dir``, ``--json`` (one JSON document on stdout) and ``--now`` (the
+simulated clock). Exit codes: 0 done, 2 refused by policy, 1 error (bad input, I/O) — each with
+a one-line ``error: CODE: message`` on stderr and never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from agent.clock import SimClock, parse_now
+from agent.errors import AllworxError
+from agent.logs import configure_logging
+from agent.planner import plan as make_plan
+from agent.policy import active_features, inactive_features
+from agent.store import ServerDir, checks_json
+from agent.upgrader import UpgradeResult, Upgrader
+from releases.catalog import default_catalog
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
+
+
+def fail(reason: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print one line on stderr and exit with ``code``."""
+    click.echo(f"error: {reason}: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(func: F) -> F:
+    """Turn the product's errors into one line and exit 1, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AllworxError as exc:
+            fail(exc.reason.value, str(exc))
+        except (OSError, ValueError) as exc:
+            fail("BAD_INPUT", str(exc))
+
+    return wrapper  # type: ignore[return-value]  # reason: functools.wraps keeps the signature
+
+
+def server_options(func: F) -> F:
+    """The options every command takes."""
+    func = click.option("--server-dir", "server_dir", required=True, type=click.Path(path_type=Path),
+                        help="The server directory (a lab box's or a virtual server's).")(func)  # fmt: skip
+    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+    return click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")(
+        func
+    )
+
+
+def open_server(server_dir: Path) -> ServerDir:
+    """Open a server directory or fail with a clear message."""
+    server = ServerDir(server_dir)
+    server.check_exists()
+    return server
+
+
+def clock_for(now: str | None) -> SimClock:
+    """The clock of one command: starts at ``--now`` (or real now); simulated durations take no time."""
+    try:
+        start = parse_now(now)
+    except ValueError:
+        fail("BAD_INPUT", f"--now {now!r} is not a date (YYYY-MM-DD)")
+    return SimClock(start, speed=float("inf"))
+
+
+def emit(document: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
+    """Print ``document`` as JSON or as text for a person."""
+    click.echo(json.dumps(document, indent=2) if as_json else text(document))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-json", is_flag=True, help="Structured logs as JSON on stderr (production).")
+@click.option("-v", "--verbose", is_flag=True, help="Show the agent's logs on stderr.")
+def main(log_json: bool, verbose: bool) -> None:
+    """The Allworx upgrade agent: status, plans, upgrades and keys of one server."""
+    configure_logging(json_logs=log_json, verbose=verbose)
+
+
+def status_document(server: ServerDir, now: datetime) -> dict[str, Any]:
+    """The ``status`` document (also the MQTT retained state's core)."""
+    ident, info = server.identity(), server.committed()
+    checks = server.key_checks(now.date())
+    catalog = default_catalog()
+    job = server.journal.load()
+    return {
+        "serial": ident.serial, "model": ident.model, "mac": ident.mac, "site": ident.site,
+        "shipped": ident.shipped.isoformat(), "release": info.version, "build": info.build,
+        "db_schema": info.db_schema, "state": job.state if job else "idle",
+        "keys": checks_json(checks), "features_active": list(active_features(checks)),
+        "features_inactive": list(inactive_features(catalog, info.version, checks)),
+        "phone_firmware": server.offered_phone_firmware(), "last_result": server.last_result(),
+        "now": now.isoformat(),
+    }  # fmt: skip
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    lines = [
+        f"server   {doc['serial']}  (Allworx {doc['model']}, site {doc['site']})",
+        f"release  {doc['release']}  (build {doc['build']}, database schema {doc['db_schema']})",
+        f"state    {doc['state']}",
+        f"phones   firmware {doc['phone_firmware']} offered",
+        "keys:" if doc["keys"] else "keys:    none installed",
+    ]
+    for key in doc["keys"]:
+        what = key.get("plan") or key.get("feature") or key.get("users") or key.get("patch_build") or ""
+        verdict = "valid" if key["valid"] else f"NOT VALID ({key['reason']}: {key['message']})"
+        lines.append(
+            f"  {key.get('kind', '?'):<12} {what:<12} {key.get('starts')} .. {key.get('expires')}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+@main.command()
+@server_options
+@guarded
+def status(server_dir: Path, as_json: bool, now: str | None) -> None:
+    """Show the server's release, database schema, state and keys."""
+    server = open_server(server_dir)
+    emit(status_document(server, clock_for(now).now()), as_json, _status_text)
+
+
+def _plan_text(doc: dict[str, Any]) -> str:
+    lines = [f"plan {doc['from']} -> {doc['to']}: ends on {doc['final_release']}"]
+    for step in doc["steps"]:
+        tail = (
+            f"  {step['reason']} ({step['rule']}): {step['message']}" if step["outcome"] == "refused" else ""
+        )
+        lines.append(f"  {step['release']:<5} {step['outcome']}{tail}")
+    return "\n".join(lines)
+
+
+@main.command()
+@server_options
+@click.option("--to", "target", required=True, help="The release to reach, e.g. 8.0.")
+@guarded
+def plan(server_dir: Path, as_json: bool, now: str | None, target: str) -> None:
+    """Show the chain of single steps to a release and each step's verdict; change nothing."""
+    server = open_server(server_dir)
+    moment = clock_for(now).now()
+    result = make_plan(default_catalog(), server.facts(), server.key_checks(moment.date()), target, moment)
+    emit(result.as_dict(), as_json, _plan_text)
+    sys.exit(EXIT_REFUSED if result.refusal else EXIT_OK)
+
+
+def _result_text(doc: dict[str, Any]) -> str:
+    lines = [f"{doc['from']} -> {doc['to']}: now on {doc['final_release']} ({doc['outcome']})"]
+    for step in doc["steps"]:
+        tail = f"  {step['reason']} ({step['rule']}): {step['message']}" if "reason" in step else ""
+        lines.append(f"  {step['release']:<5} {step['outcome']}{tail}")
+    return "\n".join(lines)
+
+
+def run_upgrade(server_dir: Path, as_json: bool, now: str | None, action: str, target: str) -> None:
+    """Run ``upgrade`` or ``install`` with a progress display, print the result, exit."""
+    from agent.progress import ProgressView
+
+    server = open_server(server_dir)
+    clock = clock_for(now)
+    view = ProgressView(enabled=not as_json and sys.stderr.isatty())
+
+    async def go() -> UpgradeResult:
+        upgrader = Upgrader(server, default_catalog(), clock, on_event=view.on_event)
+        with view:
+            if action == "install":
+                return await upgrader.install(target)
+            return await upgrader.upgrade(target)
+
+    result = asyncio.run(go())
+    emit(result.as_dict(), as_json, _result_text)
+    code = {"succeeded": EXIT_OK, "rejected": EXIT_REFUSED}.get(result.outcome, EXIT_ERROR)
+    if code != EXIT_OK:
+        last = result.steps[-1].as_dict()
+        click.echo(f"error: {last.get('reason')}: {last.get('message')}", err=True)
+    sys.exit(code)
+
+
+@main.command()
+@server_options
+@click.option("--to", "target", required=True, help="The release to reach, e.g. 8.0.")
+@guarded
+def upgrade(server_dir: Path, as_json: bool, now: str | None, target: str) -> None:
+    """Upgrade step by step to a release; stop at the first refusal on the last committed release."""
+    run_upgrade(server_dir, as_json, now, "upgrade", target)
+
+
+@main.command()
+@server_options
+@click.option("--release", "release", required=True, help="Exactly the release to install, e.g. 7.2.")
+@guarded
+def install(server_dir: Path, as_json: bool, now: str | None, release: str) -> None:
+    """Install exactly one release image (as an administrator uploading it), judged by the same rules."""
+    run_upgrade(server_dir, as_json, now, "install", release)
+
+
+@main.group()
+def keys() -> None:
+    """Install and list software keys."""
+
+
+@keys.command("install")
+@server_options
+@click.argument("key_file", type=click.Path(path_type=Path))
+@guarded
+def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Path) -> None:
+    """Verify a key file and install it; a refused key changes nothing."""
+    server = open_server(server_dir)
+    try:
+        text = key_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail("KEY_FORMAT_INVALID", f"cannot read {key_file}: {exc}")
+    check = server.install_key(text, clock_for(now).now().date())
+    document = checks_json([check])[0]
+    document["installed"] = (
+        check.valid or check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID"
+    )
+    emit(document, as_json, lambda d: f"installed {d.get('kind')} key {d.get('key_id')}" if d["installed"]
+         else f"refused: {d['reason']}: {d['message']}")  # fmt: skip
+    if not document["installed"]:
+        if as_json:
+            click.echo(f"error: {document['reason']}: {document['message']}", err=True)
+        sys.exit(EXIT_REFUSED)
+
+
+@keys.command("list")
+@server_options
+@guarded
+def keys_list(server_dir: Path, as_json: bool, now: str | None) -> None:
+    """List installed keys with their validity today."""
+    server = open_server(server_dir)
+    checks = checks_json(server.key_checks(clock_for(now).now().date()))
+    emit(
+        {"keys": checks}, as_json, lambda d: _status_text({**_blank(), "keys": d["keys"]}).split("\n", 4)[-1]
+    )
+
+
+def _blank() -> dict[str, Any]:
+    return dict.fromkeys(
+        ("serial", "model", "site", "release", "build", "db_schema", "state", "phone_firmware"), ""
+    )
+
+
+from agent.mqtt.cli import run as _run  # noqa: E402  # reason: the daemon command registers itself last
+
+main.add_command(_run, "run")

@@ -1,0 +1,226 @@
+"""A server directory: the agent's view of the server it runs on (layout in docs/architecture.md).
+
+Invariants: every change is an atomic write (:mod:`agent.journal`); reading never changes
+anything; a key is verified before it is written, and a refused key leaves ``keys/`` as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from agent.bootloader import Bootloader
+from agent.errors import KeyFormatError, StoreError
+from agent.journal import Journal, read_json, write_atomic, write_json
+from agent.keys import KeyCheck, SignedKey, TrustStore, check_key, load_trust, parse_key_text
+from agent.policy import ServerFacts
+from agent.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The server's fixed identity."""
+
+    serial: str
+    model: str
+    mac: str
+    shipped: date
+    site: str
+    repo: str  # the release repository (the vendor portal) this server downloads from
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    """What a release slot holds."""
+
+    version: str
+    build: str
+    db_schema: int
+
+
+class ServerDir:
+    """Paths and reads/writes of one server directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bootloader = Bootloader(root / "boot.json")
+        self.journal = Journal(root / "journal.json")
+
+    # --- layout ---------------------------------------------------------------------------
+    @property
+    def keys_dir(self) -> Path:
+        """Installed key files."""
+        return self.root / "keys"
+
+    @property
+    def trust_dir(self) -> Path:
+        """The pinned vendor root and the revocation list."""
+        return self.root / "trust"
+
+    @property
+    def update_area(self) -> Path:
+        """Where staged images wait (the vendor's *Update Area*)."""
+        return self.root / "update"
+
+    def slot_dir(self, slot: str) -> Path:
+        """The folder of release slot ``slot``."""
+        return self.root / "slots" / slot
+
+    def db_path(self, slot: str) -> Path:
+        """The database of slot ``slot``."""
+        return self.slot_dir(slot) / "pbx.db"
+
+    # --- reads ----------------------------------------------------------------------------
+    def check_exists(self) -> None:
+        """Raise StoreError unless this looks like a server directory."""
+        if not (self.root / "identity.json").is_file():
+            raise StoreError(f"{self.root} is not a server directory (no identity.json)")
+
+    def identity(self) -> Identity:
+        """Return the server's identity.
+
+        Raises:
+            StoreError: missing or malformed.
+        """
+        self.check_exists()
+        raw = read_json(self.root / "identity.json")
+        try:
+            return Identity(
+                serial=raw["serial"], model=raw["model"], mac=raw["mac"],
+                shipped=date.fromisoformat(raw["shipped"]), site=raw.get("site", "default"),
+                repo=raw.get("repo", ""),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{self.root / 'identity.json'} is malformed: {exc}") from exc
+
+    def slot_info(self, slot: str) -> SlotInfo | None:
+        """Return what ``slot`` holds, or None when it is empty or unreadable."""
+        try:
+            raw = read_json(self.slot_dir(slot) / "release.json")
+            return SlotInfo(raw["version"], raw["build"], int(raw["db_schema"]))
+        except (StoreError, KeyError, TypeError, ValueError):
+            return None
+
+    def active_slot(self) -> str:
+        """The committed slot."""
+        return self.bootloader.env().active
+
+    def committed(self) -> SlotInfo:
+        """The committed release.
+
+        Raises:
+            StoreError: the active slot holds no release (a bricked server).
+        """
+        info = self.slot_info(self.active_slot())
+        if info is None:
+            raise StoreError(f"{self.root}: the active slot holds no release")
+        return info
+
+    def facts(self) -> ServerFacts:
+        """What policy needs to know."""
+        ident, info = self.identity(), self.committed()
+        return ServerFacts(serial=ident.serial, model=ident.model, release=info.version, build=info.build)
+
+    def trust(self) -> TrustStore:
+        """The pinned vendor root and revocations."""
+        return load_trust(self.trust_dir)
+
+    def installed_keys(self) -> list[SignedKey]:
+        """Every installed key that parses (a file that does not is skipped: it was never valid)."""
+        keys = []
+        for path in sorted(self.keys_dir.glob("*.key")):
+            try:
+                keys.append(parse_key_text(path.read_text()))
+            except (KeyFormatError, OSError, UnicodeDecodeError):
+                continue
+        return keys
+
+    def key_checks(self, today: date) -> list[KeyCheck]:
+        """Every installed key verified for this server on ``today``."""
+        trust, serial = self.trust(), self.identity().serial
+        return [check_key(key, trust, serial, today) for key in self.installed_keys()]
+
+    def key_digest(self) -> str:
+        """A content checksum of every installed key (for "keys intact" checks)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for path in sorted(self.keys_dir.glob("*.key")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+    # --- writes ---------------------------------------------------------------------------
+    def install_key(self, text: str, today: date) -> KeyCheck:
+        """Verify a key and install it when acceptable; a refused key changes nothing.
+
+        A key that is valid, or valid only from a later start date, is installed. Every other
+        failure (format, signature, serial, revoked, expired) is returned as the refusal.
+        """
+        trust, serial = self.trust(), self.identity().serial
+        try:
+            key = parse_key_text(text)
+        except KeyFormatError as exc:
+            return KeyCheck(info=None, valid=False, reason=Reason.KEY_FORMAT_INVALID,
+                            message=str(exc), passed=0)  # fmt: skip
+        check = check_key(key, trust, serial, today)
+        if not check.valid and check.reason is not Reason.KEY_NOT_YET_VALID:
+            return check
+        target = self.keys_dir / f"{key.info.key_id}.key"
+        if target.exists() and target.read_text() == key.text():
+            return KeyCheck(info=key.info, valid=check.valid, reason=check.reason,
+                            message="This key is already installed.", passed=check.passed)  # fmt: skip
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, key.text().encode(), point="keys.install")
+        return check
+
+    def write_slot_info(self, slot: str, info: SlotInfo) -> None:
+        """Record what ``slot`` holds."""
+        write_json(self.slot_dir(slot) / "release.json",
+                   {"version": info.version, "build": info.build, "db_schema": info.db_schema})  # fmt: skip
+
+    def offer_phone_firmware(self, version: str, release: str) -> None:
+        """Rule PHONE-1: the booted release's phone firmware is offered to the phones, no key check."""
+        phones = self.root / "phones"
+        phones.mkdir(exist_ok=True)
+        write_json(phones / "offered.json", {"firmware": version, "release": release})
+
+    def offered_phone_firmware(self) -> str | None:
+        """The phone firmware version currently offered to phones."""
+        try:
+            return str(read_json(self.root / "phones" / "offered.json")["firmware"])
+        except (StoreError, KeyError, TypeError):
+            return None
+
+    def last_result(self) -> dict[str, Any] | None:
+        """The last upgrade outcome recorded on this server."""
+        path = self.root / "last_result.json"
+        try:
+            return dict(read_json(path)) if path.exists() else None
+        except (StoreError, TypeError, ValueError):
+            return None
+
+    def record_result(self, result: dict[str, Any]) -> None:
+        """Remember the last upgrade outcome."""
+        write_json(self.root / "last_result.json", result)
+
+
+def checks_json(checks: Sequence[KeyCheck]) -> list[dict[str, Any]]:
+    """The JSON form of verified keys (``status`` and ``keys list``)."""
+    out = []
+    for check in checks:
+        info = check.info
+        entry: dict[str, Any] = {"valid": check.valid, "reason": check.reason.value if check.reason else None}
+        if info is not None:
+            entry.update(
+                key_id=info.key_id, kind=info.kind.value, plan=info.plan.value if info.plan else None,
+                starts=info.starts.isoformat() if info.starts else None,
+                expires=info.expires.isoformat() if info.expires else None,
+                feature=info.feature, users=info.users, ceiling=info.ceiling,
+                patch_build=info.patch_build, count=info.count,
+            )  # fmt: skip
+        entry["message"] = check.message
+        out.append(entry)
+    return out

@@ -1,0 +1,388 @@
+"""The upgrade shell: carries out planned steps on a server directory, one persisted state at a time.
+
+The pure core decides (:mod:`agent.policy`, :mod:`agent.planner`, :mod:`agent.machine`); this
+module does the I/O. For each state a handler performs the state's side effect and returns the
+event; the next state comes from the one transition table and is persisted *before* its handler
+runs (STYLE 3), so a restarted agent resumes from :func:`agent.machine.resume_state`.
+
+Invariants:
+- nothing on the old slot (release, database) is written during an upgrade; the new release's
+  database is built in the inactive slot, so rollback is the bootloader forgetting the trial;
+- a step ends committed or rolled back, never half-way, whatever the power does;
+- more than :data:`agent.journal.MAX_PERSISTS` persisted steps in one upgrade end it rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent import crashpoints, database
+from agent.clock import Clock
+from agent.errors import AllworxError, CancelledUpgrade
+from agent.fetcher import fetch_image, require_verified
+from agent.journal import MAX_PERSISTS, Job
+from agent.limits import DEFAULT_LIMITS, Limits
+from agent.machine import Event, State, next_state, resume_state
+from agent.planner import candidates, step_dict
+from agent.policy import Verdict, judge_step
+from agent.reasons import Reason, Refusal
+from agent.store import ServerDir, SlotInfo
+from releases.catalog import Catalog
+from releases.manifest import Manifest, load_manifest
+
+log = structlog.get_logger("agent.upgrader")
+EventSink = Callable[[dict[str, Any]], None]
+TERMINAL = frozenset({State.COMMITTED, State.ROLLED_BACK})
+
+
+@dataclass
+class Timing:
+    """Nominal durations of the simulated hardware, in seconds of the injected clock."""
+
+    reboot: float = 90.0  # a PBX takes a minute or two to boot
+    db_rows_per_second: float = 20_000.0
+
+
+@dataclass
+class StepResult:
+    """How one step ended."""
+
+    release: str
+    build: str
+    outcome: str  # committed | refused | failed | cancelled
+    refusal: Refusal | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form used by the CLI and MQTT."""
+        out: dict[str, Any] = {"release": self.release, "build": self.build, "outcome": self.outcome}
+        if self.refusal is not None:
+            out.update(self.refusal.as_dict())
+        return out
+
+
+@dataclass
+class UpgradeResult:
+    """How a whole request ended."""
+
+    from_release: str
+    target: str
+    final_release: str
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """succeeded, rejected (refused by policy), failed (tried and rolled back) or cancelled."""
+        last = self.steps[-1].outcome if self.steps else "committed"
+        return {"committed": "succeeded", "refused": "rejected"}.get(last, last)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form of ``upgrade`` and ``install``."""
+        return {
+            "from": self.from_release,
+            "to": self.target,
+            "final_release": self.final_release,
+            "outcome": self.outcome,
+            "steps": [s.as_dict() for s in self.steps],
+        }
+
+
+class Upgrader:
+    """Upgrades one server directory."""
+
+    def __init__(
+        self,
+        server: ServerDir,
+        catalog: Catalog,
+        clock: Clock,
+        *,
+        repo: Path | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        timing: Timing | None = None,
+        on_event: EventSink | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> None:
+        self.server = server
+        self.catalog = catalog
+        self.clock = clock
+        self.repo = repo or Path(server.identity().repo)
+        self.limits = limits
+        self.timing = timing or Timing()
+        self.on_event = on_event or (lambda _event: None)
+        self.cancel = cancel or asyncio.Event()
+
+    # --- requests ---------------------------------------------------------------------------
+    async def upgrade(self, target: str) -> UpgradeResult:
+        """Take the server to ``target`` one committed step at a time (rule SEQ-1).
+
+        Each step is judged again just before it runs (``now`` read once per decision), and the
+        chain stops at the first refusal or failure, leaving the last committed release.
+        """
+        await self.recover()
+        facts = self.server.facts()
+        result = UpgradeResult(facts.release, target, facts.release)
+        walk = candidates(self.catalog, facts, target)
+        if isinstance(walk, Verdict):
+            result.steps.append(StepResult(walk.release, walk.build, "refused", walk.refusal))
+            return self._finish(result)
+        for index, candidate in enumerate(walk):
+            now = self.clock.now()
+            verdict = judge_step(self.catalog, self.server.facts(), self.server.key_checks(now.date()),
+                                 candidate, now)  # fmt: skip
+            step = await self._step(verdict, target, index + 1, len(walk))
+            result.steps.append(step)
+            if step.outcome != "committed":
+                break
+            result.final_release = step.release
+        return self._finish(result)
+
+    async def install(self, release: str) -> UpgradeResult:
+        """Install exactly ``release`` (an uploaded image): no planning, judged by the same rules."""
+        await self.recover()
+        facts = self.server.facts()
+        now = self.clock.now()
+        verdict = judge_step(self.catalog, facts, self.server.key_checks(now.date()), release, now)
+        result = UpgradeResult(facts.release, release, facts.release)
+        step = await self._step(verdict, release, 1, 1)
+        result.steps.append(step)
+        if step.outcome == "committed":
+            result.final_release = step.release
+        return self._finish(result)
+
+    async def stage(self, target: str) -> list[str]:
+        """Download and verify every image a plan to ``target`` would install; activate nothing.
+
+        Returns:
+            The builds now staged in the Update Area.
+        """
+        from agent.planner import plan
+
+        now = self.clock.now()
+        planned = plan(self.catalog, self.server.facts(), self.server.key_checks(now.date()), target, now)
+        staged = []
+        for step in planned.steps:
+            if not step.allowed:
+                break
+            await self._fetch(step.build)
+            staged.append(step.build)
+        return staged
+
+    async def recover(self) -> StepResult | None:
+        """Finish an upgrade step that a power cut or a kill interrupted, if any."""
+        job = self.server.journal.load()
+        if job is None:
+            return None
+        state = resume_state(job.state)
+        log.info("upgrade_resumed", job_id=job.job_id, persisted=job.state, resume=state.value)
+        self._emit("resumed", job, persisted=job.state, state=state.value)
+        return await self._drive(job, state)
+
+    # --- one step -----------------------------------------------------------------------------
+    async def _step(self, verdict: Verdict, target: str, index: int, total: int) -> StepResult:
+        if verdict.refusal is not None:
+            log.info("step_refused", release=verdict.build, **verdict.refusal.as_dict())
+            self.on_event({"type": "refused", "release": verdict.release, "build": verdict.build,
+                           "step": index, "steps": total, **verdict.refusal.as_dict()})  # fmt: skip
+            return StepResult(verdict.release, verdict.build, "refused", verdict.refusal)
+        facts = self.server.facts()
+        env = self.server.bootloader.env()
+        job = Job(
+            job_id=uuid.uuid4().hex[:12], state=State.IDLE.value, target=target,
+            release=verdict.release, build=verdict.build, from_release=facts.release,
+            from_build=facts.build, old_slot=env.active, new_slot=env.inactive,
+            started_at=self.clock.now().isoformat(), rebuilds_database=verdict.rebuilds_database,
+            db_schema=verdict.db_schema, phone_firmware=verdict.phone_firmware,
+            extra={"step": index, "steps": total},
+        )  # fmt: skip
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id, serial=self.server.identity().serial,
+                                                     step=verdict.build):  # fmt: skip
+            return await self._drive(job, next_state(State.IDLE, Event.START))
+
+    async def _drive(self, job: Job, state: State) -> StepResult:
+        """Persist each state, run its handler, follow the table, until a terminal state."""
+        while True:
+            if job.persist_count >= MAX_PERSISTS and state not in (State.ROLLING_BACK, State.ROLLED_BACK):
+                job.error = {"reason": Reason.CRASH_LOOP.value, "message": "too many restarts in one upgrade"}
+                state = State.ROLLING_BACK  # rule: a crash loop ends rolled back, not looping
+            job.state = state.value
+            self.server.journal.save(job)
+            self._emit("transition", job, state=state.value)
+            if state in TERMINAL:
+                return self._close(job, state)
+            event = await self._run_handler(job, state)
+            state = next_state(state, event)
+
+    async def _run_handler(self, job: Job, state: State) -> Event:
+        handler = _HANDLERS[state]
+        try:
+            return await handler(self, job)
+        except CancelledUpgrade as exc:
+            job.error = {"reason": exc.reason.value, "message": str(exc)}
+            return Event.CANCEL if (state, Event.CANCEL) in _CANCELLABLE else Event.FAILED
+        except AllworxError as exc:
+            log.warning("step_failed", state=state.value, reason=exc.reason.value, error=str(exc))
+            job.error = {"reason": exc.reason.value, "message": str(exc)}
+            return Event.BOOT_FAILED if state is State.TRIAL_BOOT else Event.FAILED
+
+    def _close(self, job: Job, state: State) -> StepResult:
+        self.server.journal.clear()
+        log.info("step_finished", release=job.build, state=state.value, persisted=job.persist_count)
+        if state is State.COMMITTED:
+            return StepResult(job.release, job.build, "committed")
+        error = job.error or {}
+        reason = Reason(error.get("reason", Reason.BOOT_CHECK_FAILED.value))
+        rule = "DB-1" if job.rebuilds_database else "DB-2"  # the rollback guarantee that held
+        message = error.get("message", "The upgrade failed and the server was rolled back.")
+        outcome = "cancelled" if reason is Reason.CANCELLED else "failed"
+        return StepResult(job.release, job.build, outcome, Refusal(reason, rule, message))
+
+    def _finish(self, result: UpgradeResult) -> UpgradeResult:
+        document = result.as_dict()
+        document["at"] = self.clock.now().isoformat()
+        self.server.record_result(document)
+        self.on_event({"type": "result", **document})
+        return result
+
+    def _emit(self, kind: str, job: Job, **fields: Any) -> None:
+        self.on_event({"type": kind, "job_id": job.job_id, "release": job.release, "build": job.build,
+                       "step": job.extra.get("step", 1), "steps": job.extra.get("steps", 1), **fields})  # fmt: skip
+
+    # --- handlers (one per state) -----------------------------------------------------------------
+    def _manifest(self, build: str) -> Manifest:
+        trust = self.server.trust()
+        return load_manifest(self.repo / "manifests" / f"{build}.manifest", trust.root_public,
+                             self.clock.now().date())  # fmt: skip
+
+    def _staged_path(self, build: str) -> Path:
+        return self.server.update_area / f"{build}.img"
+
+    async def _fetch(self, build: str) -> Path:
+        manifest = self._manifest(build)
+        final = self._staged_path(build)
+        if final.exists():
+            try:
+                require_verified(final, manifest.size, manifest.sha256)
+                return final
+            except AllworxError:
+                final.unlink(missing_ok=True)
+        self.server.update_area.mkdir(exist_ok=True)
+
+        def progress(done: int, total: int) -> None:
+            self.on_event({"type": "progress", "phase": "download", "build": build,
+                           "bytes": done, "total": total, "percent": round(100 * done / max(total, 1), 1)})  # fmt: skip
+
+        return await fetch_image(
+            self.repo / "images" / f"{build}.img", final.with_name(final.name + ".part"),
+            size=manifest.size, sha256=manifest.sha256, clock=self.clock, limits=self.limits,
+            progress=progress, cancel=self.cancel,
+        )  # fmt: skip
+
+    async def _on_staging(self, job: Job) -> Event:
+        await self._fetch(job.build)
+        return Event.STAGED
+
+    async def _on_staged(self, job: Job) -> Event:
+        manifest = self._manifest(job.build)
+        require_verified(self._staged_path(job.build), manifest.size, manifest.sha256)
+        if self.cancel.is_set():
+            raise CancelledUpgrade("the upgrade was cancelled before activation")
+        return Event.ACTIVATE
+
+    async def _on_preparing_db(self, job: Job) -> Event:
+        src, dst = self.server.db_path(job.old_slot), self.server.db_path(job.new_slot)
+        self.server.slot_dir(job.new_slot).mkdir(parents=True, exist_ok=True)
+        (self.server.slot_dir(job.new_slot) / "release.json").unlink(missing_ok=True)
+
+        def progress(done: int, total: int) -> None:
+            self.on_event({"type": "progress", "phase": "database", "build": job.build, "rows": done,
+                           "total": total, "percent": round(100 * done / max(total, 1), 1)})  # fmt: skip
+
+        if job.rebuilds_database:  # rule DB-1: a complete new build, verified
+            report = await asyncio.to_thread(database.rebuild, src, dst, job.db_schema, progress)
+        else:  # rule DB-2: a migrated (or plain) verified copy; the original is the rollback copy
+            report = await asyncio.to_thread(database.migrate_copy, src, dst, job.db_schema, progress)
+        await self.clock.sleep(report.rows / self.timing.db_rows_per_second)
+        return Event.DB_READY
+
+    async def _on_db_ready(self, job: Job) -> Event:
+        if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
+            raise AllworxError("the new database does not open in the expected schema",
+                               reason=Reason.DATABASE_VERIFY_FAILED)  # fmt: skip
+        return Event.ACTIVATE
+
+    async def _on_writing_slot(self, job: Job) -> Event:
+        slot = self.server.slot_dir(job.new_slot)
+        tmp = slot / ".image.img.tmp"
+        await asyncio.to_thread(shutil.copyfile, self._staged_path(job.build), tmp)
+        crashpoints.hit("slot.write")
+        tmp.replace(slot / "image.img")
+        self.server.write_slot_info(job.new_slot, SlotInfo(job.release, job.build, job.db_schema))
+        crashpoints.hit("slot.written")
+        return Event.SLOT_WRITTEN
+
+    async def _on_slot_written(self, job: Job) -> Event:
+        return Event.ACTIVATE
+
+    async def _on_switching(self, job: Job) -> Event:
+        self.server.bootloader.try_slot(job.new_slot)
+        return Event.SWITCHED
+
+    async def _on_trial_boot(self, job: Job) -> Event:
+        booted = self.server.bootloader.boot()  # the reboot: counts an attempt before booting
+        await self.clock.sleep(self.timing.reboot)
+        crashpoints.hit("boot.trial")
+        if booted != job.new_slot:
+            job.error = {
+                "reason": Reason.BOOT_CHECK_FAILED.value,
+                "message": "the new release failed to boot too many times; the bootloader fell back",
+            }
+            return Event.BOOT_FAILED
+        self._boot_check(job)
+        return Event.BOOT_OK
+
+    def _boot_check(self, job: Job) -> None:
+        """The release's services are up, the database opens in its schema, the version matches."""
+        info = self.server.slot_info(job.new_slot)
+        if info is None or info.build != job.build:
+            raise AllworxError(
+                f"slot {job.new_slot} does not hold {job.build}", reason=Reason.BOOT_CHECK_FAILED
+            )
+        manifest = self._manifest(job.build)
+        require_verified(self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256)
+        if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
+            raise AllworxError("the database does not open in the release's schema",
+                               reason=Reason.BOOT_CHECK_FAILED)  # fmt: skip
+
+    async def _on_committing(self, job: Job) -> Event:
+        self.server.bootloader.commit()
+        self.server.offer_phone_firmware(job.phone_firmware, job.release)  # rule PHONE-1
+        self._staged_path(job.build).unlink(missing_ok=True)
+        return Event.COMMITTED
+
+    async def _on_rolling_back(self, job: Job) -> Event:
+        crashpoints.hit("rollback")
+        self.server.bootloader.rollback()
+        return Event.ROLLED_BACK
+
+
+_CANCELLABLE = {(s, e) for (s, e) in ((State.STAGING, Event.CANCEL), (State.STAGED, Event.CANCEL),
+                                      (State.PREPARING_DB, Event.CANCEL), (State.DB_READY, Event.CANCEL))}  # fmt: skip
+_HANDLERS = {
+    State.STAGING: Upgrader._on_staging,
+    State.STAGED: Upgrader._on_staged,
+    State.PREPARING_DB: Upgrader._on_preparing_db,
+    State.DB_READY: Upgrader._on_db_ready,
+    State.WRITING_SLOT: Upgrader._on_writing_slot,
+    State.SLOT_WRITTEN: Upgrader._on_slot_written,
+    State.SWITCHING: Upgrader._on_switching,
+    State.TRIAL_BOOT: Upgrader._on_trial_boot,
+    State.COMMITTING: Upgrader._on_committing,
+    State.ROLLING_BACK: Upgrader._on_rolling_back,
+}

@@ -1,0 +1,87 @@
+"""``allworx-sim``: virtual servers, the vendor's keys and releases, fleets, chaos and scenarios."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.cli import guarded
+from agent.logs import configure_logging
+from simulator.keycmd import keys as keys_group
+from simulator.server import ServerSpec, create_server
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show logs on stderr.")
+def main(verbose: bool) -> None:
+    """The Allworx simulator: virtual servers, the vendor desk, fleets, chaos and scenarios."""
+    configure_logging(verbose=verbose)
+
+
+@main.group()
+def server() -> None:
+    """Make virtual servers."""
+
+
+@server.command("create")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="6x12, 6x, 24x, 48x, 320, 324, 530, 536 or 731.")
+@click.option("--release", required=True, help="The release it runs, e.g. 7.0.")
+@click.option("--serial", default=None, help="Serial number (default: derived from the directory).")
+@click.option("--shipped", default=None, help="Ship date YYYY-MM-DD (default: the release's date).")
+@click.option("--users", type=int, default=None, help="Users in its database (default: up to 40).")
+@click.option("--site", default="default", help="The site it belongs to.")
+@click.option("--call-log-rows", type=int, default=None, help="Call-log rows (default: scaled by users).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@guarded
+def server_create(
+    directory: Path, model: str, release: str, serial: str | None, shipped: str | None,
+    users: int | None, site: str, call_log_rows: int | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Create a virtual server directory (a new server gets its SWM-4 ship key)."""
+    try:
+        ship = date.fromisoformat(shipped) if shipped else None
+    except ValueError:
+        raise click.BadParameter(f"{shipped!r} is not a date (YYYY-MM-DD)", param_hint="--shipped") from None
+    spec = ServerSpec(model=model, release=release, serial=serial, shipped=ship, users=users, site=site,
+                      call_log_rows=call_log_rows)  # fmt: skip
+    made = create_server(directory, spec)
+    ident = made.identity()
+    document: dict[str, Any] = {"server_dir": str(directory), "serial": ident.serial, "model": ident.model,
+                                "release": made.committed().version, "shipped": ident.shipped.isoformat(),
+                                "keys": len(made.installed_keys())}  # fmt: skip
+    click.echo(json.dumps(document, indent=2) if as_json else
+               f"created {ident.model} {ident.serial} on {document['release']} at {directory}")  # fmt: skip
+
+
+main.add_command(keys_group)
+
+
+@main.group()
+def releases() -> None:
+    """The vendor's release repository."""
+
+
+def _attach_publish() -> None:
+    from releases.publish import publish_command
+
+    releases.add_command(publish_command, "publish")
+
+
+_attach_publish()
+
+
+@main.command()
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None,
+              help="Where to build the demo (default: a new temporary folder).")  # fmt: skip
+@guarded
+def demo(workdir: Path | None) -> None:
+    """The main job: run the demo."""
+    from simulator.demo import run_demo
+
+    sys.exit(run_demo(workdir))
