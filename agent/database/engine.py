@@ -1,0 +1,322 @@
+"""Building a server's new database from its old one: the 7.1 rebuild and the migrated copy.
+
+Invariants (rules DB-1 and DB-2):
+
+- the source is opened read-only (a ``mode=ro`` URI) and is never modified;
+- the new database is built at ``<dst>.tmp`` and becomes ``dst`` only after its logical digest
+  (counts and checksums of every record) equals the source's, the file is fsynced, and
+  ``os.replace`` has renamed it, with the directory fsynced after;
+- on any failure no ``dst`` is produced by the call and the ``.tmp`` file is removed; a power cut
+  (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
+  discards before it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.crashpoints import hit
+from agent.database.digest import OLD_CANON, PAGE_ROWS, RecordDigest, count_rows, digest, digest_connection
+from agent.database.schema import (
+    NEW_MODEL,
+    check_known,
+    connect,
+    ddl_for,
+    fsync_dir,
+    fsync_file,
+    is_new_model,
+    read_schema,
+    stamp,
+    steps_between,
+    translated,
+)
+from agent.errors import DatabaseError
+from agent.reasons import Reason
+
+Progress = Callable[[int, int], None]  # (done_rows, total_rows)
+
+_COLON_MAC = "||':'||".join(f"substr(mac, {i}, 2)" for i in range(1, 12, 2))
+
+# rule DB-1: how each table of the 7.1 model is filled from the canonical export of the old one.
+_LOADS: tuple[tuple[str, str, str, str], ...] = (
+    # (new table, its columns, canonical entity, the SELECT list over the canonical rows)
+    ("users", "id, login, first_name, last_name, enabled, created", "users",
+     "id, login, first_name, last_name, enabled, created"),
+    ("auto_attendants", "id, name, menu", "auto_attendants", "id, name, menu"),
+    ("extensions", "number, user_id, aa_id", "extensions",
+     "number, CASE kind WHEN 'user' THEN owner END, CASE kind WHEN 'aa' THEN owner END"),
+    ("phones", "mac, model, user_id", "phones", f"{_COLON_MAC}, model, user_id"),
+    ("voicemail_index", "id, user_id, received, duration, heard, caller", "voicemail",
+     "id, user_id, received, duration, heard, caller"),
+    ("call_log", "id, started, caller, callee, duration, disposition", "call_log",
+     "id, started, caller, callee, duration, disposition"),
+)  # fmt: skip
+_PAGED_TABLES = frozenset({"voicemail_index", "call_log"})
+
+
+@dataclass(frozen=True)
+class DbReport:
+    """What a rebuild or a migrated copy produced, as verified."""
+
+    counts: dict[str, int]  # records per logical entity (equal in source and result)
+    checksum: str  # the logical checksum (equal in source and result)
+    seconds: float  # wall time of the whole operation, verification included
+    rows: int  # total records
+
+
+def tmp_path(dst: Path | str) -> Path:
+    """Return the path where the new database is built before it replaces ``dst``."""
+    return Path(f"{dst}.tmp")
+
+
+def _discard(tmp: Path) -> None:
+    for leftover in (tmp, Path(f"{tmp}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def _report(expected: RecordDigest, started: float) -> DbReport:
+    return DbReport(
+        counts=dict(expected.counts),
+        checksum=expected.checksum,
+        seconds=time.monotonic() - started,
+        rows=expected.rows,
+    )
+
+
+def _verify(expected: RecordDigest, actual: RecordDigest) -> None:
+    differing = expected.differences(actual)
+    if differing or expected.checksum != actual.checksum:
+        detail = ", ".join(
+            f"{name} {expected.counts.get(name)}->{actual.counts.get(name)} rows" for name in differing
+        )
+        raise DatabaseError(
+            f"verification failed: records differ after the build ({detail})",
+            reason=Reason.DATABASE_VERIFY_FAILED,
+        )
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    """fsync the verified file, rename it over ``dst`` and fsync the directory (rules DB-1, DB-2)."""
+    with translated(f"publishing {dst}"):
+        fsync_file(tmp)
+        os.replace(tmp, dst)
+        fsync_dir(dst.resolve().parent)
+
+
+def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | None) -> None:
+    """Copy every record of ``src`` into the new tables, page by page (rule DB-1)."""
+    done = 0
+    for load in _LOADS:
+        table, columns, entity, select_list = load
+        canon = OLD_CANON[entity].format(db="src")
+        if table not in _PAGED_TABLES:
+            sql = f"INSERT INTO main.{table} ({columns}) SELECT {select_list} FROM ({canon}) ORDER BY k"  # noqa: S608 # reason: fixed identifiers
+            done += conn.execute(sql).rowcount
+            continue
+        sql = (
+            f"INSERT INTO main.{table} ({columns}) SELECT {select_list} FROM ({canon})"  # noqa: S608 # reason: fixed identifiers
+            f" WHERE k > ? ORDER BY k LIMIT {PAGE_ROWS}"
+        )
+        last = -(2**63)
+        while (copied := conn.execute(sql, (last,)).rowcount) > 0:
+            done += copied
+            last = conn.execute(f"SELECT max(id) FROM main.{table}").fetchone()[0]  # noqa: S608 # reason: fixed identifiers
+            if progress is not None:
+                progress(done, total)
+    if progress is not None:
+        progress(done, total)
+
+
+def _build(src: Path, tmp: Path, target_schema: int, progress: Progress | None) -> RecordDigest:
+    """Export ``src`` into a new ``target_schema`` database at ``tmp`` and verify it (rule DB-1).
+
+    The source digest is computed on its own read-only connection in a worker thread while this
+    thread loads the rows (SQLite releases the GIL while it steps), so it costs no extra wall time.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-digest") as pool:
+        source_digest = pool.submit(digest, src)
+        with closing(connect(tmp)) as conn:
+            conn.execute("PRAGMA journal_mode = OFF")  # a scratch file: fsynced once, at the end
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute("PRAGMA cache_size = -32768")  # 32 MiB
+            conn.execute("ATTACH DATABASE ? AS src", (src.resolve().as_uri() + "?mode=ro",))
+            hit("db.export")
+            tables, indexes = ddl_for(target_schema)
+            conn.execute("BEGIN")
+            for statement in tables:
+                conn.execute(statement)
+            stamp(conn, target_schema)
+            _export_and_load(conn, count_rows(conn, "src"), progress)
+            for statement in indexes:  # after the rows: one sort per index, not a B-tree walk per row
+                conn.execute(statement)
+            conn.execute("COMMIT")
+            conn.execute("DETACH DATABASE src")
+            hit("db.rebuild")
+            expected = source_digest.result()
+            _verify(expected, digest_connection(conn))  # rule DB-1: counts and checksums
+    return expected
+
+
+def _prepare(src: Path | str, dst: Path | str) -> tuple[Path, Path, Path]:
+    source, target = Path(src), Path(dst)
+    if not source.is_file():
+        raise DatabaseError(f"no database at {source}")
+    if source.resolve() == target.resolve():
+        raise RuntimeError("the new database must not replace its own source (rules DB-1, DB-2)")
+    tmp = tmp_path(target)
+    _discard(tmp)
+    return source, target, tmp
+
+
+def rebuild(
+    src: Path | str, dst: Path | str, target_schema: int, progress: Progress | None = None
+) -> DbReport:
+    """Build a new database in ``target_schema`` from every record of ``src`` (the 7.1 rebuild).
+
+    Rule DB-1: ``src`` is opened read-only and never modified; the new database is built at
+    ``<dst>.tmp``, verified (counts and checksums of every record), fsynced and renamed to ``dst``.
+
+    Args:
+        src: the old database (schema < 20).
+        dst: where the new database goes; replaced only once verified.
+        target_schema: a schema of the new data model (>= 20).
+        progress: optional ``callable(done_rows, total_rows)``, called every page of rows.
+
+    Returns:
+        The verified counts and checksum, the time taken and the number of records.
+
+    Raises:
+        ValueError: ``target_schema`` is unknown.
+        RuntimeError: misuse: ``src`` is already in the new model, ``target_schema`` is in the old
+            one, or ``dst`` is ``src``.
+        DatabaseError: ``src`` is unreadable, SQLite failed, or verification did not match
+            (reason ``DATABASE_VERIFY_FAILED``); no ``dst`` is left behind and ``src`` is untouched.
+    """
+    check_known(target_schema)
+    if not is_new_model(target_schema):
+        raise RuntimeError(f"a rebuild builds the 7.1 data model: target schema must be >= {NEW_MODEL}")
+    started = time.monotonic()
+    source, target, tmp = _prepare(src, dst)
+    with translated(f"reading {source}"), closing(connect(source, readonly=True)) as probe:
+        if is_new_model(read_schema(probe)):
+            raise RuntimeError("source is already in the 7.1 data model: use migrate_copy (rule DB-2)")
+    try:
+        with translated(f"rebuilding {source}"):
+            expected = _build(source, tmp, target_schema, progress)
+        _publish(tmp, target)
+    except Exception:
+        _discard(tmp)
+        raise
+    hit("db.verified")
+    return _report(expected, started)
+
+
+def _check_step(current: int, target: int) -> None:
+    """Refuse a migrated copy that is not an in-place step within one data model (rule DB-2).
+
+    Raises:
+        RuntimeError: ``target`` is older than ``current``, or the copy would cross the 7.1 model
+            change (that is :func:`rebuild`'s job, rule DB-1).
+    """
+    if target < current:
+        raise RuntimeError(f"cannot migrate schema {current} down to {target} (rule DOWN-1)")
+    if is_new_model(target) != is_new_model(current):
+        raise RuntimeError(
+            f"schema {current} -> {target} crosses the 7.1 data model: use rebuild (rule DB-1)"
+        )
+
+
+def _copy_and_step(
+    source: sqlite3.Connection,
+    tmp: Path,
+    target_schema: int,
+    expected: RecordDigest,
+    progress: Progress | None,
+) -> None:
+    """Back ``source`` up into ``tmp``, apply each schema step in its own transaction, verify."""
+    total = expected.rows
+
+    def pages_copied(_status: int, remaining: int, pages: int) -> None:
+        if progress is not None and pages:
+            progress(total * (pages - remaining) // pages, total)
+
+    with closing(connect(tmp)) as out:
+        source.backup(out, pages=1024, progress=pages_copied)
+        out.execute("PRAGMA synchronous = OFF")  # fsynced once, before the rename
+        for number, statements in steps_between(read_schema(out), target_schema):
+            out.execute("BEGIN")  # rule DB-2: one step, one transaction
+            for statement in statements:
+                out.execute(statement)
+            stamp(out, number)
+            out.execute("COMMIT")
+        hit("db.rebuild")
+        _verify(expected, digest_connection(out))  # rule DB-2: same guarantee as DB-1
+    if progress is not None:
+        progress(total, total)
+
+
+def migrate_copy(
+    src: Path | str, dst: Path | str, target_schema: int, progress: Progress | None = None
+) -> DbReport:
+    """Copy ``src`` to ``dst`` and migrate the copy in place to ``target_schema`` (rule DB-2).
+
+    The copy uses SQLite's backup API from a read-only connection; each schema step runs in one
+    transaction; the result's digest must equal the source's. With an unchanged schema this is a
+    verified copy.
+
+    Args:
+        src: the current database (never modified).
+        dst: where the migrated copy goes; replaced only once verified.
+        target_schema: the schema to reach, in the same data model as ``src``'s.
+        progress: optional ``callable(done_rows, total_rows)``, called as the copy advances.
+
+    Returns:
+        The verified counts and checksum, the time taken and the number of records.
+
+    Raises:
+        ValueError: ``target_schema`` is unknown.
+        RuntimeError: misuse: the step crosses the 7.1 model change (use :func:`rebuild`), goes
+            backwards, or ``dst`` is ``src``.
+        DatabaseError: ``src`` is unreadable, SQLite failed, or verification did not match
+            (reason ``DATABASE_VERIFY_FAILED``); no ``dst`` is left behind and ``src`` is untouched.
+    """
+    check_known(target_schema)
+    started = time.monotonic()
+    source_path, target, tmp = _prepare(src, dst)
+    try:
+        with translated(f"migrating {source_path}"), closing(connect(source_path, readonly=True)) as source:
+            _check_step(read_schema(source), target_schema)
+            expected = digest_connection(source)
+            hit("db.export")
+            _copy_and_step(source, tmp, target_schema, expected, progress)
+        _publish(tmp, target)
+    except Exception:
+        _discard(tmp)
+        raise
+    hit("db.verified")
+    return _report(expected, started)
+
+
+def check_opens(path: Path | str, expected_schema: int) -> bool:
+    """Return whether the database at ``path`` passes the boot check.
+
+    The boot check: the file opens, ``PRAGMA quick_check`` reports ``ok`` and its schema number
+    (both records of it) equals ``expected_schema``. Never raises for a bad file.
+    """
+    if not Path(path).is_file():
+        return False
+    try:
+        with closing(connect(path, readonly=True)) as conn:
+            healthy = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            return bool(healthy) and read_schema(conn) == expected_schema
+    except (sqlite3.Error, DatabaseError, ValueError):
+        return False
