@@ -24,7 +24,7 @@ from agent.logs import configure_logging
 from agent.planner import plan as make_plan
 from agent.policy import active_features, inactive_features
 from agent.store import ServerDir, checks_json
-from agent.upgrader import UpgradeResult, Upgrader
+from agent.upgrader import Upgrader, UpgradeResult
 from releases.catalog import default_catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,8 +54,13 @@ def guarded(func: F) -> F:
 
 def server_options(func: F) -> F:
     """The options every command takes."""
-    func = click.option("--server-dir", "server_dir", required=True, type=click.Path(path_type=Path),
-                        help="The server directory (a lab box's or a virtual server's).")(func)  # fmt: skip
+    func = click.option(
+        "--server-dir",
+        "server_dir",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="The server directory (a lab box's or a virtual server's).",
+    )(func)
     func = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
     return click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")(
         func
@@ -98,14 +103,22 @@ def status_document(server: ServerDir, now: datetime) -> dict[str, Any]:
     catalog = default_catalog()
     job = server.journal.load()
     return {
-        "serial": ident.serial, "model": ident.model, "mac": ident.mac, "site": ident.site,
-        "shipped": ident.shipped.isoformat(), "release": info.version, "build": info.build,
-        "db_schema": info.db_schema, "state": job.state if job else "idle",
-        "keys": checks_json(checks), "features_active": list(active_features(checks)),
+        "serial": ident.serial,
+        "model": ident.model,
+        "mac": ident.mac,
+        "site": ident.site,
+        "shipped": ident.shipped.isoformat(),
+        "release": info.version,
+        "build": info.build,
+        "db_schema": info.db_schema,
+        "state": job.state if job else "idle",
+        "keys": checks_json(checks),
+        "features_active": list(active_features(checks)),
         "features_inactive": list(inactive_features(catalog, info.version, checks)),
-        "phone_firmware": server.offered_phone_firmware(), "last_result": server.last_result(),
+        "phone_firmware": server.offered_phone_firmware(),
+        "last_result": server.last_result(),
         "now": now.isoformat(),
-    }  # fmt: skip
+    }
 
 
 def _status_text(doc: dict[str, Any]) -> str:
@@ -225,11 +238,18 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
         fail("KEY_FORMAT_INVALID", f"cannot read {key_file}: {exc}")
     check = server.install_key(text, clock_for(now).now().date())
     document = checks_json([check])[0]
-    document["installed"] = (
-        check.valid or check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID"
+    document["installed"] = check.valid or (
+        check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID"
     )
-    emit(document, as_json, lambda d: f"installed {d.get('kind')} key {d.get('key_id')}" if d["installed"]
-         else f"refused: {d['reason']}: {d['message']}")  # fmt: skip
+    emit(
+        document,
+        as_json,
+        lambda d: (
+            f"installed {d.get('kind')} key {d.get('key_id')}"
+            if d["installed"]
+            else f"refused: {d['reason']}: {d['message']}"
+        ),
+    )
     if not document["installed"]:
         if as_json:
             click.echo(f"error: {document['reason']}: {document['message']}", err=True)

@@ -13,7 +13,7 @@ import structlog
 
 
 def configure_logging(*, json_logs: bool = False, verbose: bool = False) -> None:
-    """Send logs to stderr: JSON lines when ``json_logs``, readable lines when ``verbose``, else warnings only."""
+    """Send logs to stderr: JSON lines, readable lines when ``verbose``, else warnings only."""
     level = logging.INFO if (json_logs or verbose) else logging.WARNING
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)

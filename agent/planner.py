@@ -75,9 +75,15 @@ def candidates(catalog: Catalog, server: ServerFacts, target: str) -> list[str] 
         and release.index == current.index
         and version_key(patch.build) <= version_key(server.build)
     ):
-        return Verdict(release.version, patch.build if patch else release.build,
-                       Refusal(Reason.DOWNGRADE_REFUSED, "DOWN-1",
-                               f"The server runs {server.build}; going back to {target} is not allowed."))
+        return Verdict(
+            release.version,
+            patch.build if patch else release.build,
+            Refusal(
+                Reason.DOWNGRADE_REFUSED,
+                "DOWN-1",
+                f"The server runs {server.build}; going back to {target} is not allowed.",
+            ),
+        )
     chain = [r.version for r in catalog.releases[current.index + 1 : release.index + 1]]
     if patch is not None:
         if chain:

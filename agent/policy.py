@@ -76,13 +76,23 @@ def judge_step(
     patch = catalog.patch(candidate)
     target = catalog.get(patch.release if patch else candidate)
     if target is None:
-        return _refuse(candidate, candidate, Reason.UNKNOWN_RELEASE, "REL-1",
-                       f"Release {candidate} is not in the vendor's catalogue.")
+        return _refuse(
+            candidate,
+            candidate,
+            Reason.UNKNOWN_RELEASE,
+            "REL-1",
+            f"Release {candidate} is not in the vendor's catalogue.",
+        )
     build = patch.build if patch else target.build
     published = patch.date if patch else target.date
     if published > now.date():  # rule REL-1
-        return _refuse(target.version, build, Reason.NOT_YET_RELEASED, "REL-1",
-                       f"Release {build} is not published until {published.isoformat()}.")
+        return _refuse(
+            target.version,
+            build,
+            Reason.NOT_YET_RELEASED,
+            "REL-1",
+            f"Release {build} is not published until {published.isoformat()}.",
+        )
     current = catalog.release(server.release)
     refusal = _judge_order(catalog, server, current, target, build)
     if refusal is not None:
@@ -109,23 +119,35 @@ def _judge_order(
     if target.index < current.index or (
         target.index == current.index and version_key(build) < version_key(server.build)
     ):  # rule DOWN-1
-        return Refusal(Reason.DOWNGRADE_REFUSED, "DOWN-1",
-                       f"The server runs {server.build}; going back to {build} is not allowed.")
+        return Refusal(
+            Reason.DOWNGRADE_REFUSED,
+            "DOWN-1",
+            f"The server runs {server.build}; going back to {build} is not allowed.",
+        )
     if target.index == current.index and build == server.build:
         return Refusal(Reason.ALREADY_INSTALLED, "SEQ-1", f"The server already runs {build}.")
     if not target.supports(server.model):  # rule REL-1
-        return Refusal(Reason.MODEL_UNSUPPORTED, "REL-1",
-                       f"An Allworx {server.model} cannot run release {target.version}.")
+        return Refusal(
+            Reason.MODEL_UNSUPPORTED,
+            "REL-1",
+            f"An Allworx {server.model} cannot run release {target.version}.",
+        )
     pivot = catalog.release(REBUILD_RELEASE)
     if current.index < pivot.index < target.index:  # rule SEQ-2
-        return Refusal(Reason.MUST_INSTALL_7_1_FIRST, "SEQ-2",
-                       f"A server on {current.version} must install 7.1 (which rebuilds the database) "
-                       f"before any later release such as {target.version}.")
+        return Refusal(
+            Reason.MUST_INSTALL_7_1_FIRST,
+            "SEQ-2",
+            f"A server on {current.version} must install 7.1 (which rebuilds the database) "
+            f"before any later release such as {target.version}.",
+        )
     if target.index > current.index + 1:  # rule SEQ-1
         step = catalog.releases[current.index + 1].version
-        return Refusal(Reason.SEQUENTIAL_STEP_REQUIRED, "SEQ-1",
-                       f"Releases install one at a time: from {current.version} the next one is {step}, "
-                       f"not {target.version}.")
+        return Refusal(
+            Reason.SEQUENTIAL_STEP_REQUIRED,
+            "SEQ-1",
+            f"Releases install one at a time: from {current.version} the next one is {step}, "
+            f"not {target.version}.",
+        )
     return None
 
 
@@ -139,32 +161,43 @@ def _judge_keys(
         info = check.info
         if check.valid and info and info.kind is KeyKind.PATCH and info.patch_build == build:
             return f"patch:{info.key_id}", None
+    return _judge_maintenance(catalog, target, checks)
+
+
+def _judge_maintenance(
+    catalog: Catalog, target: Release, checks: Sequence[KeyCheck]
+) -> tuple[str | None, Refusal | None]:
+    """Rules SWM-1, SWM-2 and MIG-2: a valid maintenance key, within a temporary key's ceiling."""
     maintenance = [c for c in checks if c.info is not None and c.info.kind is KeyKind.MAINTENANCE]
-    valid = [c for c in maintenance if c.valid and c.info is not None]
-    full = [c for c in valid if c.info is not None and c.info.plan is not Plan.TEMPORARY]
-    if full and full[0].info is not None:
-        return f"maintenance:{full[0].info.key_id}", None
-    ceilings = [c for c in valid if c.info is not None and c.info.ceiling is not None]
-    allowed = [c for c in ceilings if _within(catalog, target, c)]
-    if allowed and allowed[0].info is not None:
-        return f"maintenance:{allowed[0].info.key_id}", None
-    if ceilings and ceilings[0].info is not None:  # rule MIG-2
-        return None, Refusal(Reason.TEMPORARY_KEY_CEILING, "MIG-2",
-                             f"The temporary upgrade key allows releases up to {ceilings[0].info.ceiling} "
-                             f"only, not {target.version}.")
+    valid = [c.info for c in maintenance if c.valid and c.info is not None]
+    full = [info for info in valid if info.plan is not Plan.TEMPORARY]
+    within = [info for info in valid if info.ceiling is not None and _within(catalog, target, info.ceiling)]
+    if full or within:
+        return f"maintenance:{(full or within)[0].key_id}", None
+    ceilings = [info.ceiling for info in valid if info.ceiling is not None]
+    if ceilings:  # rule MIG-2
+        return None, Refusal(
+            Reason.TEMPORARY_KEY_CEILING,
+            "MIG-2",
+            f"The temporary upgrade key allows releases up to {ceilings[0]} only, not {target.version}.",
+        )
     if not maintenance:  # rule SWM-1
-        return None, Refusal(Reason.MAINTENANCE_KEY_REQUIRED, "SWM-1",
-                             f"Upgrading beyond 7.1 to {target.version} needs a valid software "
-                             "maintenance key, and this server has none.")
+        return None, Refusal(
+            Reason.MAINTENANCE_KEY_REQUIRED,
+            "SWM-1",
+            f"Upgrading beyond 7.1 to {target.version} needs a valid software maintenance key, "
+            "and this server has none.",
+        )
     best = max(maintenance, key=lambda c: c.passed)  # rule SWM-2: the best key's first failed check
     reason = best.reason or Reason.MAINTENANCE_KEY_REQUIRED
-    message = best.message or "The server's software maintenance key is not valid."
-    return None, Refusal(reason, "SWM-2", message)
+    return None, Refusal(
+        reason, "SWM-2", best.message or "The server's software maintenance key is not valid."
+    )
 
 
-def _within(catalog: Catalog, target: Release, check: KeyCheck) -> bool:
-    ceiling = catalog.get(check.info.ceiling) if check.info and check.info.ceiling else None
-    return ceiling is not None and target.index <= ceiling.index
+def _within(catalog: Catalog, target: Release, ceiling: str) -> bool:
+    release = catalog.get(ceiling)
+    return release is not None and target.index <= release.index
 
 
 def inactive_features(catalog: Catalog, version: str, checks: Sequence[KeyCheck]) -> tuple[str, ...]:

@@ -15,9 +15,13 @@ class ProgressView:
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled
         self._progress = Progress(
-            TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-            TimeElapsedColumn(), console=Console(stderr=True), transient=False,
-        )  # fmt: skip
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self._tasks: dict[tuple[str, str], TaskID] = {}
 
     def __enter__(self) -> ProgressView:

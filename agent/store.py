@@ -89,10 +89,13 @@ class ServerDir:
         raw = read_json(self.root / "identity.json")
         try:
             return Identity(
-                serial=raw["serial"], model=raw["model"], mac=raw["mac"],
-                shipped=date.fromisoformat(raw["shipped"]), site=raw.get("site", "default"),
+                serial=raw["serial"],
+                model=raw["model"],
+                mac=raw["mac"],
+                shipped=date.fromisoformat(raw["shipped"]),
+                site=raw.get("site", "default"),
                 repo=raw.get("repo", ""),
-            )  # fmt: skip
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.root / 'identity.json'} is malformed: {exc}") from exc
 
@@ -163,23 +166,31 @@ class ServerDir:
         try:
             key = parse_key_text(text)
         except KeyFormatError as exc:
-            return KeyCheck(info=None, valid=False, reason=Reason.KEY_FORMAT_INVALID,
-                            message=str(exc), passed=0)  # fmt: skip
+            return KeyCheck(
+                info=None, valid=False, reason=Reason.KEY_FORMAT_INVALID, message=str(exc), passed=0
+            )
         check = check_key(key, trust, serial, today)
         if not check.valid and check.reason is not Reason.KEY_NOT_YET_VALID:
             return check
         target = self.keys_dir / f"{key.info.key_id}.key"
         if target.exists() and target.read_text() == key.text():
-            return KeyCheck(info=key.info, valid=check.valid, reason=check.reason,
-                            message="This key is already installed.", passed=check.passed)  # fmt: skip
+            return KeyCheck(
+                info=key.info,
+                valid=check.valid,
+                reason=check.reason,
+                message="This key is already installed.",
+                passed=check.passed,
+            )
         self.keys_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(target, key.text().encode(), point="keys.install")
         return check
 
     def write_slot_info(self, slot: str, info: SlotInfo) -> None:
         """Record what ``slot`` holds."""
-        write_json(self.slot_dir(slot) / "release.json",
-                   {"version": info.version, "build": info.build, "db_schema": info.db_schema})  # fmt: skip
+        write_json(
+            self.slot_dir(slot) / "release.json",
+            {"version": info.version, "build": info.build, "db_schema": info.db_schema},
+        )
 
     def offer_phone_firmware(self, version: str, release: str) -> None:
         """Rule PHONE-1: the booted release's phone firmware is offered to the phones, no key check."""
@@ -215,12 +226,17 @@ def checks_json(checks: Sequence[KeyCheck]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"valid": check.valid, "reason": check.reason.value if check.reason else None}
         if info is not None:
             entry.update(
-                key_id=info.key_id, kind=info.kind.value, plan=info.plan.value if info.plan else None,
+                key_id=info.key_id,
+                kind=info.kind.value,
+                plan=info.plan.value if info.plan else None,
                 starts=info.starts.isoformat() if info.starts else None,
                 expires=info.expires.isoformat() if info.expires else None,
-                feature=info.feature, users=info.users, ceiling=info.ceiling,
-                patch_build=info.patch_build, count=info.count,
-            )  # fmt: skip
+                feature=info.feature,
+                users=info.users,
+                ceiling=info.ceiling,
+                patch_build=info.patch_build,
+                count=info.count,
+            )
         entry["message"] = check.message
         out.append(entry)
     return out

@@ -31,7 +31,7 @@ from agent.fetcher import fetch_image, require_verified
 from agent.journal import MAX_PERSISTS, Job
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.machine import Event, State, next_state, resume_state
-from agent.planner import candidates, step_dict
+from agent.planner import candidates
 from agent.policy import Verdict, judge_step
 from agent.reasons import Reason, Refusal
 from agent.store import ServerDir, SlotInfo
@@ -134,8 +134,9 @@ class Upgrader:
             return self._finish(result)
         for index, candidate in enumerate(walk):
             now = self.clock.now()
-            verdict = judge_step(self.catalog, self.server.facts(), self.server.key_checks(now.date()),
-                                 candidate, now)  # fmt: skip
+            verdict = judge_step(
+                self.catalog, self.server.facts(), self.server.key_checks(now.date()), candidate, now
+            )
             step = await self._step(verdict, target, index + 1, len(walk))
             result.steps.append(step)
             if step.outcome != "committed":
@@ -188,21 +189,38 @@ class Upgrader:
     async def _step(self, verdict: Verdict, target: str, index: int, total: int) -> StepResult:
         if verdict.refusal is not None:
             log.info("step_refused", release=verdict.build, **verdict.refusal.as_dict())
-            self.on_event({"type": "refused", "release": verdict.release, "build": verdict.build,
-                           "step": index, "steps": total, **verdict.refusal.as_dict()})  # fmt: skip
+            self.on_event(
+                {
+                    "type": "refused",
+                    "release": verdict.release,
+                    "build": verdict.build,
+                    "step": index,
+                    "steps": total,
+                    **verdict.refusal.as_dict(),
+                }
+            )
             return StepResult(verdict.release, verdict.build, "refused", verdict.refusal)
         facts = self.server.facts()
         env = self.server.bootloader.env()
         job = Job(
-            job_id=uuid.uuid4().hex[:12], state=State.IDLE.value, target=target,
-            release=verdict.release, build=verdict.build, from_release=facts.release,
-            from_build=facts.build, old_slot=env.active, new_slot=env.inactive,
-            started_at=self.clock.now().isoformat(), rebuilds_database=verdict.rebuilds_database,
-            db_schema=verdict.db_schema, phone_firmware=verdict.phone_firmware,
+            job_id=uuid.uuid4().hex[:12],
+            state=State.IDLE.value,
+            target=target,
+            release=verdict.release,
+            build=verdict.build,
+            from_release=facts.release,
+            from_build=facts.build,
+            old_slot=env.active,
+            new_slot=env.inactive,
+            started_at=self.clock.now().isoformat(),
+            rebuilds_database=verdict.rebuilds_database,
+            db_schema=verdict.db_schema,
+            phone_firmware=verdict.phone_firmware,
             extra={"step": index, "steps": total},
-        )  # fmt: skip
-        with structlog.contextvars.bound_contextvars(job_id=job.job_id, serial=self.server.identity().serial,
-                                                     step=verdict.build):  # fmt: skip
+        )
+        with structlog.contextvars.bound_contextvars(
+            job_id=job.job_id, serial=self.server.identity().serial, step=verdict.build
+        ):
             return await self._drive(job, next_state(State.IDLE, Event.START))
 
     async def _drive(self, job: Job, state: State) -> StepResult:
@@ -251,14 +269,24 @@ class Upgrader:
         return result
 
     def _emit(self, kind: str, job: Job, **fields: Any) -> None:
-        self.on_event({"type": kind, "job_id": job.job_id, "release": job.release, "build": job.build,
-                       "step": job.extra.get("step", 1), "steps": job.extra.get("steps", 1), **fields})  # fmt: skip
+        self.on_event(
+            {
+                "type": kind,
+                "job_id": job.job_id,
+                "release": job.release,
+                "build": job.build,
+                "step": job.extra.get("step", 1),
+                "steps": job.extra.get("steps", 1),
+                **fields,
+            }
+        )
 
     # --- handlers (one per state) -----------------------------------------------------------------
     def _manifest(self, build: str) -> Manifest:
         trust = self.server.trust()
-        return load_manifest(self.repo / "manifests" / f"{build}.manifest", trust.root_public,
-                             self.clock.now().date())  # fmt: skip
+        return load_manifest(
+            self.repo / "manifests" / f"{build}.manifest", trust.root_public, self.clock.now().date()
+        )
 
     def _staged_path(self, build: str) -> Path:
         return self.server.update_area / f"{build}.img"
@@ -275,14 +303,27 @@ class Upgrader:
         self.server.update_area.mkdir(exist_ok=True)
 
         def progress(done: int, total: int) -> None:
-            self.on_event({"type": "progress", "phase": "download", "build": build,
-                           "bytes": done, "total": total, "percent": round(100 * done / max(total, 1), 1)})  # fmt: skip
+            self.on_event(
+                {
+                    "type": "progress",
+                    "phase": "download",
+                    "build": build,
+                    "bytes": done,
+                    "total": total,
+                    "percent": round(100 * done / max(total, 1), 1),
+                }
+            )
 
         return await fetch_image(
-            self.repo / "images" / f"{build}.img", final.with_name(final.name + ".part"),
-            size=manifest.size, sha256=manifest.sha256, clock=self.clock, limits=self.limits,
-            progress=progress, cancel=self.cancel,
-        )  # fmt: skip
+            self.repo / "images" / f"{build}.img",
+            final.with_name(final.name + ".part"),
+            size=manifest.size,
+            sha256=manifest.sha256,
+            clock=self.clock,
+            limits=self.limits,
+            progress=progress,
+            cancel=self.cancel,
+        )
 
     async def _on_staging(self, job: Job) -> Event:
         await self._fetch(job.build)
@@ -301,8 +342,16 @@ class Upgrader:
         (self.server.slot_dir(job.new_slot) / "release.json").unlink(missing_ok=True)
 
         def progress(done: int, total: int) -> None:
-            self.on_event({"type": "progress", "phase": "database", "build": job.build, "rows": done,
-                           "total": total, "percent": round(100 * done / max(total, 1), 1)})  # fmt: skip
+            self.on_event(
+                {
+                    "type": "progress",
+                    "phase": "database",
+                    "build": job.build,
+                    "rows": done,
+                    "total": total,
+                    "percent": round(100 * done / max(total, 1), 1),
+                }
+            )
 
         if job.rebuilds_database:  # rule DB-1: a complete new build, verified
             report = await asyncio.to_thread(database.rebuild, src, dst, job.db_schema, progress)
@@ -313,8 +362,9 @@ class Upgrader:
 
     async def _on_db_ready(self, job: Job) -> Event:
         if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
-            raise AllworxError("the new database does not open in the expected schema",
-                               reason=Reason.DATABASE_VERIFY_FAILED)  # fmt: skip
+            raise AllworxError(
+                "the new database does not open in the expected schema", reason=Reason.DATABASE_VERIFY_FAILED
+            )
         return Event.ACTIVATE
 
     async def _on_writing_slot(self, job: Job) -> Event:
@@ -357,8 +407,9 @@ class Upgrader:
         manifest = self._manifest(job.build)
         require_verified(self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256)
         if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
-            raise AllworxError("the database does not open in the release's schema",
-                               reason=Reason.BOOT_CHECK_FAILED)  # fmt: skip
+            raise AllworxError(
+                "the database does not open in the release's schema", reason=Reason.BOOT_CHECK_FAILED
+            )
 
     async def _on_committing(self, job: Job) -> Event:
         self.server.bootloader.commit()
@@ -372,8 +423,15 @@ class Upgrader:
         return Event.ROLLED_BACK
 
 
-_CANCELLABLE = {(s, e) for (s, e) in ((State.STAGING, Event.CANCEL), (State.STAGED, Event.CANCEL),
-                                      (State.PREPARING_DB, Event.CANCEL), (State.DB_READY, Event.CANCEL))}  # fmt: skip
+_CANCELLABLE = {
+    (s, e)
+    for (s, e) in (
+        (State.STAGING, Event.CANCEL),
+        (State.STAGED, Event.CANCEL),
+        (State.PREPARING_DB, Event.CANCEL),
+        (State.DB_READY, Event.CANCEL),
+    )
+}
 _HANDLERS = {
     State.STAGING: Upgrader._on_staging,
     State.STAGED: Upgrader._on_staged,

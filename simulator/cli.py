@@ -40,23 +40,46 @@ def server() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @guarded
 def server_create(
-    directory: Path, model: str, release: str, serial: str | None, shipped: str | None,
-    users: int | None, site: str, call_log_rows: int | None, as_json: bool,
-) -> None:  # fmt: skip
+    *,
+    directory: Path,
+    model: str,
+    release: str,
+    serial: str | None,
+    shipped: str | None,
+    users: int | None,
+    site: str,
+    call_log_rows: int | None,
+    as_json: bool,
+) -> None:
     """Create a virtual server directory (a new server gets its SWM-4 ship key)."""
     try:
         ship = date.fromisoformat(shipped) if shipped else None
     except ValueError:
         raise click.BadParameter(f"{shipped!r} is not a date (YYYY-MM-DD)", param_hint="--shipped") from None
-    spec = ServerSpec(model=model, release=release, serial=serial, shipped=ship, users=users, site=site,
-                      call_log_rows=call_log_rows)  # fmt: skip
+    spec = ServerSpec(
+        model=model,
+        release=release,
+        serial=serial,
+        shipped=ship,
+        users=users,
+        site=site,
+        call_log_rows=call_log_rows,
+    )
     made = create_server(directory, spec)
     ident = made.identity()
-    document: dict[str, Any] = {"server_dir": str(directory), "serial": ident.serial, "model": ident.model,
-                                "release": made.committed().version, "shipped": ident.shipped.isoformat(),
-                                "keys": len(made.installed_keys())}  # fmt: skip
-    click.echo(json.dumps(document, indent=2) if as_json else
-               f"created {ident.model} {ident.serial} on {document['release']} at {directory}")  # fmt: skip
+    document: dict[str, Any] = {
+        "server_dir": str(directory),
+        "serial": ident.serial,
+        "model": ident.model,
+        "release": made.committed().version,
+        "shipped": ident.shipped.isoformat(),
+        "keys": len(made.installed_keys()),
+    }
+    click.echo(
+        json.dumps(document, indent=2)
+        if as_json
+        else f"created {ident.model} {ident.serial} on {document['release']} at {directory}"
+    )
 
 
 main.add_command(keys_group)
@@ -77,11 +100,22 @@ _attach_publish()
 
 
 @main.command()
-@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=None,
-              help="Where to build the demo (default: a new temporary folder).")  # fmt: skip
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to build the demo (default: a new temporary folder).",
+)
 @guarded
 def demo(workdir: Path | None) -> None:
     """The main job: run the demo."""
     from simulator.demo import run_demo
 
     sys.exit(run_demo(workdir))
+
+
+from simulator.vendor import cli as vendor_cli  # noqa: E402  # reason: registered after the core groups
+
+for _command in (vendor_cli.vendor, vendor_cli.migrate, vendor_cli.site):
+    main.add_command(_command)

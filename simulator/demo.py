@@ -50,8 +50,13 @@ def run_demo(workdir: Path | None) -> int:
     intact = before.counts == after.counts and before.checksum == after.checksum
     say(f"  now on {final}; database schema {server.committed().db_schema}; every record intact: {intact}")
     say("Buying a 1-year anytime maintenance licence (SWM-5) and installing it:")
-    key = issue_key(VendorKeyring.load_or_create(), serial=server.identity().serial, kind="maintenance",
-                    plan="anytime-1y", start=date(2016, 1, 1))  # fmt: skip
+    key = issue_key(
+        VendorKeyring.load_or_create(),
+        serial=server.identity().serial,
+        kind="maintenance",
+        plan="anytime-1y",
+        start=date(2016, 1, 1),
+    )
     check = server.install_key(key, date(2016, 1, 1))
     say(f"  key {check.info.key_id if check.info else '?'}: {'valid' if check.valid else check.reason}")
     say("Upgrading to 8.0 again:")

@@ -21,8 +21,10 @@ from pathlib import Path
 from agent.bootloader import BootEnv
 from agent.errors import StoreError
 from agent.journal import write_json
+from agent.opkeys import trust_operator
 from agent.reasons import Reason
 from agent.store import ServerDir, SlotInfo
+from fleet.operator import default_operator
 from releases.catalog import Catalog, default_catalog
 from releases.publish import default_repository
 from simulator.issuer import ship_key
@@ -63,8 +65,9 @@ def _validate(spec: ServerSpec, catalog: Catalog) -> None:
     if release is None:
         raise StoreError(f"unknown release {spec.release!r}", reason=Reason.UNKNOWN_RELEASE)
     if not release.supports(spec.model):  # rule REL-1
-        raise StoreError(f"an Allworx {spec.model} cannot run release {release.version}",
-                         reason=Reason.MODEL_UNSUPPORTED)  # fmt: skip
+        raise StoreError(
+            f"an Allworx {spec.model} cannot run release {release.version}", reason=Reason.MODEL_UNSUPPORTED
+        )
     max_users = catalog.model(spec.model).max_users
     if spec.users is not None and not 0 <= spec.users <= max_users:
         raise StoreError(f"users must be between 0 and {max_users} for a {spec.model}")
@@ -96,8 +99,19 @@ def create_server(
     root.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        _build(work, spec, serial, shipped, users, repo, keyring, release.build, release.db_schema,
-               release.phone_firmware, seed)  # fmt: skip
+        _build(
+            work=work,
+            spec=spec,
+            serial=serial,
+            shipped=shipped,
+            users=users,
+            repo=repo,
+            keyring=keyring,
+            build=release.build,
+            schema=release.db_schema,
+            firmware=release.phone_firmware,
+            seed=seed,
+        )
         if root.exists():
             root.rmdir()
         work.rename(root)
@@ -108,21 +122,44 @@ def create_server(
 
 
 def _build(
-    work: Path, spec: ServerSpec, serial: str, shipped: date, users: int, repo: Path,
-    keyring: VendorKeyring, build: str, schema: int, firmware: str, seed: int | None,
-) -> None:  # fmt: skip
+    *,
+    work: Path,
+    spec: ServerSpec,
+    serial: str,
+    shipped: date,
+    users: int,
+    repo: Path,
+    keyring: VendorKeyring,
+    build: str,
+    schema: int,
+    firmware: str,
+    seed: int | None,
+) -> None:
     for sub in ("keys", "trust", "slots/a", "slots/b", "update", "phones"):
         (work / sub).mkdir(parents=True)
-    write_json(work / "identity.json", {
-        "serial": serial, "model": spec.model, "mac": mac_for(serial), "shipped": shipped.isoformat(),
-        "site": spec.site, "repo": str(repo),
-    })  # fmt: skip
+    write_json(
+        work / "identity.json",
+        {
+            "serial": serial,
+            "model": spec.model,
+            "mac": mac_for(serial),
+            "shipped": shipped.isoformat(),
+            "site": spec.site,
+            "repo": str(repo),
+        },
+    )
     (work / "trust" / "vendor-root.pub").write_text(keyring.root_public_hex + "\n")
     server = ServerDir(work)
     shutil.copyfile(repo / "images" / f"{build}.img", server.slot_dir("a") / "image.img")
     server.write_slot_info("a", SlotInfo(spec.release, build, schema))
-    populate(server.db_path("a"), schema, users=users, seed=seed if seed is not None else int(serial[3:], 16),
-             call_log_rows=spec.call_log_rows, model=spec.model)  # fmt: skip
+    populate(
+        server.db_path("a"),
+        schema,
+        users=users,
+        seed=seed if seed is not None else int(serial[3:], 16),
+        call_log_rows=spec.call_log_rows,
+        model=spec.model,
+    )
     write_json(work / "boot.json", BootEnv().__dict__)
     key = ship_key(keyring, serial, shipped)  # rule SWM-4 (None before the programme began)
     if key is not None:
@@ -130,3 +167,4 @@ def _build(
         if not checks.valid:
             raise StoreError(f"the ship key did not verify: {checks.message}")
     server.offer_phone_firmware(firmware, spec.release)
+    trust_operator(work, default_operator().public)  # the simulation's operator may command it

@@ -19,8 +19,9 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     tool, *rest = args
     module = {"allworx-agent": "agent.cli", "allworx-sim": "simulator.cli"}[tool]
     code = f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()"
-    return subprocess.run([sys.executable, "-c", code, *rest], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, *rest], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
 
 
 @pytest.fixture
@@ -38,12 +39,27 @@ def test_seq_2_swm_1_db_1_a_7_0_server_without_key_stops_on_7_1_then_reaches_8_0
 ) -> None:
     """A 6x on 7.0 with no key ends on 7.1 (database rebuilt, intact); with an anytime key it reaches 8.0."""
     hq = tmp_path / "hq"
-    made = run("allworx-sim", "server", "create", str(hq), "--model", "6x", "--release", "7.0",
-               "--shipped", "2009-06-01", "--users", "40", "--json", env=env)  # fmt: skip
+    made = run(
+        "allworx-sim",
+        "server",
+        "create",
+        str(hq),
+        "--model",
+        "6x",
+        "--release",
+        "7.0",
+        "--shipped",
+        "2009-06-01",
+        "--users",
+        "40",
+        "--json",
+        env=env,
+    )
     assert made.returncode == 0, made.stderr
     serial = as_json(made)["serial"]
-    status = as_json(run("allworx-agent", "status", "--server-dir", str(hq), "--json", "--now", "2016-01-01",
-                         env=env))  # fmt: skip
+    status = as_json(
+        run("allworx-agent", "status", "--server-dir", str(hq), "--json", "--now", "2016-01-01", env=env)
+    )
     assert status["keys"] == [], "shipped before the programme began: no ship key (SWM-4)"
     from agent import database
     from agent.store import ServerDir
@@ -51,32 +67,74 @@ def test_seq_2_swm_1_db_1_a_7_0_server_without_key_stops_on_7_1_then_reaches_8_0
     server = ServerDir(hq)
     before = database.digest(server.db_path(server.active_slot()))
 
-    first = run("allworx-agent", "upgrade", "--server-dir", str(hq), "--to", "8.0", "--now", "2016-01-01",
-                "--json", env=env)  # fmt: skip
+    first = run(
+        "allworx-agent",
+        "upgrade",
+        "--server-dir",
+        str(hq),
+        "--to",
+        "8.0",
+        "--now",
+        "2016-01-01",
+        "--json",
+        env=env,
+    )
     doc = as_json(first)
     assert first.returncode == 2
     assert doc["from"] == "7.0" and doc["to"] == "8.0" and doc["final_release"] == "7.1"
     assert doc["steps"][0]["release"] == "7.1" and doc["steps"][0]["outcome"] == "committed"
     assert {k: doc["steps"][1][k] for k in ("release", "outcome", "reason", "rule")} == {
-        "release": "7.2", "outcome": "refused", "reason": "MAINTENANCE_KEY_REQUIRED", "rule": "SWM-1"}
+        "release": "7.2",
+        "outcome": "refused",
+        "reason": "MAINTENANCE_KEY_REQUIRED",
+        "rule": "SWM-1",
+    }
     assert server.committed().db_schema == 20
     after = database.digest(server.db_path(server.active_slot()))
     assert (after.counts, after.checksum) == (before.counts, before.checksum)
 
     key = tmp_path / "anytime.key"
-    issued = run("allworx-sim", "keys", "issue", "--serial", serial, "--kind", "maintenance", "--plan",
-                 "anytime-1y", "--start", "2016-01-01", "--out", str(key), env=env)  # fmt: skip
+    issued = run(
+        "allworx-sim",
+        "keys",
+        "issue",
+        "--serial",
+        serial,
+        "--kind",
+        "maintenance",
+        "--plan",
+        "anytime-1y",
+        "--start",
+        "2016-01-01",
+        "--out",
+        str(key),
+        env=env,
+    )
     assert issued.returncode == 0, issued.stderr
-    installed = run("allworx-agent", "keys", "install", "--server-dir", str(hq), str(key), "--now", "2016-01-01",
-                    env=env)  # fmt: skip
+    installed = run(
+        "allworx-agent", "keys", "install", "--server-dir", str(hq), str(key), "--now", "2016-01-01", env=env
+    )
     assert installed.returncode == 0, installed.stderr
 
-    second = as_json(run("allworx-agent", "upgrade", "--server-dir", str(hq), "--to", "8.0", "--now",
-                         "2016-01-01", "--json", env=env))  # fmt: skip
+    second = as_json(
+        run(
+            "allworx-agent",
+            "upgrade",
+            "--server-dir",
+            str(hq),
+            "--to",
+            "8.0",
+            "--now",
+            "2016-01-01",
+            "--json",
+            env=env,
+        )
+    )
     assert [s["release"] for s in second["steps"]] == ["7.2", "7.3", "7.4", "7.5", "7.6", "7.7", "8.0"]
     assert all(s["outcome"] == "committed" for s in second["steps"])
-    final = as_json(run("allworx-agent", "status", "--server-dir", str(hq), "--json", "--now", "2016-01-01",
-                        env=env))  # fmt: skip
+    final = as_json(
+        run("allworx-agent", "status", "--server-dir", str(hq), "--json", "--now", "2016-01-01", env=env)
+    )
     assert (final["release"], final["db_schema"], final["state"]) == ("8.0", 30, "idle")
     last = database.digest(server.db_path(server.active_slot()))
     assert (last.counts, last.checksum) == (before.counts, before.checksum)
@@ -91,10 +149,34 @@ def test_seq_install_of_a_farther_release_is_refused(
 ) -> None:
     """``install --release`` of anything but the successor is refused with its own code, exit 2."""
     box = tmp_path / "box"
-    assert run("allworx-sim", "server", "create", str(box), "--model", "6x", "--release", release,
-               "--shipped", "2013-11-01", env=env).returncode == 0  # fmt: skip
-    proc = run("allworx-agent", "install", "--server-dir", str(box), "--release", install, "--now", "2016-01-01",
-               "--json", env=env)  # fmt: skip
+    assert (
+        run(
+            "allworx-sim",
+            "server",
+            "create",
+            str(box),
+            "--model",
+            "6x",
+            "--release",
+            release,
+            "--shipped",
+            "2013-11-01",
+            env=env,
+        ).returncode
+        == 0
+    )
+    proc = run(
+        "allworx-agent",
+        "install",
+        "--server-dir",
+        str(box),
+        "--release",
+        install,
+        "--now",
+        "2016-01-01",
+        "--json",
+        env=env,
+    )
     doc = as_json(proc)
     assert proc.returncode == 2
     assert (doc["steps"][0]["reason"], doc["steps"][0]["rule"]) == (reason, rule)
@@ -107,12 +189,19 @@ def test_bad_input_gets_one_line_and_exit_1(tmp_path: Path, env: dict[str, str])
     proc = run("allworx-agent", "status", "--server-dir", str(tmp_path / "nope"), env=env)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     box = tmp_path / "box"
-    assert run("allworx-sim", "server", "create", str(box), "--model", "731", "--release", "8.0",
-               env=env).returncode == 0  # fmt: skip
-    proc = run("allworx-agent", "plan", "--server-dir", str(box), "--to", "8.1", "--now", "yesterday", env=env)
+    assert (
+        run(
+            "allworx-sim", "server", "create", str(box), "--model", "731", "--release", "8.0", env=env
+        ).returncode
+        == 0
+    )
+    proc = run(
+        "allworx-agent", "plan", "--server-dir", str(box), "--to", "8.1", "--now", "yesterday", env=env
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     proc = run("allworx-sim", "server", "create", str(box), "--model", "731", "--release", "8.0", env=env)
     assert proc.returncode == 1 and "already exists" in proc.stderr
-    proc = run("allworx-sim", "server", "create", str(tmp_path / "x"), "--model", "731", "--release", "7.0",
-               env=env)  # fmt: skip
+    proc = run(
+        "allworx-sim", "server", "create", str(tmp_path / "x"), "--model", "731", "--release", "7.0", env=env
+    )
     assert proc.returncode == 1 and "MODEL_UNSUPPORTED" in proc.stderr

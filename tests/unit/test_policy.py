@@ -27,10 +27,24 @@ def server(release: str, model: str = "6x") -> ServerFacts:
     return ServerFacts(SERIAL, model, release, CATALOG.release(release).build)
 
 
-def maint(valid: bool = True, plan_: Plan = Plan.ANYTIME_1Y, reason: Reason | None = None, passed: int = 5,
-          ceiling: str | None = None, key_id: str = "MNT-1") -> KeyCheck:  # fmt: skip
-    info = KeyInfo(key_id, KeyKind.MAINTENANCE, SERIAL, date(2016, 1, 1), date(2016, 1, 1), date(2017, 1, 1),
-                   plan=plan_, ceiling=ceiling)  # fmt: skip
+def maint(
+    valid: bool = True,
+    plan_: Plan = Plan.ANYTIME_1Y,
+    reason: Reason | None = None,
+    passed: int = 5,
+    ceiling: str | None = None,
+    key_id: str = "MNT-1",
+) -> KeyCheck:
+    info = KeyInfo(
+        key_id,
+        KeyKind.MAINTENANCE,
+        SERIAL,
+        date(2016, 1, 1),
+        date(2016, 1, 1),
+        date(2017, 1, 1),
+        plan=plan_,
+        ceiling=ceiling,
+    )
     return KeyCheck(info, valid, reason, "The key failed a check." if reason else "", passed)
 
 
@@ -56,44 +70,147 @@ class Case:
 
 CASES = [
     Case("seq_1_successor_is_allowed", "7.2", "7.3", "2016-01-01", (maint(),)),
-    Case("seq_1_skip_is_refused", "7.6", "8.0", "2016-01-01", (maint(),),
-         reason=Reason.SEQUENTIAL_STEP_REQUIRED, rule="SEQ-1"),
-    Case("seq_2_below_7_1_cannot_leapfrog", "7.0", "7.3", "2016-01-01", (maint(),),
-         reason=Reason.MUST_INSTALL_7_1_FIRST, rule="SEQ-2"),
-    Case("seq_2_6_9_to_7_2_names_7_1", "6.9", "7.2", "2016-01-01", reason=Reason.MUST_INSTALL_7_1_FIRST,
-         rule="SEQ-2"),
+    Case(
+        "seq_1_skip_is_refused",
+        "7.6",
+        "8.0",
+        "2016-01-01",
+        (maint(),),
+        reason=Reason.SEQUENTIAL_STEP_REQUIRED,
+        rule="SEQ-1",
+    ),
+    Case(
+        "seq_2_below_7_1_cannot_leapfrog",
+        "7.0",
+        "7.3",
+        "2016-01-01",
+        (maint(),),
+        reason=Reason.MUST_INSTALL_7_1_FIRST,
+        rule="SEQ-2",
+    ),
+    Case(
+        "seq_2_6_9_to_7_2_names_7_1",
+        "6.9",
+        "7.2",
+        "2016-01-01",
+        reason=Reason.MUST_INSTALL_7_1_FIRST,
+        rule="SEQ-2",
+    ),
     Case("swm_1_up_to_7_1_needs_no_key", "7.0", "7.1", "2016-01-01"),
     Case("swm_1_6_9_to_7_0_needs_no_key", "6.9", "7.0", "2016-01-01"),
-    Case("swm_1_beyond_7_1_needs_a_key", "7.1", "7.2", "2016-01-01",
-         reason=Reason.MAINTENANCE_KEY_REQUIRED, rule="SWM-1"),
-    Case("swm_2_expired_key_is_refused_with_its_code", "7.1", "7.2", "2018-01-01",
-         (maint(False, reason=Reason.MAINTENANCE_KEY_EXPIRED, passed=4),),
-         reason=Reason.MAINTENANCE_KEY_EXPIRED, rule="SWM-2"),
-    Case("swm_2_best_key_decides", "7.1", "7.2", "2018-01-01",
-         (maint(False, reason=Reason.KEY_SIGNATURE_INVALID, passed=1, key_id="A"),
-          maint(False, reason=Reason.KEY_REVOKED, passed=3, key_id="B")),
-         reason=Reason.KEY_REVOKED, rule="SWM-2"),
-    Case("swm_2_one_valid_key_suffices", "7.1", "7.2", "2016-06-01",
-         (maint(False, reason=Reason.KEY_REVOKED, passed=3, key_id="B"), maint(key_id="C"))),
-    Case("swm_7_patch_authorisation_without_maintenance", "7.6", "7.6.4.9", "2015-01-01", (patch_auth("7.6.4.9"),)),
-    Case("swm_7_patch_without_authorisation_needs_maintenance", "7.6", "7.6.4.9", "2015-01-01",
-         reason=Reason.MAINTENANCE_KEY_REQUIRED, rule="SWM-1"),
-    Case("swm_7_authorisation_is_for_one_build_only", "7.5", "7.6", "2015-01-01", (patch_auth("7.6.4.9"),),
-         reason=Reason.MAINTENANCE_KEY_REQUIRED, rule="SWM-1"),
-    Case("down_1_downgrade_is_refused", "7.6", "7.5", "2016-01-01", (maint(),),
-         reason=Reason.DOWNGRADE_REFUSED, rule="DOWN-1"),
-    Case("down_1_from_7_1_back_to_7_0", "7.1", "7.0", "2016-01-01", reason=Reason.DOWNGRADE_REFUSED,
-         rule="DOWN-1"),
-    Case("rel_1_not_yet_released", "7.4", "7.5", "2013-01-01", (maint(),),
-         reason=Reason.NOT_YET_RELEASED, rule="REL-1"),
-    Case("rel_1_legacy_model_cannot_run_9_0", "8.3", "9.0", "2022-01-01", (maint(),),
-         reason=Reason.MODEL_UNSUPPORTED, rule="REL-1"),
+    Case(
+        "swm_1_beyond_7_1_needs_a_key",
+        "7.1",
+        "7.2",
+        "2016-01-01",
+        reason=Reason.MAINTENANCE_KEY_REQUIRED,
+        rule="SWM-1",
+    ),
+    Case(
+        "swm_2_expired_key_is_refused_with_its_code",
+        "7.1",
+        "7.2",
+        "2018-01-01",
+        (maint(False, reason=Reason.MAINTENANCE_KEY_EXPIRED, passed=4),),
+        reason=Reason.MAINTENANCE_KEY_EXPIRED,
+        rule="SWM-2",
+    ),
+    Case(
+        "swm_2_best_key_decides",
+        "7.1",
+        "7.2",
+        "2018-01-01",
+        (
+            maint(False, reason=Reason.KEY_SIGNATURE_INVALID, passed=1, key_id="A"),
+            maint(False, reason=Reason.KEY_REVOKED, passed=3, key_id="B"),
+        ),
+        reason=Reason.KEY_REVOKED,
+        rule="SWM-2",
+    ),
+    Case(
+        "swm_2_one_valid_key_suffices",
+        "7.1",
+        "7.2",
+        "2016-06-01",
+        (maint(False, reason=Reason.KEY_REVOKED, passed=3, key_id="B"), maint(key_id="C")),
+    ),
+    Case(
+        "swm_7_patch_authorisation_without_maintenance",
+        "7.6",
+        "7.6.4.9",
+        "2015-01-01",
+        (patch_auth("7.6.4.9"),),
+    ),
+    Case(
+        "swm_7_patch_without_authorisation_needs_maintenance",
+        "7.6",
+        "7.6.4.9",
+        "2015-01-01",
+        reason=Reason.MAINTENANCE_KEY_REQUIRED,
+        rule="SWM-1",
+    ),
+    Case(
+        "swm_7_authorisation_is_for_one_build_only",
+        "7.5",
+        "7.6",
+        "2015-01-01",
+        (patch_auth("7.6.4.9"),),
+        reason=Reason.MAINTENANCE_KEY_REQUIRED,
+        rule="SWM-1",
+    ),
+    Case(
+        "down_1_downgrade_is_refused",
+        "7.6",
+        "7.5",
+        "2016-01-01",
+        (maint(),),
+        reason=Reason.DOWNGRADE_REFUSED,
+        rule="DOWN-1",
+    ),
+    Case(
+        "down_1_from_7_1_back_to_7_0",
+        "7.1",
+        "7.0",
+        "2016-01-01",
+        reason=Reason.DOWNGRADE_REFUSED,
+        rule="DOWN-1",
+    ),
+    Case(
+        "rel_1_not_yet_released",
+        "7.4",
+        "7.5",
+        "2013-01-01",
+        (maint(),),
+        reason=Reason.NOT_YET_RELEASED,
+        rule="REL-1",
+    ),
+    Case(
+        "rel_1_legacy_model_cannot_run_9_0",
+        "8.3",
+        "9.0",
+        "2022-01-01",
+        (maint(),),
+        reason=Reason.MODEL_UNSUPPORTED,
+        rule="REL-1",
+    ),
     Case("rel_1_unknown_release", "7.4", "7.45", "2016-01-01", reason=Reason.UNKNOWN_RELEASE, rule="REL-1"),
-    Case("mig_2_temporary_key_reaches_8_0", "7.7", "8.0", "2016-01-01",
-         (maint(plan_=Plan.TEMPORARY, ceiling="8.0"),)),
-    Case("mig_2_temporary_key_stops_at_its_ceiling", "8.0", "8.1", "2016-06-01",
-         (maint(plan_=Plan.TEMPORARY, ceiling="8.0"),), reason=Reason.TEMPORARY_KEY_CEILING, rule="MIG-2"),
-]  # fmt: skip
+    Case(
+        "mig_2_temporary_key_reaches_8_0",
+        "7.7",
+        "8.0",
+        "2016-01-01",
+        (maint(plan_=Plan.TEMPORARY, ceiling="8.0"),),
+    ),
+    Case(
+        "mig_2_temporary_key_stops_at_its_ceiling",
+        "8.0",
+        "8.1",
+        "2016-06-01",
+        (maint(plan_=Plan.TEMPORARY, ceiling="8.0"),),
+        reason=Reason.TEMPORARY_KEY_CEILING,
+        rule="MIG-2",
+    ),
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -118,8 +235,11 @@ def test_db_1_only_the_7_1_step_rebuilds_the_database() -> None:
 def test_db_2_schema_changes_are_planned_as_migrations() -> None:
     """A step whose schema differs migrates; one whose schema is equal does not."""
     result = plan(CATALOG, server("7.1"), (maint(),), "7.4", at("2016-01-01"))
-    assert [(s.release, s.migrates_database) for s in result.steps] == [("7.2", False), ("7.3", True),
-                                                                          ("7.4", False)]  # fmt: skip
+    assert [(s.release, s.migrates_database) for s in result.steps] == [
+        ("7.2", False),
+        ("7.3", True),
+        ("7.4", False),
+    ]
 
 
 def test_swm_3_refusal_keeps_the_server_where_it_is() -> None:
@@ -162,15 +282,24 @@ def test_seq_1_plan_json_shape() -> None:
     assert doc["from"] == "7.0" and doc["to"] == "8.0" and doc["final_release"] == "7.1"
     assert doc["steps"][0] == {**doc["steps"][0], "release": "7.1", "outcome": "would-install"}
     assert {k: doc["steps"][1][k] for k in ("release", "outcome", "reason", "rule")} == {
-        "release": "7.2", "outcome": "refused", "reason": "MAINTENANCE_KEY_REQUIRED", "rule": "SWM-1"}
+        "release": "7.2",
+        "outcome": "refused",
+        "reason": "MAINTENANCE_KEY_REQUIRED",
+        "rule": "SWM-1",
+    }
 
 
 VERSIONS = [r.version for r in CATALOG.releases]
 MODELS = list(CATALOG.models)
-KEY_STATES = st.sampled_from([
-    (), (maint(),), (maint(False, reason=Reason.MAINTENANCE_KEY_EXPIRED, passed=4),),
-    (maint(plan_=Plan.TEMPORARY, ceiling="8.0"),), (patch_auth("8.2.6.12"),),
-])  # fmt: skip
+KEY_STATES = st.sampled_from(
+    [
+        (),
+        (maint(),),
+        (maint(False, reason=Reason.MAINTENANCE_KEY_EXPIRED, passed=4),),
+        (maint(plan_=Plan.TEMPORARY, ceiling="8.0"),),
+        (patch_auth("8.2.6.12"),),
+    ]
+)
 
 
 @st.composite

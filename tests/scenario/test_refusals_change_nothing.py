@@ -1,0 +1,196 @@
+"""Bad input is refused with its own reason code and nothing already on the server changes."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.clock import SimClock
+from agent.reasons import Reason
+from agent.store import ServerDir
+from agent.upgrader import Upgrader
+from releases.catalog import default_catalog
+from releases.publish import default_repository
+from simulator.issuer import issue_key, tamper
+from simulator.keyring import VendorKeyring
+from simulator.server import ServerSpec, create_server
+
+NOW = datetime(2016, 1, 1, tzinfo=UTC)
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """Content hash of every file on the server that matters (slots, keys, trust, boot env, identity)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith(("update/", "journal", "last_result")):
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def server(tmp_path: Path, keyring: VendorKeyring) -> ServerDir:
+    made = create_server(
+        tmp_path / "box",
+        ServerSpec(model="6x", release="7.2", users=8, call_log_rows=40, shipped=date(2010, 9, 1)),
+    )
+    key = issue_key(
+        keyring, serial=made.identity().serial, kind="maintenance", plan="anytime-1y", start=date(2016, 1, 1)
+    )
+    assert made.install_key(key, NOW.date()).valid
+    return made
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _extend(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "damage", "reason"),
+    [
+        ("one_byte_changed", "images", _flip_byte, Reason.IMAGE_DIGEST_MISMATCH),
+        ("truncated", "images", _truncate, Reason.IMAGE_TRUNCATED),
+        ("longer_than_signed", "images", _extend, Reason.IMAGE_TOO_LARGE),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_tampered_image_is_refused_before_anything_changes(
+    tmp_path: Path,
+    server: ServerDir,
+    keyring: VendorKeyring,
+    name: str,
+    target: str,
+    damage: Callable[[Path], None],
+    reason: Reason,
+) -> None:
+    """A tampered release image fails with its reason code and the server is byte-for-byte unchanged."""
+    repo = tmp_path / "portal"
+    shutil.copytree(default_repository(keyring), repo)
+    build = default_catalog().release("7.3").build
+    damage(repo / target / f"{build}.img")
+    before = fingerprint(server.root)
+    upgrader = Upgrader(server, default_catalog(), SimClock(NOW, speed=float("inf")), repo=repo)
+    result = await upgrader.upgrade("7.3")
+    step = result.steps[-1]
+    assert step.outcome == "failed" and step.refusal is not None
+    assert step.refusal.reason is reason
+    assert result.final_release == "7.2"
+    assert fingerprint(server.root) == before
+    assert not list(server.update_area.glob("*")), "no partial or rejected image is kept"
+
+
+async def test_image_signature_invalid_when_manifest_altered(
+    tmp_path: Path, server: ServerDir, keyring: VendorKeyring
+) -> None:
+    """An altered signed manifest is refused with IMAGE_SIGNATURE_INVALID; nothing changes."""
+    repo = tmp_path / "portal"
+    shutil.copytree(default_repository(keyring), repo)
+    build = default_catalog().release("7.3").build
+    manifest = repo / "manifests" / f"{build}.manifest"
+    text = manifest.read_text()
+    altered = text.replace('"db_schema": 21', '"db_schema": 22', 1)
+    assert altered != text
+    manifest.write_text(altered)
+    before = fingerprint(server.root)
+    result = await Upgrader(server, default_catalog(), SimClock(NOW, speed=float("inf")), repo=repo).upgrade(
+        "7.3"
+    )
+    step = result.steps[-1]
+    assert step.refusal is not None
+    assert step.refusal.reason is Reason.IMAGE_SIGNATURE_INVALID
+    assert fingerprint(server.root) == before
+
+
+def _garbled(text: str, _: ServerDir, __: VendorKeyring) -> str:
+    return text[: len(text) // 2] + "\n@@@ garbage @@@\n"
+
+
+def _other_serial(_: str, __: ServerDir, keyring: VendorKeyring) -> str:
+    return issue_key(
+        keyring, serial="AWX999999999", kind="maintenance", plan="anytime-1y", start=date(2016, 1, 1)
+    )
+
+
+def _altered(text: str, _: ServerDir, __: VendorKeyring) -> str:
+    return tamper(text)
+
+
+def _expired(_: str, server: ServerDir, keyring: VendorKeyring) -> str:
+    return issue_key(
+        keyring,
+        serial=server.identity().serial,
+        kind="maintenance",
+        plan="anytime-1y",
+        start=date(2013, 1, 1),
+    )
+
+
+KEY_CASES = [
+    ("garbled", _garbled, Reason.KEY_FORMAT_INVALID),
+    ("other_serial", _other_serial, Reason.KEY_SERIAL_MISMATCH),
+    ("altered", _altered, Reason.KEY_SIGNATURE_INVALID),
+    ("expired", _expired, Reason.MAINTENANCE_KEY_EXPIRED),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "reason"), KEY_CASES, ids=[c[0] for c in KEY_CASES])
+def test_bad_key_is_refused_and_installed_keys_are_unchanged(
+    server: ServerDir,
+    keyring: VendorKeyring,
+    name: str,
+    make: Callable[[str, ServerDir, VendorKeyring], str],
+    reason: Reason,
+) -> None:
+    """Each bad key gets its own reason code and leaves every installed key byte for byte as it was."""
+    good = issue_key(
+        keyring, serial=server.identity().serial, kind="feature", feature="Reach", start=date(2016, 1, 1)
+    )
+    before = server.key_digest()
+    check = server.install_key(make(good, server, keyring), NOW.date())
+    assert not check.valid and check.reason is reason
+    assert server.key_digest() == before
+
+
+def test_forged_key_signed_by_another_root_is_refused(tmp_path: Path, server: ServerDir) -> None:
+    """A key signed by a keyring that is not the vendor's fails its signature chain; keys unchanged."""
+    forger = VendorKeyring.load_or_create(tmp_path / "forger")
+    forged = issue_key(
+        forger, serial=server.identity().serial, kind="maintenance", plan="bundle-5y", start=date(2016, 1, 1)
+    )
+    before = server.key_digest()
+    check = server.install_key(forged, NOW.date())
+    assert not check.valid
+    assert check.reason in (Reason.KEY_SIGNATURE_INVALID, Reason.KEY_SIGNER_UNTRUSTED)
+    assert server.key_digest() == before
+
+
+def test_revoked_key_is_refused(tmp_path: Path, server: ServerDir) -> None:
+    """A key on the vendor's revocation list is refused with KEY_REVOKED once the list is installed."""
+    from agent.keys import install_revocation_list, parse_key_text
+
+    vendor = VendorKeyring.load_or_create(tmp_path / "vendor")
+    (server.trust_dir / "vendor-root.pub").write_text(vendor.root_public_hex + "\n")
+    key = issue_key(
+        vendor, serial=server.identity().serial, kind="maintenance", plan="anytime-1y", start=date(2016, 1, 1)
+    )
+    revoked = vendor.revoke(parse_key_text(key).info.key_id, date(2016, 1, 1))
+    install_revocation_list(server.trust_dir, revoked, date(2016, 1, 1))
+    before = server.key_digest()
+    check = server.install_key(key, NOW.date())
+    assert not check.valid and check.reason is Reason.KEY_REVOKED
+    assert server.key_digest() == before
