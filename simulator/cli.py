@@ -107,15 +107,45 @@ _attach_publish()
     default=None,
     help="Where to build the demo (default: a new temporary folder).",
 )
+@click.option("--servers", type=click.IntRange(1, 20_000), default=200, show_default=True,
+              help="Servers in the fleet.")  # fmt: skip
+@click.option("--speed", type=float, default=600.0, show_default=True,
+              help="Simulated seconds per real second.")  # fmt: skip
+@click.option("--broker", default=None, help="mqtt://host:port (default: an embedded broker).")
+@click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
+              help="Processes hosting the agents (0: in the demo's own process).")  # fmt: skip
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write report.json and report.html (default: DIR/report).")  # fmt: skip
 @guarded
-def demo(workdir: Path | None) -> None:
-    """The main job: run the demo."""
+def demo(
+    workdir: Path | None, servers: int, speed: float, broker: str | None, workers: int, report_dir: Path | None
+) -> None:
+    """The main job: a fleet upgraded by one campaign, watched live, then reported."""
     from simulator.demo import run_demo
 
-    sys.exit(run_demo(workdir))
+    sys.exit(run_demo(workdir, servers=servers, speed=speed, broker=broker, workers=workers,
+                      report_dir=report_dir))  # fmt: skip
 
 
 from simulator.vendor import cli as vendor_cli  # noqa: E402  # reason: registered after the core groups
 
 for _command in (vendor_cli.vendor, vendor_cli.migrate, vendor_cli.site):
     main.add_command(_command)
+
+
+def _attach_scenario() -> None:
+    from simulator.scenario.cli import scenario
+
+    main.add_command(scenario)
+
+
+_attach_scenario()
+
+
+def _attach_chaos() -> None:
+    from simulator.chaos import chaos_command
+
+    main.add_command(chaos_command, "chaos")
+
+
+_attach_chaos()
