@@ -8,117 +8,38 @@ a one-line ``error: CODE: message`` on stderr and never a traceback.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import sys
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 
-from agent.clock import SimClock, parse_now
-from agent.errors import AllworxError
+from agent.cliutil import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REFUSED,
+    AllworxGroup,
+    clock_for,
+    emit,
+    fail,
+    guarded,
+    open_server,
+    server_options,
+)
 from agent.logs import configure_logging
 from agent.planner import plan as make_plan
-from agent.policy import active_features, inactive_features
-from agent.store import ServerDir, checks_json
+from agent.status import status_document
+from agent.store import checks_json
 from agent.upgrader import Upgrader, UpgradeResult
 from releases.catalog import default_catalog
 
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
-
-def fail(reason: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
-    click.echo(f"error: {reason}: {message}", err=True)
-    sys.exit(code)
-
-
-def guarded(func: F) -> F:
-    """Turn the product's errors into one line and exit 1, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except AllworxError as exc:
-            fail(exc.reason.value, str(exc))
-        except (OSError, ValueError) as exc:
-            fail("BAD_INPUT", str(exc))
-
-    return wrapper  # type: ignore[return-value]  # reason: functools.wraps keeps the signature
-
-
-def server_options(func: F) -> F:
-    """The options every command takes."""
-    func = click.option(
-        "--server-dir",
-        "server_dir",
-        required=True,
-        type=click.Path(path_type=Path),
-        help="The server directory (a lab box's or a virtual server's).",
-    )(func)
-    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
-    return click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")(
-        func
-    )
-
-
-def open_server(server_dir: Path) -> ServerDir:
-    """Open a server directory or fail with a clear message."""
-    server = ServerDir(server_dir)
-    server.check_exists()
-    return server
-
-
-def clock_for(now: str | None) -> SimClock:
-    """The clock of one command: starts at ``--now`` (or real now); simulated durations take no time."""
-    try:
-        start = parse_now(now)
-    except ValueError:
-        fail("BAD_INPUT", f"--now {now!r} is not a date (YYYY-MM-DD)")
-    return SimClock(start, speed=float("inf"))
-
-
-def emit(document: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
-    """Print ``document`` as JSON or as text for a person."""
-    click.echo(json.dumps(document, indent=2) if as_json else text(document))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-json", is_flag=True, help="Structured logs as JSON on stderr (production).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the agent's logs on stderr.")
 def main(log_json: bool, verbose: bool) -> None:
     """The Allworx upgrade agent: status, plans, upgrades and keys of one server."""
     configure_logging(json_logs=log_json, verbose=verbose)
-
-
-def status_document(server: ServerDir, now: datetime) -> dict[str, Any]:
-    """The ``status`` document (also the MQTT retained state's core)."""
-    ident, info = server.identity(), server.committed()
-    checks = server.key_checks(now.date())
-    catalog = default_catalog()
-    job = server.journal.load()
-    return {
-        "serial": ident.serial,
-        "model": ident.model,
-        "mac": ident.mac,
-        "site": ident.site,
-        "shipped": ident.shipped.isoformat(),
-        "release": info.version,
-        "build": info.build,
-        "db_schema": info.db_schema,
-        "state": job.state if job else "idle",
-        "keys": checks_json(checks),
-        "features_active": list(active_features(checks)),
-        "features_inactive": list(inactive_features(catalog, info.version, checks)),
-        "phone_firmware": server.offered_phone_firmware(),
-        "last_result": server.last_result(),
-        "now": now.isoformat(),
-    }
 
 
 def _status_text(doc: dict[str, Any]) -> str:
@@ -277,3 +198,7 @@ def _blank() -> dict[str, Any]:
 from agent.mqtt.cli import run as _run  # noqa: E402  # reason: the daemon command registers itself last
 
 main.add_command(_run, "run")
+
+
+if __name__ == "__main__":
+    main()

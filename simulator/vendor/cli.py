@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cli import EXIT_REFUSED, clock_for, emit, fail, guarded
+from agent.cliutil import EXIT_REFUSED, clock_for, emit, fail, guarded
 from releases.catalog import default_catalog
 from simulator.keyring import VendorKeyring
 from simulator.vendor.desk import Desk, default_desk_dir
