@@ -1,0 +1,117 @@
+"""``allworx-agent run``: the daemon that connects a server to the fleet broker.
+
+Exit codes as every ``allworx-agent`` command: 0 after a clean stop (SIGTERM, Ctrl-C), 1 when
+the server directory or the options are unusable (``error: CODE: message`` on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import click
+
+from agent.cliutil import clock_for, fail, guarded, open_server
+from agent.mqtt.connection import BrokerSettings, Protocol
+from agent.mqtt.topics import check_level
+from agent.upgrader import Timing
+
+PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable name, not a password
+
+
+@click.command("run")
+@click.option(
+    "--server-dir",
+    "server_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The server directory (a lab box's or a virtual server's).",
+)
+@click.option(
+    "--broker",
+    default="mqtt://127.0.0.1:1883",
+    show_default=True,
+    help="mqtt://host:port, or mqtts://host:port with TLS.",
+)
+@click.option("--site", default=None, help="The site in the topics (default: the server's own).")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for mqtts://.")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="Client certificate (mqtts://).")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="Client certificate's key.")
+@click.option("--username", default=None, help="Broker user name.")
+@click.option(
+    "--password",
+    default=None,
+    envvar=PASSWORD_VARIABLE,
+    help=f"Broker password (better: the {PASSWORD_VARIABLE} environment variable).",
+)
+@click.option(
+    "--keepalive",
+    type=click.IntRange(1, 3600),
+    default=30,
+    show_default=True,
+    help="MQTT keep-alive in seconds: a dead agent reads offline within 1.5 of these.",
+)
+@click.option(
+    "--mqtt-version",
+    "mqtt_version",
+    type=click.Choice(["auto", "5", "3.1.1"]),
+    default="auto",
+    show_default=True,
+    help="auto: MQTT 5, falling back to 3.1.1 for brokers that lack it.",
+)
+@click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")
+@click.option(
+    "--speed",
+    type=float,
+    default=float("inf"),
+    help="Simulated seconds per real second (reboots, database work); default: no waiting.",
+)
+@guarded
+def run(  # noqa: PLR0917  # reason: click passes every option
+    server_dir: Path,
+    broker: str,
+    site: str | None,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+    username: str | None,
+    password: str | None,
+    keepalive: int,
+    mqtt_version: str,
+    now: str | None,
+    speed: float,
+) -> None:
+    """Serve the fleet broker: publish state, availability and events, obey signed commands."""
+    from agent.mqtt.daemon import Agent, AgentOptions
+
+    server = open_server(server_dir)
+    try:
+        settings = BrokerSettings(
+            url=broker, ca=ca, cert=cert, key=key, username=username, password=password, keepalive=keepalive
+        )
+        if site is not None:
+            check_level(site, "site")
+    except ValueError as exc:
+        fail("BAD_INPUT", str(exc))
+    if speed <= 0:
+        fail("BAD_INPUT", "--speed must be positive")
+    clock = clock_for(now)
+    if speed != float("inf"):
+        from agent.clock import SimClock
+
+        clock = SimClock(clock.now(), speed=speed)
+
+    async def serve() -> None:
+        protocol = None if mqtt_version == "auto" else Protocol(mqtt_version)
+        options = AgentOptions(broker=settings, site=site, timing=Timing(), protocol=protocol)
+        agent = Agent(server, options, clock=clock)
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await agent.run()
+
+    try:
+        asyncio.run(serve())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return

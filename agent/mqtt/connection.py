@@ -1,0 +1,239 @@
+"""The broker link: the one module that touches aiomqtt and paho-mqtt (STYLE 7).
+
+Every aiomqtt/paho error is translated to :class:`~agent.errors.BrokerError` here
+(``raise ... from exc``); callers never import either library. One :func:`connect` call is one
+connection attempt (STYLE 5): the reconnect loop, backoff and protocol fallback live in the caller.
+
+Invariants: MQTT 5 is asked for first; a broker that refuses it (old brokers, amqtt), or accepts
+the socket but never answers the MQTT 5 CONNECT within ``connect_timeout`` (amqtt when the
+CONNECT carries a will), raises ``BrokerError(protocol_refused=True)`` so the caller can retry
+with 3.1.1. Messages received carry
+their MQTT 5 response topic and correlation data when the broker forwarded them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.errors import BrokerError
+
+_REFUSED_PROTOCOL = {1, 132}  # CONNACK: 3.1.1 "unacceptable protocol version", MQTT 5 "unsupported"
+
+
+class Protocol(StrEnum):
+    """The MQTT protocol versions spoken."""
+
+    V5 = "5"
+    V311 = "3.1.1"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where and how to connect.
+
+    Raises:
+        ValueError: on construction, when the URL is not ``mqtt://host[:port]`` or ``mqtts://``.
+    """
+
+    url: str = "mqtt://127.0.0.1:1883"
+    ca: str | None = None  # a CA bundle file (mqtts)
+    cert: str | None = None  # a client certificate file (mqtts, mutual TLS)
+    key: str | None = None  # the client certificate's key file
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    keepalive: int = 30  # seconds; a dead agent reads offline within 1.5 of these
+    timeout: float = 10.0  # seconds for each broker operation
+    connect_timeout: float = 3.0  # seconds to wait for the CONNACK
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"broker URL {self.url!r} must be mqtt://host:port or mqtts://host:port")
+        if self.keepalive < 1:
+            raise ValueError("keepalive must be at least 1 second")
+
+    @property
+    def host(self) -> str:
+        """The broker's host name."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """The broker's port (1883 for mqtt://, 8883 for mqtts:// unless given)."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``mqtts://`` (None for plain ``mqtt://``).
+
+        Raises:
+            BrokerError: a CA, certificate or key file cannot be loaded.
+        """
+        if urlsplit(self.url).scheme != "mqtts":
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca)
+            if self.cert:
+                context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerError(f"cannot load TLS material: {exc}") from exc
+        return context
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message received."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+class Link:
+    """One live connection: publish, subscribe, receive; every error is a :class:`BrokerError`."""
+
+    def __init__(self, client: aiomqtt.Client, protocol: Protocol) -> None:
+        self._client = client
+        self.protocol = protocol
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> None:
+        """Publish and, at QoS 1, wait for the broker's PUBACK.
+
+        Raises:
+            BrokerError: the connection failed or the broker did not acknowledge in time.
+        """
+        props = None
+        if self.protocol is Protocol.V5 and (response_topic or correlation_data):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # reason: paho is untyped here
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation_data:
+                props.CorrelationData = correlation_data
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        except (aiomqtt.MqttError, OSError, RuntimeError) as exc:
+            raise BrokerError(f"publish to {topic} failed: {exc}") from exc
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe to a topic filter.
+
+        Raises:
+            BrokerError: the connection failed or the broker refused.
+        """
+        try:
+            await self._client.subscribe(topic, qos=qos)
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise BrokerError(f"subscribe to {topic} failed: {exc}") from exc
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        """Yield received messages until the connection ends.
+
+        Raises:
+            BrokerError: the connection was lost.
+        """
+        try:
+            async for message in self._client.messages:
+                yield _inbound(message)
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise BrokerError(f"connection lost: {exc}") from exc
+
+
+def _inbound(message: aiomqtt.Message) -> Inbound:
+    props: Any = message.properties
+    response = getattr(props, "ResponseTopic", None) if props is not None else None
+    correlation = getattr(props, "CorrelationData", None) if props is not None else None
+    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+    return Inbound(str(message.topic), payload, bool(message.retain), response, correlation)
+
+
+def _client(
+    settings: BrokerSettings,
+    protocol: Protocol,
+    identifier: str | None,
+    will: tuple[str, bytes] | None,
+    clean: bool,
+) -> aiomqtt.Client:
+    version = aiomqtt.ProtocolVersion.V5 if protocol is Protocol.V5 else aiomqtt.ProtocolVersion.V311
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        identifier=identifier,
+        protocol=version,
+        will=aiomqtt.Will(will[0], will[1], qos=1, retain=True) if will else None,
+        username=settings.username,
+        password=settings.password,
+        keepalive=settings.keepalive,
+        timeout=settings.connect_timeout,
+        tls_context=settings.tls_context(),
+        clean_session=clean if protocol is Protocol.V311 else None,
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    settings: BrokerSettings,
+    *,
+    protocol: Protocol,
+    identifier: str | None = None,
+    will: tuple[str, bytes] | None = None,
+    clean: bool = True,
+) -> AsyncIterator[Link]:
+    """Open one connection (the last will, if any, is retained at QoS 1).
+
+    ``clean=False`` asks for a persistent session (MQTT 3.1.1 only): the broker keeps the
+    subscriptions and queues QoS 1 messages while this identifier is away.
+
+    Raises:
+        BrokerError: the broker is unreachable, refused us, or the protocol (``protocol_refused``).
+    """
+    client = _client(settings, protocol, identifier, will, clean)
+    entered, body_error = False, None
+    try:
+        async with client:
+            entered = True
+            client.timeout = settings.timeout
+            client.pending_calls_threshold = 1000  # the outbox keeps a batch of publishes in flight
+            try:
+                yield Link(client, protocol)
+            except BaseException as exc:  # the caller's own exceptions pass through untranslated
+                body_error = exc
+                raise
+    except MqttConnectError as exc:
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        refused = code in _REFUSED_PROTOCOL
+        raise BrokerError(f"{settings.url} refused MQTT {protocol}: {exc}", protocol_refused=refused) from exc
+    except (aiomqtt.MqttError, OSError) as exc:
+        if exc is body_error:
+            raise
+        # a broker that accepts the socket but never answers an MQTT 5 CONNECT (amqtt does this when
+        # the CONNECT carries a will) is treated as refusing MQTT 5
+        silent = (
+            not entered
+            and protocol is Protocol.V5
+            and not isinstance(exc, OSError)
+            and "timed out" in str(exc)
+        )
+        raise BrokerError(f"connection to {settings.url} failed: {exc}", protocol_refused=silent) from exc

@@ -1,0 +1,272 @@
+"""The agent daemon: one server directory, one broker connection, the fleet contract (docs/mqtt.md).
+
+Shape (STYLE 5): an outer reconnect loop with capped, jittered backoff; one
+:func:`agent.mqtt.connection.connect` per attempt (MQTT 5 first, 3.1.1 once a broker refuses
+it); per connection an ``asyncio.TaskGroup`` of named tasks: ``events`` (drains the outbox),
+``state`` (republishes the retained state when it changed) and ``commands`` (verifies and
+dispatches operator commands with ``match``). The upgrade itself runs in the daemon's outer
+task group, so it carries on while the broker is away.
+
+Invariants:
+- every event goes through the on-disk outbox before it is published, so nothing produced while
+  disconnected is lost, and events arrive in sequence order after reconnection;
+- at most one upgrade runs at a time; a second ``upgrade`` is rejected ``UPGRADE_IN_PROGRESS``;
+- on start, an upgrade interrupted by a kill or power cut is recovered (``Upgrader.recover``);
+- the retained state is republished on every (re)connection and after every persisted transition;
+- a command's nonce is persisted before the command acts (rule CMD-3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.clock import Clock, SystemClock, exponential_backoff
+from agent.errors import AllworxError, BrokerError
+from agent.mqtt.commands import NonceWindow
+from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
+from agent.mqtt.dispatch import Dispatcher
+from agent.mqtt.messages import Availability, dump
+from agent.mqtt.outbox import Outbox
+from agent.mqtt.report import event_message, state_document
+from agent.mqtt.topics import ServerTopics
+from agent.store import ServerDir
+from agent.upgrader import Timing, Upgrader
+from releases.catalog import Catalog, default_catalog
+
+log = structlog.get_logger("agent.mqtt")
+BATCH = 32  # events kept in flight at once (each waits for its PUBACK)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """How the daemon behaves; times in real seconds."""
+
+    broker: BrokerSettings
+    site: str | None = None  # default: the site in identity.json
+    progress_interval: float = 1.0  # the least time between two progress events of one phase
+    backoff_base: float = 0.5  # the first reconnect delay
+    backoff_cap: float = 30.0  # the longest reconnect delay
+    timing: Timing | None = None  # the simulated hardware's durations (reboot, database)
+    protocol: Protocol | None = None  # None: MQTT 5 first, 3.1.1 when the broker refuses it
+
+
+class Agent:
+    """The daemon of one server directory (run with :meth:`run`)."""
+
+    def __init__(
+        self,
+        server: ServerDir,
+        options: AgentOptions,
+        *,
+        clock: Clock,
+        wall: Clock | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        ident = server.identity()
+        self.server = server
+        self.options = options
+        self.clock = clock  # the policy clock (simulated in the simulator)
+        self.wall = wall or SystemClock()  # real time: network backoff, command expiry, rate limits
+        self.catalog = catalog or default_catalog()
+        self.topics = ServerTopics(options.site or ident.site, ident.serial)
+        self.outbox = Outbox(server.root / "agent" / "outbox")
+        self.protocol = options.protocol or Protocol.V5
+        self._state_dirty = asyncio.Event()
+        self._events_ready = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._last_progress: dict[str, float] = {}
+        self._job: asyncio.Task[None] | None = None
+        self._cancel = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self.dispatcher = Dispatcher(self, NonceWindow(server.root / "agent" / "nonces.json"))
+        self.connected = asyncio.Event()  # set while a connection is up (tests and tools wait on it)
+
+    # --- lifetime -------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Recover an interrupted upgrade, then serve until cancelled.
+
+        Raises:
+            StoreError: the server directory is unreadable at start.
+        """
+        log.info(
+            "agent_started", serial=self.topics.serial, site=self.topics.site, broker=self.options.broker.url
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                if self.server.journal.load() is not None:
+                    self.start_job(lambda upgrader: upgrader.recover(), "recover")
+                tasks.create_task(self._connection_loop(), name="connection")
+        finally:
+            self.outbox.close()
+
+    @property
+    def upgrading(self) -> bool:
+        """Whether an upgrade (or a recovery) is running."""
+        return self._job is not None and not self._job.done()
+
+    def start_job(self, work: Callable[[Upgrader], Awaitable[Any]], what: str) -> None:
+        """Run ``work`` with a fresh upgrader in the background (one at a time).
+
+        Raises:
+            RuntimeError: an upgrade is already running, or the daemon is not running.
+        """
+        if self.upgrading or self._tasks is None:
+            raise RuntimeError("an upgrade is already running, or the agent is not running")
+        self._cancel = asyncio.Event()
+        upgrader = Upgrader(
+            self.server,
+            self.catalog,
+            self.clock,
+            on_event=self.on_upgrade_event,
+            cancel=self._cancel,
+            timing=self.options.timing,
+        )
+        self._job = self._tasks.create_task(self._guard_job(work(upgrader), what), name=f"job-{what}")
+
+    def cancel_job(self) -> bool:
+        """Ask the running upgrade to stop; return whether one was running."""
+        if not self.upgrading:
+            return False
+        self._cancel.set()
+        return True
+
+    async def _guard_job(self, work: Awaitable[Any], what: str) -> None:
+        with structlog.contextvars.bound_contextvars(serial=self.topics.serial, job=what):
+            try:
+                await work
+            except AllworxError as exc:
+                log.warning("upgrade_aborted", reason=exc.reason.value, error=str(exc))
+            except Exception:  # reason: a bug in one upgrade must not stop the agent serving
+                log.exception("upgrade_crashed")
+        self.mark_state_dirty()
+
+    # --- events and state -------------------------------------------------------------------
+    def mark_state_dirty(self) -> None:
+        """Ask for the retained state to be republished."""
+        self._state_dirty.set()
+
+    def on_upgrade_event(self, event: dict[str, Any]) -> None:
+        """The upgrader's event sink: rate-limit progress, then write the event to the outbox."""
+        if threading.get_ident() != self._loop_thread:  # database progress comes from a worker thread
+            self._loop.call_soon_threadsafe(self.on_upgrade_event, event)
+            return
+        if event.get("type") == "progress" and not self._progress_due(event):
+            return
+        self.record(event)
+        if event.get("type") in ("transition", "result", "resumed"):
+            self.mark_state_dirty()
+
+    def _progress_due(self, event: dict[str, Any]) -> bool:
+        key = f"{event.get('phase')}:{event.get('build')}"
+        now = self.wall.monotonic()
+        last = self._last_progress.get(key)
+        if last is not None and now - last < self.options.progress_interval and event.get("percent") != 100:
+            return False
+        self._last_progress[key] = now
+        return True
+
+    def record(self, event: dict[str, Any]) -> int:
+        """Write one event to the outbox (durably), wake the publisher, return its sequence number.
+
+        Raises:
+            StoreError: the outbox cannot be written.
+        """
+        document = event_message(event, serial=self.topics.serial, site=self.topics.site, at=self.clock.now())
+        seq = int(self.outbox.append(document)["seq"])
+        self._events_ready.set()
+        return seq
+
+    # --- the connection -----------------------------------------------------------------------
+    async def _connection_loop(self) -> None:
+        delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+        while True:
+            try:
+                await self._session()
+            except BrokerError as exc:
+                if self.connected.is_set():  # it was up: start the backoff again from the base
+                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+                self.connected.clear()
+                if exc.protocol_refused and self.protocol is Protocol.V5:
+                    log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
+                    self.protocol = Protocol.V311
+                    continue
+                delay = next(delays)
+                delay = delay / 2 + random.uniform(0, delay / 2)  # "equal jitter": spreads a fleet's retries
+                log.warning("broker_unavailable", error=str(exc), retry_in=round(delay, 2))
+                await self.wall.sleep(delay)
+
+    async def _session(self) -> None:
+        offline = dump(Availability(serial=self.topics.serial, status="offline"))
+        async with connect(
+            self.options.broker,
+            protocol=self.protocol,
+            will=(self.topics.availability, offline),
+            identifier=f"allworx-agent-{self.topics.site}-{self.topics.serial}",
+        ) as link:
+            try:
+                await self._serve(link)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BrokerError, TimeoutError):
+                    async with asyncio.timeout(2):  # a clean stop says offline itself (no will is sent)
+                        await link.publish(self.topics.availability, offline, retain=True)
+                raise
+
+    async def _serve(self, link: Link) -> None:
+        await link.subscribe(self.topics.commands, qos=1)
+        await link.publish(
+            self.topics.availability,
+            dump(Availability(serial=self.topics.serial, status="online")),
+            retain=True,
+        )
+        log.info("broker_connected", protocol=link.protocol.value, pending=len(self.outbox.pending()))
+        self.connected.set()
+        self.mark_state_dirty()
+        self._events_ready.set()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._pump_events(link), name="events")
+                tasks.create_task(self._pump_state(link), name="state")
+                tasks.create_task(self.dispatcher.listen(link), name="commands")
+        except* BrokerError as group:
+            raise _first(group) from None
+
+    async def _pump_events(self, link: Link) -> None:
+        while True:
+            batch = self.outbox.pending(limit=BATCH)
+            if not batch:
+                self._events_ready.clear()
+                await self._events_ready.wait()
+                continue
+            async with asyncio.TaskGroup() as tasks:  # in flight together; paho keeps their order
+                for event in batch:
+                    tasks.create_task(link.publish(self.topics.events, _json(event), qos=1))
+            self.outbox.delivered(batch[-1]["seq"])
+
+    async def _pump_state(self, link: Link) -> None:
+        while True:
+            await self._state_dirty.wait()
+            self._state_dirty.clear()
+            document = state_document(self.server, self.topics.site, self.clock.now())
+            await link.publish(self.topics.state, dump(document), qos=1, retain=True)
+
+
+def _first(group: BaseExceptionGroup[BrokerError]) -> BrokerError:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, BrokerError) else BrokerError(str(first))
+
+
+def _json(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()

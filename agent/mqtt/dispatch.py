@@ -1,0 +1,157 @@
+"""Operator commands: verify (``agent.mqtt.commands``), dispatch with ``match``, answer.
+
+Replies go to the MQTT 5 response topic with the request's correlation data when the request
+named one, else to ``cmd/{name}/accepted`` or ``cmd/{name}/rejected`` (as AWS IoT Jobs), always
+carrying the request's ``client_token``. Every command, accepted or not, is also recorded as a
+``command`` event, so the fleet's audit trail is the events stream.
+
+Invariants: a bad command never raises out of :meth:`Dispatcher.handle`, so the agent keeps
+running whatever it receives; a retained message on a command topic is ignored (a command is a
+request of one moment, never state); a refusal carries a reason code and a rule ID.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent.errors import StoreError
+from agent.mqtt.commands import NonceWindow, check_command
+from agent.mqtt.connection import Inbound, Link
+from agent.mqtt.messages import Command, Reply, Status, dump
+from agent.mqtt.report import state_document
+from agent.opkeys import load_operator_keys
+from agent.planner import plan as make_plan
+from agent.reasons import Reason, Refusal
+from agent.store import checks_json
+
+if TYPE_CHECKING:
+    from agent.mqtt.daemon import Agent
+
+log = structlog.get_logger("agent.mqtt.commands")
+Outcome = tuple[Refusal | None, dict[str, Any] | None]
+
+
+class Dispatcher:
+    """Receives the commands of one agent."""
+
+    def __init__(self, agent: Agent, window: NonceWindow) -> None:
+        self.agent = agent
+        self.window = window
+
+    async def listen(self, link: Link) -> None:
+        """Answer every command received on ``link`` until it drops.
+
+        Raises:
+            BrokerError: the connection was lost.
+        """
+        async for message in link.messages():
+            name = self.agent.topics.command_name(message.topic)
+            if name is None or message.retain:
+                continue
+            reply = self.handle(message.payload, name)
+            await self._answer(link, message, reply)
+
+    def handle(self, payload: bytes, name: str) -> Reply:
+        """Verify and carry out one command; return the reply (never raises for bad input)."""
+        agent = self.agent
+        check = check_command(
+            payload,
+            name,
+            trusted=load_operator_keys(agent.server.root),
+            site=agent.topics.site,
+            serial=agent.topics.serial,
+            now=agent.wall.now(),
+            window=self.window,
+        )
+        if check.command is None:
+            why = check.refusal or Refusal(Reason.COMMAND_MALFORMED, "CMD-4", "The command is malformed.")
+            return self._reply(name, check.client_token, why, None)
+        command = check.command
+        try:
+            self.window.remember(command.nonce, command.expires_at, agent.wall.now())  # rule CMD-3
+            refusal, result = self._dispatch(command)
+        except StoreError as exc:
+            refusal, result = Refusal(exc.reason, "STORE", str(exc)), None
+        return self._reply(name, command.client_token, refusal, result)
+
+    def _dispatch(self, command: Command) -> Outcome:
+        args = command.args
+        match command.command:
+            case "upgrade":
+                return self._upgrade(str(args["to"]), command.client_token)
+            case "plan":
+                return None, self._plan(str(args["to"])).as_dict()
+            case "cancel":
+                if not self.agent.cancel_job():
+                    return Refusal(Reason.NO_UPGRADE_RUNNING, "CMD-5", "No upgrade is running."), None
+                return None, {"cancelling": True}
+            case "install-key":
+                return self._install_key(str(args["key"]))
+            case "report":
+                self.agent.mark_state_dirty()
+                return None, self._state()
+            case other:  # the schema admits no other name: reaching here is a bug
+                raise RuntimeError(f"unhandled command {other!r}")
+
+    def _plan(self, target: str) -> Any:
+        server, now = self.agent.server, self.agent.clock.now()
+        return make_plan(self.agent.catalog, server.facts(), server.key_checks(now.date()), target, now)
+
+    def _upgrade(self, target: str, token: str) -> Outcome:
+        if self.agent.upgrading:
+            return Refusal(Reason.UPGRADE_IN_PROGRESS, "CMD-5", "An upgrade is already running."), None
+        planned = self._plan(target)
+        if planned.steps and not planned.steps[0].allowed and planned.refusal is not None:
+            return planned.refusal, {"plan": planned.as_dict()}  # the server would not: rejected
+        self.agent.start_job(lambda upgrader: upgrader.upgrade(target), f"upgrade-{token}")
+        return None, {"job": token, "plan": planned.as_dict()}
+
+    def _install_key(self, text: str) -> Outcome:
+        check = self.agent.server.install_key(text, self.agent.clock.now().date())
+        document = checks_json([check])[0]
+        self.agent.mark_state_dirty()
+        if check.valid or check.reason is Reason.KEY_NOT_YET_VALID:
+            return None, document
+        reason = check.reason or Reason.KEY_FORMAT_INVALID
+        return Refusal(reason, "KEYS", check.message or "The key was refused."), document
+
+    def _state(self) -> dict[str, Any]:
+        doc = state_document(self.agent.server, self.agent.topics.site, self.agent.clock.now())
+        return doc.model_dump(mode="json", by_alias=True)
+
+    def _reply(self, name: str, token: str | None, refusal: Refusal | None, result: Any) -> Reply:
+        agent = self.agent
+        fields: dict[str, Any] = refusal.as_dict() if refusal else {}
+        status: Status = "rejected" if refusal else "accepted"
+        log.info("command_answered", command=name, client_token=token, status=status, **fields)
+        seq = None
+        try:
+            seq = agent.record(
+                {"type": "command", "command": name, "client_token": token, "status": status, **fields}
+            )
+        except StoreError as exc:
+            log.warning("command_not_recorded", error=str(exc))
+        return Reply(
+            command=name,
+            client_token=token,
+            serial=agent.topics.serial,
+            site=agent.topics.site,
+            status=status,
+            at=agent.clock.now(),
+            seq=seq,
+            result=result,
+            **fields,
+        )
+
+    async def _answer(self, link: Link, message: Inbound, reply: Reply) -> None:
+        payload = dump(reply)
+        if message.response_topic:
+            await link.publish(
+                message.response_topic, payload, qos=1, correlation_data=message.correlation_data
+            )
+            return
+        topics = self.agent.topics
+        where = topics.accepted if reply.status == "accepted" else topics.rejected
+        await link.publish(where(reply.command), payload, qos=1)

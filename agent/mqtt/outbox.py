@@ -1,0 +1,127 @@
+"""The on-disk outbox: every event is written here, in order, before it is published.
+
+Layout under ``SERVER_DIR/agent/outbox/``: ``events.log`` (append-only JSON lines, one event
+each, fsync'd) and ``cursor.json`` (``{"delivered": N, "last": M}``, written atomically).
+
+Invariants:
+- sequence numbers start at 1 and increase by exactly one per event, across restarts and
+  compactions: the next number is one more than the highest ever assigned (the log's last line,
+  or the cursor's ``last`` once the log was compacted), so they never repeat or gap;
+- an event is on disk (fsync'd) before :meth:`Outbox.append` returns, so a kill loses nothing;
+- :meth:`Outbox.pending` returns the undelivered events in sequence order; delivery is
+  at-least-once (a crash between PUBACK and :meth:`Outbox.delivered` re-sends), and readers drop
+  a sequence number they have already seen;
+- a torn last line (power cut mid-append) is discarded on open: its event was never acknowledged
+  to anyone, and its number is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from agent.errors import StoreError
+from agent.journal import read_json, write_json
+from agent.reasons import Reason
+
+COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
+
+
+class Outbox:
+    """An ordered, durable queue of events with per-server sequence numbers.
+
+    Raises:
+        StoreError: on construction, when the cursor is unreadable.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.log_path = folder / "events.log"
+        self.cursor_path = folder / "cursor.json"
+        folder.mkdir(parents=True, exist_ok=True)
+        cursor = read_json(self.cursor_path) if self.cursor_path.exists() else {}
+        self._delivered = int(cursor.get("delivered", 0))
+        self._last = int(cursor.get("last", self._delivered))
+        self._pending: deque[dict[str, Any]] = deque()
+        self._load()
+
+    def _load(self) -> None:
+        good = 0
+        if self.log_path.exists():
+            data = self.log_path.read_bytes()
+            for line in data.splitlines(keepends=True):
+                try:
+                    event = json.loads(line) if line.endswith(b"\n") else None
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
+                    break  # a torn tail: everything after it was never acknowledged
+                good += len(line)
+                self._last = max(self._last, event["seq"])
+                if event["seq"] > self._delivered:
+                    self._pending.append(event)
+            if good < len(data):
+                os.truncate(self.log_path, good)
+        self._log = self.log_path.open("ab")
+
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number assigned so far (0 before the first event)."""
+        return self._last
+
+    @property
+    def delivered_seq(self) -> int:
+        """The highest sequence number acknowledged by the broker."""
+        return self._delivered
+
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Give ``event`` the next sequence number, write it durably, and return it.
+
+        Raises:
+            StoreError: the disk refused (reason NO_SPACE when full).
+        """
+        stamped = {**event, "seq": self._last + 1}
+        line = json.dumps(stamped, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        try:
+            self._log.write(line)
+            self._log.flush()
+            os.fsync(self._log.fileno())
+        except OSError as exc:
+            reason = Reason.NO_SPACE if exc.errno == 28 else Reason.BAD_INPUT
+            raise StoreError(f"cannot write {self.log_path}: {exc.strerror}", reason=reason) from exc
+        self._last += 1
+        self._pending.append(stamped)
+        return stamped
+
+    def pending(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The undelivered events in sequence order (at most ``limit``)."""
+        count = len(self._pending) if limit is None else min(limit, len(self._pending))
+        return [self._pending[i] for i in range(count)]
+
+    def delivered(self, seq: int) -> None:
+        """Record that every event up to ``seq`` was acknowledged; compact a delivered log.
+
+        Raises:
+            StoreError: the cursor cannot be written.
+        """
+        while self._pending and self._pending[0]["seq"] <= seq:
+            self._pending.popleft()
+        self._delivered = max(self._delivered, seq)
+        write_json(self.cursor_path, {"delivered": self._delivered, "last": self._last})
+        if not self._pending and self._log.tell() > COMPACT_BYTES:
+            self._log.close()
+            os.truncate(self.log_path, 0)  # the cursor (written first) keeps ``last``
+            self._log = self.log_path.open("ab")
+
+    def close(self) -> None:
+        """Close the log file."""
+        self._log.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

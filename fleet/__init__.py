@@ -1,0 +1,1 @@
+"""The fleet operator's side: signed commands and the live view of servers (``allworx-fleet``)."""

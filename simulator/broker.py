@@ -1,0 +1,265 @@
+"""Brokers for the simulator and the tests: an embedded amqtt broker and a Mosquitto launcher.
+
+The embedded broker (amqtt, pure Python, MQTT 3.1.1 only) is the zero-set-up default: it runs in
+the caller's event loop on a free loopback port. Mosquitto is the real broker: a config file is
+generated stating every choice that matters for a fleet (below), and the process is started on a
+free loopback port and stopped again.
+
+Invariants: both bind 127.0.0.1 only; Mosquitto runs with persistence off and anonymous access on
+(a test and simulation broker — a production broker is configured by its operator, see
+docs/mqtt.md); :data:`MOSQUITTO_LIMITS` are written into the config, never left to defaults
+(Mosquitto's default ``max_queued_messages 1000`` silently drops QoS 1 messages for a slow
+subscriber, which would make a fleet's events look lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+MOSQUITTO_LIMITS = {
+    "max_queued_messages": 100_000,  # per slow subscriber: a fleet's events must not be dropped
+    "max_inflight_messages": 100,  # QoS 1 messages in flight per client
+    "max_keepalive": 65535,  # seconds: any keep-alive the agents ask for is accepted
+}
+
+
+def free_port() -> int:
+    """Return a TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 5.0) -> bool:
+    """Return whether something accepts TCP connections on 127.0.0.1:``port`` within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# ------------------------------------------------------------------------------- amqtt
+
+
+class EmbeddedBroker:
+    """An amqtt broker in the current event loop (``async with EmbeddedBroker() as broker``)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        """The broker's URL for ``--broker``."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Start listening.
+
+        Raises:
+            RuntimeError: the broker could not start (e.g. the port is taken).
+        """
+        from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self._broker = Broker(config)
+        try:
+            await self._broker.start()
+        except Exception as exc:  # reason: amqtt raises its own BrokerError and plain OSErrors
+            raise RuntimeError(f"the embedded broker could not start on port {self.port}: {exc}") from exc
+
+    async def stop(self) -> None:
+        """Stop the broker (idempotent)."""
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            await broker.shutdown()
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class EmbeddedBrokerThread:
+    """An amqtt broker in its own thread and event loop (for synchronous callers and test fixtures)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.broker = EmbeddedBroker(port)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker's URL for ``--broker``."""
+        return self.broker.url
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start the thread and wait until the broker listens.
+
+        Raises:
+            RuntimeError: the broker did not start listening.
+        """
+        ready = threading.Event()
+
+        async def serve() -> None:
+            self._stop = asyncio.Event()
+            async with self.broker:
+                ready.set()
+                await self._stop.wait()
+
+        def main() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(serve())
+            finally:
+                ready.set()
+                self._loop.close()
+
+        self._thread = threading.Thread(target=main, name="embedded-broker", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout) or not wait_listening(self.broker.port, timeout):
+            raise RuntimeError(f"the embedded broker did not listen on port {self.broker.port}")
+
+    def stop(self) -> None:
+        """Stop the broker and its thread (idempotent)."""
+        if self._thread is None or self._loop is None or self._stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+
+# ------------------------------------------------------------------------------- mosquitto
+
+
+def mosquitto_path() -> str | None:
+    """Return the Mosquitto executable, if installed (PATH, then /usr/sbin)."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def mosquitto_available() -> bool:
+    """Return whether Mosquitto is installed."""
+    return mosquitto_path() is not None
+
+
+def mosquitto_config(port: int, persistence: Path | None = None) -> str:
+    """Return the Mosquitto configuration the project uses, for a listener on 127.0.0.1:``port``.
+
+    With ``persistence`` (a folder), sessions and queued messages survive a restart.
+    """
+    lines = [
+        "# Generated by simulator/broker.py: a test and simulation broker, loopback only.",
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        *(
+            ["persistence true", f"persistence_location {persistence}/"]
+            if persistence
+            else ["persistence false"]
+        ),
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+    ]
+    lines += [f"{name} {value}" for name, value in MOSQUITTO_LIMITS.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Mosquitto:
+    """A Mosquitto process on a loopback port; :meth:`stop` and :meth:`start` again keep the port."""
+
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, *, persistence: bool = False
+    ) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="allworx-mosquitto-"))
+        self.persistence = persistence
+        self.config = self.workdir / "mosquitto.conf"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker's URL for ``--broker``."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start Mosquitto and wait until it accepts connections.
+
+        Raises:
+            RuntimeError: Mosquitto is not installed, or did not start listening.
+        """
+        executable = mosquitto_path()
+        if executable is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self.config.write_text(mosquitto_config(self.port, self.workdir if self.persistence else None))
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self._process = subprocess.Popen([executable, "-c", str(self.config)], stdout=log, stderr=log)
+        log.close()
+        if not wait_listening(self.port, timeout):
+            self.stop()
+            raise RuntimeError(f"mosquitto did not listen on port {self.port}; see {self.workdir}")
+
+    def stop(self) -> None:
+        """Stop the process (idempotent)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+
+# ------------------------------------------------------------------------------- command
+
+
+@click.command("broker")
+@click.option("--port", type=int, default=1883, show_default=True, help="The loopback port to listen on.")
+@click.option("--mosquitto", "use_mosquitto", is_flag=True, help="Run Mosquitto instead of the embedded one.")
+def broker_command(port: int, use_mosquitto: bool) -> None:
+    """Run a broker on 127.0.0.1 until Ctrl-C (embedded amqtt by default, MQTT 3.1.1)."""
+    if use_mosquitto:
+        server = Mosquitto(port)
+        server.start()
+        click.echo(f"mosquitto listening on {server.url} (config {server.config})")
+        try:
+            while server.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+        return
+
+    async def serve() -> None:
+        async with EmbeddedBroker(port) as embedded:
+            click.echo(f"embedded broker listening on {embedded.url}")
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())

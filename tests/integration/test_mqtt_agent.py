@@ -1,0 +1,272 @@
+"""The agent against real brokers: signed commands, ordered events, retained state, outages, kills."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import BrokerError
+from agent.mqtt.connection import BrokerSettings, Inbound, Protocol, connect
+from agent.mqtt.topics import ServerTopics
+from agent.store import ServerDir
+from fleet.client import FleetClient
+from fleet.operator import default_operator
+from simulator.broker import Mosquitto
+from tests.integration.conftest import BrokerUnderTest, require_mosquitto, running_agent
+from tests.unit.test_messages import validate
+
+pytestmark = pytest.mark.integration
+
+TRANSITIONS = [
+    "staging",
+    "staged",
+    "preparing_db",
+    "db_ready",
+    "writing_slot",
+    "slot_written",
+    "switching",
+    "trial_boot",
+    "committing",
+    "committed",
+]
+
+
+def topics_of(server: ServerDir) -> ServerTopics:
+    ident = server.identity()
+    return ServerTopics(ident.site, ident.serial)
+
+
+def agent_cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from agent.cli import main; main()", *args]
+
+
+async def test_signed_upgrade_runs_to_its_end(broker: BrokerUnderTest, server: ServerDir) -> None:
+    """A signed upgrade command runs to its end, every transition arrives in order, state matches status."""
+    topics = topics_of(server)
+    events: list[dict[str, Any]] = []
+    async with running_agent(server, broker.url, protocol=broker.protocol) as agent:
+        async with FleetClient.open(
+            BrokerSettings(url=broker.url), default_operator(), broker.protocol
+        ) as fleet:
+            reply = await fleet.send(
+                topics.site, topics.serial, "upgrade", {"to": "7.1"}, wait=20, on_event=events.append
+            )
+            states = await fleet.states(topics.site)
+        assert agent.protocol is (Protocol.V311 if broker.kind == "embedded" else Protocol.V5)
+    assert reply["status"] == "accepted" and reply["client_token"]
+    assert reply["result"]["outcome"] == "succeeded"
+    assert [e["state"] for e in events if e["type"] == "transition"] == TRANSITIONS
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    command = agent_cli("status", "--server-dir", str(server.root), "--json")
+    done = await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True, text=True)
+    status = json.loads(done.stdout)
+    (state,) = states
+    validate("State", state)
+    for event in events:
+        validate("Event", event)
+    for field in (
+        "serial",
+        "model",
+        "site",
+        "release",
+        "build",
+        "db_schema",
+        "state",
+        "keys",
+        "phone_firmware",
+    ):
+        assert state[field] == status[field], field
+    assert state["release"] == "7.1" and state["last_result"]["outcome"] == "succeeded"
+
+
+async def test_policy_refusal_is_rejected_with_reason(broker: BrokerUnderTest, server: ServerDir) -> None:
+    """An upgrade the policy refuses is answered rejected with its reason code and rule."""
+    topics = topics_of(server)
+    async with (
+        running_agent(server, broker.url, protocol=broker.protocol),
+        FleetClient.open(BrokerSettings(url=broker.url), default_operator(), broker.protocol) as fleet,
+    ):
+        reply = await fleet.send(topics.site, topics.serial, "upgrade", {"to": "6.9"})
+    assert (reply["status"], reply["reason"], reply["rule"]) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
+    assert server.committed().version == "7.0"
+
+
+MALFORMED: list[tuple[str, str, str]] = [  # (case, command topic, expected reason)
+    ("not JSON", "upgrade", "COMMAND_MALFORMED"),
+    ("not an object", "upgrade", "COMMAND_MALFORMED"),
+    ("huge", "upgrade", "COMMAND_TOO_LARGE"),
+    ("unknown command", "reboot", "COMMAND_UNKNOWN"),
+    ("unsigned", "plan", "COMMAND_UNSIGNED"),
+    ("forged", "plan", "COMMAND_SIGNATURE_INVALID"),
+    ("wrong type", "plan", "COMMAND_MALFORMED"),
+    ("replayed", "plan", "COMMAND_REPLAYED"),
+]
+
+
+def signed_plan(topics: ServerTopics) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from agent.mqtt.commands import sign_command
+
+    return sign_command(
+        default_operator().private,
+        "plan",
+        {"to": "7.1"},
+        site=topics.site,
+        serial=topics.serial,
+        now=datetime.now(UTC),
+    )
+
+
+def malformed(case: str, topics: ServerTopics, replayable: bytes) -> bytes:
+    doc = signed_plan(topics)
+    match case:
+        case "not JSON":
+            return b"{nope"
+        case "not an object":
+            return b"[1, 2]"
+        case "huge":
+            return b'{"pad": "' + b"x" * 70_000 + b'"}'
+        case "unsigned":
+            doc.pop("signature")
+        case "forged":
+            doc["args"] = {"to": "7.2"}
+        case "wrong type":
+            doc["args"] = {"to": 71}
+        case "replayed":
+            return replayable
+    return json.dumps(doc).encode()
+
+
+async def test_malformed_commands_are_rejected_and_the_agent_keeps_going(
+    broker: BrokerUnderTest, server: ServerDir
+) -> None:
+    """Bad JSON, huge, unknown, unsigned, forged, mistyped and replayed commands get reason codes."""
+    topics = topics_of(server)
+    before = server.committed()
+    async with running_agent(server, broker.url, protocol=broker.protocol) as agent:
+        async with FleetClient.open(
+            BrokerSettings(url=broker.url), default_operator(), broker.protocol
+        ) as fleet:
+            good = json.dumps(signed_plan(topics)).encode()
+            first = await fleet.send_raw(topics, "plan", good, None)
+            assert first["status"] == "accepted"
+            for case, command, reason in MALFORMED:
+                reply = await fleet.send_raw(topics, command, malformed(case, topics, good), None)
+                assert (reply["status"], reply["reason"]) == ("rejected", reason), case
+            report = await fleet.send(topics.site, topics.serial, "report", {})
+        assert not agent.upgrading
+    assert report["status"] == "accepted" and report["result"]["release"] == before.version
+    assert server.committed() == before
+
+
+async def _watch_events(
+    url: str, topics: ServerTopics, into: list[dict[str, Any]], ready: asyncio.Event
+) -> None:
+    """A persistent-session subscriber that reconnects: the broker queues events while it is away."""
+    while True:
+        try:
+            async with connect(
+                BrokerSettings(url=url),
+                protocol=Protocol.V311,
+                clean=False,
+                identifier=f"watch-{topics.site}",
+            ) as link:
+                await link.subscribe(topics.events, qos=1)
+                ready.set()
+                async for message in link.messages():
+                    into.append(json.loads(message.payload))
+        except BrokerError:
+            await asyncio.sleep(0.05)
+
+
+async def _until(predicate: Any, within: float) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110  # reason: polls a list another task fills
+            await asyncio.sleep(0.02)
+
+
+async def test_broker_restart_mid_upgrade_loses_no_event(server: ServerDir, tmp_path: Path) -> None:
+    """Mosquitto stops mid-upgrade and comes back: the upgrade ends, every event arrives, in order, no gap."""
+    require_mosquitto()
+    broker = Mosquitto(workdir=tmp_path, persistence=True)  # its sessions survive the restart
+    broker.start()
+    topics, received, ready = topics_of(server), [], asyncio.Event()
+    try:
+        async with running_agent(server, broker.url, speed=60) as agent:  # a reboot takes 1.5 s
+            watcher = asyncio.create_task(_watch_events(broker.url, topics, received, ready))
+            await ready.wait()
+            async with FleetClient.open(BrokerSettings(url=broker.url), default_operator()) as fleet:
+                reply = await fleet.send(topics.site, topics.serial, "upgrade", {"to": "7.1"})
+            assert reply["status"] == "accepted"
+            await _until(lambda: any(e.get("state") == "trial_boot" for e in received), 10)
+            broker.stop()
+            await asyncio.sleep(2.5)  # the reboot ends and the upgrade commits while the broker is away
+            produced_offline = len(agent.outbox.pending())
+            broker.start()
+            await _until(lambda: any(e["type"] == "result" for e in received), 15)
+            watcher.cancel()
+    finally:
+        broker.stop()
+    assert produced_offline >= 3  # committing, committed, result at least
+    first_arrivals: dict[int, dict[str, Any]] = {}
+    for event in received:
+        first_arrivals.setdefault(event["seq"], event)
+    seqs = list(first_arrivals)
+    assert seqs == sorted(seqs) and seqs == list(range(seqs[0], seqs[-1] + 1))  # in order, no gap
+    assert [e["state"] for e in first_arrivals.values() if e["type"] == "transition"] == TRANSITIONS
+    assert server.committed().version == "7.1"
+
+
+# Mosquitto 2.0.11 (measured here) checks keep-alives on a coarse timer: a frozen client is
+# dropped up to ~5 s after its 1.5 keep-alive deadline, so that case is given the broker's slack.
+DEATHS = [
+    pytest.param(signal.SIGKILL, 0.5, id="killed (the kernel closes its socket)"),
+    pytest.param(signal.SIGSTOP, 5.5, id="frozen (its socket stays open: keep-alive expiry)"),
+]
+
+
+@pytest.mark.parametrize(("how", "broker_slack"), DEATHS)
+async def test_dead_agent_reads_offline_within_one_and_a_half_keepalives(
+    mosquitto: Mosquitto, server: ServerDir, how: signal.Signals, broker_slack: float
+) -> None:
+    """A killed or frozen agent process reads offline within 1.5 keep-alive periods (its last will)."""
+    keepalive = 2
+    topics = topics_of(server)
+    argv = agent_cli("run", "--server-dir", str(server.root), "--broker", mosquitto.url)
+    argv += ["--keepalive", str(keepalive), "--now", "2010-01-01"]
+    process = subprocess.Popen(argv)  # noqa: ASYNC220  # reason: starts at once, never waited on here
+    try:
+        async with connect(BrokerSettings(url=mosquitto.url), protocol=Protocol.V5) as link:
+            await link.subscribe(topics.availability, qos=1)
+            statuses = _statuses(link)
+            async with asyncio.timeout(10):
+                while await anext(statuses) != "online":
+                    pass
+            await asyncio.sleep(keepalive * 1.2)  # it has been alive a while: pings flowed
+            killed_at = time.monotonic()
+            os.kill(process.pid, how)
+            async with asyncio.timeout(1.5 * keepalive + broker_slack + 1):
+                while await anext(statuses) != "offline":
+                    pass
+            elapsed = time.monotonic() - killed_at
+    finally:
+        process.kill()
+        process.wait()
+    assert elapsed <= 1.5 * keepalive + broker_slack, elapsed
+
+
+async def _statuses(link: Any) -> Any:
+    message: Inbound
+    async for message in link.messages():
+        yield json.loads(message.payload)["status"]
