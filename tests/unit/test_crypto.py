@@ -71,7 +71,7 @@ def test_certificate_encoding_round_trips() -> None:
 )
 def test_certificate_decode_rejects_garbage(text: str) -> None:
     """Garbage, non-JSON and incomplete certificates raise ValueError."""
-    with pytest.raises(ValueError):  # noqa: PT011  # reason: several distinct messages are valid here
+    with pytest.raises(ValueError):  # reason: several distinct messages are valid here
         Certificate.decode(text)
 
 
