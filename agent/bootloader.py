@@ -5,7 +5,9 @@ Each boot of a trial slot counts an attempt *before* booting it; past ``max_atte
 bootloader falls back to ``active`` by itself, so no power cut can leave a server that boots
 nothing. Only :meth:`commit` after a verified boot makes the trial slot active.
 
-Every change is one atomic write of ``boot.json``.
+Every change is one atomic write of ``boot.json`` (a power cut leaves the old environment or the
+new one, never a torn one); the crash points ``boot.switch``, ``boot.attempt``, ``commit`` and
+``rollback`` sit in the middle of those writes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.errors import StoreError
 from agent.journal import read_json, write_json
 
 SLOTS = ("a", "b")
@@ -46,7 +49,11 @@ class Bootloader:
         Raises:
             StoreError: the file is missing or unreadable.
         """
-        env = BootEnv(**read_json(self.path))
+        raw = read_json(self.path)
+        try:
+            env = BootEnv(**raw)
+        except TypeError as exc:
+            raise StoreError(f"{self.path} is not a bootloader environment: {exc}") from exc
         if env.active not in SLOTS or env.trial not in (*SLOTS, None):
             env = BootEnv(active=env.active if env.active in SLOTS else SLOTS[0])
         return env
@@ -69,10 +76,10 @@ class Bootloader:
             return env.active
         if env.attempts >= env.max_attempts:  # too many failed boots: fall back by itself
             env.trial, env.attempts = None, 0
-            self._write(env, None)
+            self._write(env, "boot.attempt")
             return env.active
         env.attempts += 1
-        self._write(env, None)
+        self._write(env, "boot.attempt")
         return env.trial
 
     def commit(self) -> None:

@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 REGISTRY: dict[str, str] = {
-    "journal.write": "mid-write of the persisted upgrade state (temp file written, not yet renamed)",
-    "stage.download": "mid-download of the release image into the Update Area",
+    "journal.write": "mid-write of the persisted upgrade state (temp file half written, not yet renamed)",
+    "recover": "on restart: the journal was read, nothing resumed yet (a cut during recovery)",
+    "stage.download": "mid-download of the release image into the Update Area (after each chunk)",
+    "stage.promote": "staged image complete and fsynced as .part, not yet renamed into the Update Area",
     "stage.verified": "image verified in the Update Area, state not yet persisted",
     "db.export": "mid-export of the old database's records",
-    "db.rebuild": "mid-build of the new database (7.1 rebuild or migrated copy)",
-    "db.verified": "new database verified, slot not yet written",
-    "slot.write": "mid-write of the release image into the inactive slot",
-    "slot.written": "between the rebuild and the slot switch",
+    "db.rebuild": "mid-build of the new database (7.1 rebuild or migrated copy), before verification",
+    "db.verified": "new database verified and renamed into the new slot, state not yet persisted",
+    "slot.write": "mid-write of the release image into the inactive slot (temp copy not yet renamed)",
+    "slot.written": "between the rebuild and the slot switch (image and release.json in the new slot)",
     "boot.switch": "mid-update of the bootloader to try the new slot",
+    "boot.attempt": "mid-update of the bootloader's boot-attempt counter at power-on",
     "boot.trial": "after the slot switch, during the trial boot, before commit",
     "commit": "during commit (bootloader marks the new slot good)",
     "rollback": "during rollback to the old slot",
+    "finish": "step ended and persisted; phone firmware offer, Update Area cleanup, journal removal",
     "keys.install": "mid-install of a key file",
 }
 
@@ -81,3 +86,25 @@ def injecting(injector: Injector) -> Iterator[None]:
         yield
     finally:
         _injector.reset(token)
+
+
+class FaultAt:
+    """An injector that counts every hit and raises one fault at the ``nth`` hit of ``point``.
+
+    ``fault`` builds what is raised (default: :class:`PowerCut`; a test may pass, e.g., a
+    factory of ``OSError(ENOSPC)``). ``hits`` counts every point reached, cut or not, so a test
+    can prove which points a run went through.
+    """
+
+    def __init__(self, point: str, nth: int = 1, fault: Callable[[str], BaseException] = PowerCut) -> None:
+        if point not in REGISTRY:
+            raise KeyError(f"undeclared crash point {point!r}")
+        self.point, self.nth, self.fault = point, nth, fault
+        self.hits: Counter[str] = Counter()
+        self.fired = False
+
+    def __call__(self, point: str) -> None:
+        self.hits[point] += 1
+        if not self.fired and point == self.point and self.hits[point] == self.nth:
+            self.fired = True
+            raise self.fault(point)

@@ -347,6 +347,7 @@ def _promote(part: Path, final: Path) -> None:
     """Make the verified ``.part`` durable, then atomically rename it to ``final``."""
     with part.open("rb") as handle:
         os.fsync(handle.fileno())
+    hit("stage.promote")
     os.replace(part, final)
     _fsync_dir(final.parent)
 

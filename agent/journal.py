@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -32,8 +33,18 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def disk_error(exc: OSError, what: str = "disk error") -> StoreError:
+    """Translate an OS error into the product's error (reason NO_SPACE when the disk is full)."""
+    reason = Reason.NO_SPACE if exc.errno == errno.ENOSPC else Reason.BAD_INPUT
+    return StoreError(f"{what}: {exc.strerror or exc}", reason=reason)
+
+
 def write_atomic(path: Path, data: bytes, *, point: str | None = None) -> None:
     """Replace ``path`` with ``data`` atomically, optionally hitting crash point ``point`` mid-way.
+
+    The crash point sits in the middle of writing the temp file, so a cut there leaves a torn
+    (half-written) ``.<name>.tmp`` next to an intact ``path``: readers never look at the temp
+    file, and the next write truncates it.
 
     Raises:
         StoreError: the disk refused (reason NO_SPACE when it is full).
@@ -41,17 +52,19 @@ def write_atomic(path: Path, data: bytes, *, point: str | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("wb") as handle:
-            handle.write(data)
+            half = len(data) // 2
+            handle.write(data[:half])
+            if point is not None:
+                handle.flush()
+                crashpoints.hit(point)
+            handle.write(data[half:])
             handle.flush()
             os.fsync(handle.fileno())
-        if point is not None:
-            crashpoints.hit(point)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        reason = Reason.NO_SPACE if exc.errno == 28 else Reason.BAD_INPUT
-        raise StoreError(f"cannot write {path}: {exc.strerror}", reason=reason) from exc
+        raise disk_error(exc, f"cannot write {path}") from exc
 
 
 def write_json(path: Path, document: Any, *, point: str | None = None) -> None:
@@ -107,9 +120,16 @@ class Journal:
             return None
         try:
             raw = read_json(self.path)
-            return Job(**raw) if raw else None
+            if not raw:
+                return None
+            job = Job(**raw)
+            if not isinstance(job.persist_count, int) or not isinstance(job.state, str):
+                raise TypeError("alien journal")
+            return job
         except (StoreError, TypeError):
-            return Job("unknown", "unknown", "", "", "", "", "", "", "", "", MAX_PERSISTS)
+            unreadable = {"reason": Reason.JOURNAL_UNREADABLE.value,
+                          "message": "the upgrade journal was unreadable; rolled back"}  # fmt: skip
+            return Job("unknown", "unknown", "", "", "", "", "", "", "", "", MAX_PERSISTS, error=unreadable)
 
     def save(self, job: Job) -> None:
         """Persist ``job`` (counting the write) before the caller's side effect."""

@@ -10,6 +10,9 @@ Invariants:
 - ``Event.RESTART`` edges are the crash-recovery map: where a restarted agent resumes from each
   persisted state. States after the slot switch that cannot simply be redone go through the
   bootloader's trial or roll back; anything unknown rolls back (:func:`resume_state`).
+- ``committing`` fails forward or back around one instant, the bootloader's commit write: a
+  failure before it rolls back (``failed``), one after it still ends ``committed`` (the shell
+  checks the bootloader); what a power cut at each crash point leads to is in docs/power-cuts.md.
 - the docs' state diagram is generated from this table (:func:`mermaid`).
 """
 
@@ -92,6 +95,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.TRIAL_BOOT,    E.BOOT_FAILED):  S.ROLLING_BACK,
     (S.TRIAL_BOOT,    E.RESTART):      S.TRIAL_BOOT,
     (S.COMMITTING,    E.COMMITTED):    S.COMMITTED,
+    (S.COMMITTING,    E.FAILED):       S.ROLLING_BACK,
     (S.COMMITTING,    E.RESTART):      S.COMMITTING,
     (S.COMMITTED,     E.FINISH):       S.IDLE,
     (S.COMMITTED,     E.RESTART):      S.COMMITTED,
@@ -136,6 +140,8 @@ def mermaid() -> str:
                 lines.append(f"    {state.value} --> {target.value}: restart (power cut)")
             continue
         lines.append(f"    {state.value} --> {target.value}: {event.value}")
-    lines.append("    note right of trial_boot: restart = the bootloader counts a boot attempt;\\n"
-                 "too many failed boots fall back to the old slot")
+    lines.append(
+        "    note right of trial_boot: restart = the bootloader counts a boot attempt;\\n"
+        "too many failed boots fall back to the old slot"
+    )
     return "\n".join(lines)

@@ -9,7 +9,13 @@ Invariants:
 - nothing on the old slot (release, database) is written during an upgrade; the new release's
   database is built in the inactive slot, so rollback is the bootloader forgetting the trial;
 - a step ends committed or rolled back, never half-way, whatever the power does;
-- more than :data:`agent.journal.MAX_PERSISTS` persisted steps in one upgrade end it rolled back.
+- the commit point is the bootloader's commit write: before it every failure rolls back (the
+  bootloader forgets the trial), after it the step only finishes forward;
+- more than :data:`agent.journal.MAX_PERSISTS` persisted steps in one upgrade end it rolled back
+  (or, past the commit point, committed);
+- a state the journal cannot persist (a full disk) is never acted on: the step rolls back.
+
+What a power cut at each crash point leads to: ``docs/power-cuts.md``.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from typing import Any
 import structlog
 
 from agent import crashpoints, database
+from agent.bootloader import SLOTS
 from agent.clock import Clock
-from agent.errors import AllworxError, CancelledUpgrade
+from agent.database.schema import fsync_file
+from agent.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
 from agent.fetcher import fetch_image, require_verified
-from agent.journal import MAX_PERSISTS, Job
+from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.machine import Event, State, next_state, resume_state
 from agent.planner import candidates
@@ -41,6 +49,7 @@ from releases.manifest import Manifest, load_manifest
 log = structlog.get_logger("agent.upgrader")
 EventSink = Callable[[dict[str, Any]], None]
 TERMINAL = frozenset({State.COMMITTED, State.ROLLED_BACK})
+_LOOP_EXEMPT = frozenset({State.ROLLING_BACK, State.ROLLED_BACK, State.COMMITTED})
 
 
 @dataclass
@@ -76,6 +85,7 @@ class UpgradeResult:
     target: str
     final_release: str
     steps: list[StepResult] = field(default_factory=list)
+    recovered: StepResult | None = None  # an interrupted step finished before this request
 
     @property
     def outcome(self) -> str:
@@ -91,6 +101,7 @@ class UpgradeResult:
             "final_release": self.final_release,
             "outcome": self.outcome,
             "steps": [s.as_dict() for s in self.steps],
+            **({"recovered": self.recovered.as_dict()} if self.recovered is not None else {}),
         }
 
 
@@ -123,11 +134,16 @@ class Upgrader:
         """Take the server to ``target`` one committed step at a time (rule SEQ-1).
 
         Each step is judged again just before it runs (``now`` read once per decision), and the
-        chain stops at the first refusal or failure, leaving the last committed release.
+        chain stops at the first refusal or failure, leaving the last committed release. A step a
+        power cut interrupted is finished first and reported as ``recovered``.
+
+        Raises:
+            AllworxError: the disk refused even the rollback (or the finishing of a committed
+                step); the journal keeps the state and the next start resumes it.
         """
-        await self.recover()
+        recovered = await self.recover()
         facts = self.server.facts()
-        result = UpgradeResult(facts.release, target, facts.release)
+        result = UpgradeResult(facts.release, target, facts.release, recovered=recovered)
         walk = candidates(self.catalog, facts, target)
         if isinstance(walk, Verdict):
             result.steps.append(StepResult(walk.release, walk.build, "refused", walk.refusal))
@@ -146,11 +162,11 @@ class Upgrader:
 
     async def install(self, release: str) -> UpgradeResult:
         """Install exactly ``release`` (an uploaded image): no planning, judged by the same rules."""
-        await self.recover()
+        recovered = await self.recover()
         facts = self.server.facts()
         now = self.clock.now()
         verdict = judge_step(self.catalog, facts, self.server.key_checks(now.date()), release, now)
-        result = UpgradeResult(facts.release, release, facts.release)
+        result = UpgradeResult(facts.release, release, facts.release, recovered=recovered)
         step = await self._step(verdict, release, 1, 1)
         result.steps.append(step)
         if step.outcome == "committed":
@@ -176,14 +192,28 @@ class Upgrader:
         return staged
 
     async def recover(self) -> StepResult | None:
-        """Finish an upgrade step that a power cut or a kill interrupted, if any."""
+        """Finish an upgrade step that a power cut or a kill interrupted, if any.
+
+        The persisted state maps through the transition table's restart edges to where the step
+        resumes (:func:`agent.machine.resume_state`); anything unknown rolls back. A trial slot
+        with no journal at all is unknown too: the bootloader forgets it.
+
+        Raises:
+            AllworxError: the rollback itself could not be written (the journal keeps
+                ``rolling_back`` and the next start resumes it).
+        """
         job = self.server.journal.load()
         if job is None:
+            if self.server.bootloader.env().trial is not None:
+                log.warning("orphan_trial_forgotten")
+                self.server.bootloader.rollback()
             return None
+        crashpoints.hit("recover")
         state = resume_state(job.state)
         log.info("upgrade_resumed", job_id=job.job_id, persisted=job.state, resume=state.value)
         self._emit("resumed", job, persisted=job.state, state=state.value)
-        return await self._drive(job, state)
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id, step=job.build):
+            return await self._drive(job, state)
 
     # --- one step -----------------------------------------------------------------------------
     async def _step(self, verdict: Verdict, target: str, index: int, total: int) -> StepResult:
@@ -226,16 +256,49 @@ class Upgrader:
     async def _drive(self, job: Job, state: State) -> StepResult:
         """Persist each state, run its handler, follow the table, until a terminal state."""
         while True:
-            if job.persist_count >= MAX_PERSISTS and state not in (State.ROLLING_BACK, State.ROLLED_BACK):
-                job.error = {"reason": Reason.CRASH_LOOP.value, "message": "too many restarts in one upgrade"}
-                state = State.ROLLING_BACK  # rule: a crash loop ends rolled back, not looping
+            state = self._crash_loop_guard(job, state)
             job.state = state.value
-            self.server.journal.save(job)
+            try:
+                self.server.journal.save(job)
+            except StoreError as exc:
+                if state not in TERMINAL:  # never act on a state that is not persisted
+                    state = self._unpersisted(job, state, exc)
+                    continue
+                # a terminal outcome is already true on the server: close it all the same
             self._emit("transition", job, state=state.value)
             if state in TERMINAL:
                 return self._close(job, state)
             event = await self._run_handler(job, state)
             state = next_state(state, event)
+
+    def _crash_loop_guard(self, job: Job, state: State) -> State:
+        """Past :data:`MAX_PERSISTS` persisted steps, stop looping: roll back (commit if past it)."""
+        if job.persist_count < MAX_PERSISTS or state in _LOOP_EXEMPT:
+            return state
+        log.warning("crash_loop", state=state.value, persisted=job.persist_count)
+        if self._past_commit(job):
+            return State.COMMITTED  # the bootloader already made the new slot active: finish forward
+        job.error = {"reason": Reason.CRASH_LOOP.value,
+                     "message": "the upgrade restarted too many times and was rolled back"}  # fmt: skip
+        return State.ROLLING_BACK
+
+    def _unpersisted(self, job: Job, state: State, exc: StoreError) -> State:
+        """The journal refused ``state`` (a full disk): roll back instead of acting on it.
+
+        Raises:
+            StoreError: even ``rolling_back`` cannot be persisted; the journal keeps its last
+                state and the next start resumes from there.
+        """
+        log.warning("journal_write_failed", state=state.value, reason=exc.reason.value, error=str(exc))
+        if state is State.ROLLING_BACK:
+            raise exc
+        job.error = {"reason": exc.reason.value, "message": str(exc)}
+        return State.ROLLING_BACK
+
+    def _past_commit(self, job: Job) -> bool:
+        """Whether the bootloader already committed this step's new slot (the commit point)."""
+        env = self.server.bootloader.env()
+        return job.new_slot in SLOTS and env.active == job.new_slot and env.trial is None
 
     async def _run_handler(self, job: Job, state: State) -> Event:
         handler = _HANDLERS[state]
@@ -244,12 +307,19 @@ class Upgrader:
         except CancelledUpgrade as exc:
             job.error = {"reason": exc.reason.value, "message": str(exc)}
             return Event.CANCEL if (state, Event.CANCEL) in _CANCELLABLE else Event.FAILED
-        except AllworxError as exc:
-            log.warning("step_failed", state=state.value, reason=exc.reason.value, error=str(exc))
-            job.error = {"reason": exc.reason.value, "message": str(exc)}
+        except (AllworxError, OSError) as raw:
+            error = raw if isinstance(raw, AllworxError) else disk_error(raw)
+            log.warning("step_failed", state=state.value, reason=error.reason.value, error=str(error))
+            if state is State.ROLLING_BACK:
+                raise error from raw  # the journal keeps rolling_back: the next start resumes it
+            job.error = {"reason": error.reason.value, "message": str(error)}
             return Event.BOOT_FAILED if state is State.TRIAL_BOOT else Event.FAILED
 
     def _close(self, job: Job, state: State) -> StepResult:
+        crashpoints.hit("finish")
+        if state is State.COMMITTED:  # idempotent: a cut here resumes in committed and redoes it
+            self.server.offer_phone_firmware(job.phone_firmware, job.release)  # rule PHONE-1
+            self._staged_path(job.build).unlink(missing_ok=True)
         self.server.journal.clear()
         log.info("step_finished", release=job.build, state=state.value, persisted=job.persist_count)
         if state is State.COMMITTED:
@@ -298,7 +368,8 @@ class Upgrader:
             try:
                 require_verified(final, manifest.size, manifest.sha256)
                 return final
-            except AllworxError:
+            except VerificationError as exc:  # a corrupted Update Area: discard, fetch again
+                log.warning("staged_image_discarded", build=build, reason=exc.reason.value)
                 final.unlink(missing_ok=True)
         self.server.update_area.mkdir(exist_ok=True)
 
@@ -330,8 +401,7 @@ class Upgrader:
         return Event.STAGED
 
     async def _on_staged(self, job: Job) -> Event:
-        manifest = self._manifest(job.build)
-        require_verified(self._staged_path(job.build), manifest.size, manifest.sha256)
+        await self._fetch(job.build)  # verified again; a corrupted image is discarded and fetched again
         if self.cancel.is_set():
             raise CancelledUpgrade("the upgrade was cancelled before activation")
         return Event.ACTIVATE
@@ -368,11 +438,20 @@ class Upgrader:
         return Event.ACTIVATE
 
     async def _on_writing_slot(self, job: Job) -> Event:
-        slot = self.server.slot_dir(job.new_slot)
+        slot, staged = self.server.slot_dir(job.new_slot), self._staged_path(job.build)
         tmp = slot / ".image.img.tmp"
-        await asyncio.to_thread(shutil.copyfile, self._staged_path(job.build), tmp)
+        manifest = self._manifest(job.build)
+        await asyncio.to_thread(shutil.copyfile, staged, tmp)
         crashpoints.hit("slot.write")
+        try:  # never write a corrupt image into a slot: what was copied is verified
+            require_verified(tmp, manifest.size, manifest.sha256)
+        except VerificationError:
+            tmp.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)  # a retry downloads it again
+            raise
+        fsync_file(tmp)
         tmp.replace(slot / "image.img")
+        fsync_dir(slot)
         self.server.write_slot_info(job.new_slot, SlotInfo(job.release, job.build, job.db_schema))
         crashpoints.hit("slot.written")
         return Event.SLOT_WRITTEN
@@ -412,14 +491,19 @@ class Upgrader:
             )
 
     async def _on_committing(self, job: Job) -> Event:
-        self.server.bootloader.commit()
-        self.server.offer_phone_firmware(job.phone_firmware, job.release)  # rule PHONE-1
-        self._staged_path(job.build).unlink(missing_ok=True)
+        try:
+            self.server.bootloader.commit()  # the commit point
+        except (AllworxError, OSError):
+            if self._past_commit(job):  # the rename landed; only what followed it failed
+                return Event.COMMITTED
+            raise
         return Event.COMMITTED
 
     async def _on_rolling_back(self, job: Job) -> Event:
         crashpoints.hit("rollback")
         self.server.bootloader.rollback()
+        if job.new_slot in SLOTS and job.new_slot != self.server.active_slot():
+            (self.server.slot_dir(job.new_slot) / "release.json").unlink(missing_ok=True)
         return Event.ROLLED_BACK
 
 

@@ -17,6 +17,7 @@ model to the new one (that is the 7.1 rebuild, rule DB-1).
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from agent.errors import DatabaseError
+from agent.reasons import Reason
 
 NEW_MODEL = 20  # rule DB-1: the first schema of the data model introduced by 7.1
 KNOWN_SCHEMAS = (10, 11, 20, 21, 22, 23, 30, 31, 32, 40)
@@ -172,7 +174,9 @@ def translated(what: str) -> Iterator[None]:
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
-        raise DatabaseError(f"{what}: {exc}") from exc
+        code = getattr(exc, "sqlite_errorcode", None)  # a full disk is not bad data
+        full = getattr(exc, "errno", None) == errno.ENOSPC or code == sqlite3.SQLITE_FULL
+        raise DatabaseError(f"{what}: {exc}", reason=Reason.NO_SPACE if full else None) from exc
 
 
 def schema_of(path: Path | str) -> int:
