@@ -10,13 +10,13 @@ from typing import Any
 
 import click
 
-from agent.cli import guarded
+from agent.cliutil import AllworxGroup, guarded
 from agent.logs import configure_logging
 from simulator.keycmd import keys as keys_group
 from simulator.server import ServerSpec, create_server
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show logs on stderr.")
 def main(verbose: bool) -> None:
     """The Allworx simulator: virtual servers, the vendor desk, fleets, chaos and scenarios."""
@@ -118,7 +118,13 @@ _attach_publish()
               help="Where to write report.json and report.html (default: DIR/report).")  # fmt: skip
 @guarded
 def demo(
-    workdir: Path | None, servers: int, speed: float, broker: str | None, workers: int, report_dir: Path | None
+    *,
+    workdir: Path | None,
+    servers: int,
+    speed: float,
+    broker: str | None,
+    workers: int,
+    report_dir: Path | None,
 ) -> None:
     """The main job: a fleet upgraded by one campaign, watched live, then reported."""
     from simulator.demo import run_demo
@@ -149,3 +155,21 @@ def _attach_chaos() -> None:
 
 
 _attach_chaos()
+
+
+def _attach_fleet() -> None:  # issue #5: simulated fleets
+    from simulator.fleet.command import fleet_command
+
+    main.add_command(fleet_command, "fleet")
+
+
+_attach_fleet()
+
+
+def _attach_broker() -> None:  # issue #4: the embedded zero-set-up broker
+    from simulator.broker import broker_command
+
+    main.add_command(broker_command, "broker")
+
+
+_attach_broker()

@@ -1,65 +1,166 @@
-"""The single-server demo: the story of the core issue, told by running it.
+"""The main job's demo: a simulated fleet upgraded by one campaign, watched live, then reported.
 
-A 6x on 7.0 shipped before the maintenance programme (so with no key) is asked for 8.0 on
-2016-01-01: it rebuilds its database into 7.1 and stops there (SWM-1). A 1-year anytime licence
-is bought; the same request then takes it one committed step at a time to 8.0.
+Zero set-up: it builds (or reuses) about 200 virtual servers across four sites (legacy and Connect
+models, releases 7.0 to 8.3, some without a valid maintenance key, one multi-site network, a few
+with corrupted images and a few powered off), starts an embedded MQTT broker and one agent per
+server, and runs one campaign to the newest release each server can reach: a canary, then
+batches, in a maintenance window with staging before it, under an abort rule. It shows a live
+display (plain lines when not on a terminal), prints a summary in which every server is counted
+once, and writes the report (JSON and HTML).
+
+Exit code: 0 when the campaign completed and every server is accounted for, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from datetime import date
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
-from agent import database
-from agent.clock import SimClock, parse_now
-from agent.progress import ProgressView
-from agent.upgrader import Upgrader
-from releases.catalog import default_catalog
-from simulator.issuer import issue_key
-from simulator.keyring import VendorKeyring
-from simulator.server import ServerSpec, create_server
+from fleet.campaign.controller import Controller
+from fleet.campaign.model import Campaign
+from fleet.campaign.setup import dry_run
+from fleet.campaign.spec import AbortRule, CampaignSpec, Window
+from fleet.client import FleetClient
+from fleet.operator import default_operator
+from fleet.report import build_report, write_report
+from fleet.watch import Display, FleetSnapshot
+from simulator.fleet.build import Fleet, build_fleet
+from simulator.fleet.host import quiet_logs
+from simulator.fleet.run import Simulation, fleet_start, simulate
+from simulator.fleet.spec import FleetSpec, networks
+
+CAMPAIGN_ID = "demo"
 
 
-def run_demo(workdir: Path | None) -> int:
+def demo_campaign(fleet: Fleet) -> CampaignSpec:
+    """The demo's campaign: canary 10, then quarters; a window opening 20 simulated minutes in."""
+    start = fleet_start(fleet)
+    return CampaignSpec(
+        campaign_id=CAMPAIGN_ID,
+        target="newest",
+        canary=max(1, min(10, len(fleet.plans) // 10)),
+        batch="25%",
+        rate_per_minute=120.0,
+        max_in_flight=100,
+        abort=AbortRule(threshold=0.5, min_finished=5),
+        window=Window(start + timedelta(minutes=20), start + timedelta(hours=24)),
+        stage_early=True,
+        networks=networks(fleet.plans),
+    )
+
+
+def run_demo(
+    workdir: Path | None,
+    *,
+    servers: int = 200,
+    speed: float = 600.0,
+    broker: str | None = None,
+    report_dir: Path | None = None,
+    workers: int = 1,
+    live: bool | None = None,
+) -> int:
     """Run the demo in ``workdir`` (or a temporary folder) and return the exit code."""
     base = workdir or Path(tempfile.mkdtemp(prefix="allworx-demo-"))
-    root = base / "hq-6x"
     say = click.echo
-    say(f"Creating a virtual Allworx 6x on 7.0, shipped 2009-06-01, in {root}")
-    server = create_server(root, ServerSpec(model="6x", release="7.0", shipped=date(2009, 6, 1), users=60))
-    before = database.digest(server.db_path(server.active_slot()))
-    clock = SimClock(parse_now("2016-01-01"), speed=float("inf"))
-    catalog = default_catalog()
+    began = time.monotonic()
+    quiet_logs()
+    say(f"Building {servers} virtual servers in {base / 'fleet'} ...")
+    fleet = build_fleet(base / "fleet", FleetSpec(servers=servers), workers=2)
+    say(f"  {fleet.built} built, {servers - fleet.built} reused ({time.monotonic() - began:.1f} s)")
+    campaign = asyncio.run(_run(fleet, broker=broker, speed=speed, workers=workers, live=live))
+    if campaign is None:
+        say("error: the fleet did not come up", err=True)
+        return 1
+    report = build_report(campaign)
+    json_path, html_path = write_report(report, report_dir or base / "report")
+    _summary(report, say)
+    say(f"Report: {html_path}\n        {json_path}")
+    say(f"Done in {time.monotonic() - began:.1f} s.")
+    return 0 if report["accounted"] and campaign.status == "completed" else 1
 
-    async def upgrade() -> str:
-        view = ProgressView(enabled=click.get_text_stream("stderr").isatty())
-        with view:
-            result = await Upgrader(server, catalog, clock, on_event=view.on_event).upgrade("8.0")
-        for step in result.steps:
-            extra = f"  {step.refusal.reason} ({step.refusal.rule})" if step.refusal else ""
-            say(f"  {step.release:<5} {step.outcome}{extra}")
-        return result.final_release
 
-    say("Upgrading to 8.0 on 2016-01-01 with no maintenance key:")
-    final = asyncio.run(upgrade())
-    after = database.digest(server.db_path(server.active_slot()))
-    intact = before.counts == after.counts and before.checksum == after.checksum
-    say(f"  now on {final}; database schema {server.committed().db_schema}; every record intact: {intact}")
-    say("Buying a 1-year anytime maintenance licence (SWM-5) and installing it:")
-    key = issue_key(
-        VendorKeyring.load_or_create(),
-        serial=server.identity().serial,
-        kind="maintenance",
-        plan="anytime-1y",
-        start=date(2016, 1, 1),
+async def _run(
+    fleet: Fleet, *, broker: str | None, speed: float, workers: int, live: bool | None
+) -> Campaign | None:
+    say = click.echo
+    spec = demo_campaign(fleet)
+    async with simulate(fleet, broker=broker, speed=speed, workers=workers) as sim:
+        say(
+            f"Broker {sim.settings.url}; {sim.running} agents starting, "
+            f"{len(fleet.plans) - sim.running} servers powered off; simulated clock x{speed:g}"
+        )
+        async with FleetClient.open(sim.settings, default_operator(), protocol=sim.protocol) as client:
+            controller = Controller(client, sim.clock())
+            async with controller.listening(CAMPAIGN_ID):
+                await controller.settle(expected=len(fleet.plans), quiet=5.0, limit=90.0)
+                if len(controller.states) < sim.running:
+                    return None
+                campaign = await controller.prepare(spec)
+                _predicted(campaign, say)
+                return await _watched(controller, campaign, sim, live)
+
+
+async def _watched(
+    controller: Controller, campaign: Campaign, sim: Simulation, live: bool | None
+) -> Campaign:
+    snapshot = FleetSnapshot()
+    snapshot.states, snapshot.online = controller.states, controller.online
+
+    def changed(current: Campaign) -> None:
+        snapshot.campaigns[CAMPAIGN_ID] = _light(current)
+
+    changed(campaign)
+    controller.on_change = changed
+    with Display(snapshot, live=live, interval=2.0) as display:
+        runner = asyncio.create_task(controller.run(campaign))
+        while not runner.done():
+            display.refresh()
+            await asyncio.wait({runner}, timeout=0.25)
+        changed(campaign)
+    return runner.result()
+
+
+def _light(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "spec": {"campaign_id": campaign.spec.campaign_id},
+        "status": campaign.status,
+        "phase": campaign.phase,
+        "phases": campaign.phases,
+        "paused_reason": campaign.paused_reason,
+        "counts": campaign.counts(),
+    }
+
+
+def _predicted(campaign: Campaign, say: Any) -> None:
+    rows = dry_run(campaign)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    say(
+        f"Dry run ({len(rows)} servers, {len(campaign.phases)} phases): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     )
-    check = server.install_key(key, date(2016, 1, 1))
-    say(f"  key {check.info.key_id if check.info else '?'}: {'valid' if check.valid else check.reason}")
-    say("Upgrading to 8.0 again:")
-    final = asyncio.run(upgrade())
-    say(f"Done: the server runs {final}. Inspect it with: allworx-agent status --server-dir {root}")
-    return 0 if final == "8.0" and intact else 1
+
+
+def _summary(report: dict[str, Any], say: Any) -> None:
+    outcomes = report["outcomes"]
+    say(f"Campaign {report['campaign_id']} {report['status']}: {report['servers']} servers")
+    for name, count in outcomes.items():
+        say(f"  {name:<10} {count:>5}")
+    say(f"  {'total':<10} {sum(outcomes.values()):>5}  (every server counted once: {report['accounted']})")
+    if report["refusals"]:
+        say("Refusals and failures by reason:")
+        for entry in report["refusals"]:
+            say(f"  {entry['count']:>5}  {entry['reason']} ({entry['rule']}, {entry['outcome']})")
+    for network, serials in report["needing_keys"].items():
+        if serials:
+            say(f"Network {network} (SITE-1): members needing a maintenance key: {', '.join(serials)}")
+    before = " ".join(f"{k}:{v}" for k, v in report["releases_before"].items())
+    after = " ".join(f"{k}:{v}" for k, v in report["releases_after"].items())
+    say(f"Releases before: {before}\nReleases after:  {after}")

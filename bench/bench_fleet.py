@@ -1,0 +1,253 @@
+"""A fleet campaign benchmark against a Mosquitto it starts, with two baselines from the same run.
+
+    python -m bench.bench_fleet [--servers 10000] [--workers 2] [--dir /tmp/allworx-bench-fleet]
+
+It builds (or reuses) the fleet (7.0 and 7.x servers with valid maintenance keys), runs one agent
+per server, each with its own MQTT session, in ``--workers`` processes, and runs one campaign to
+8.0. It prints the wall time and CPU time of the campaign, the peak RSS (total and per server), the
+broker's message rate, and two baselines measured against the same broker: plain aiomqtt clients
+(as many connections, as many QoS 1 messages, publishes in flight) and Mosquitto's own
+``mosquitto_pub``/``mosquitto_sub`` at QoS 1. Each goal is printed OK or MISS with its figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+GOAL_WALL = 60.0  # seconds for the whole campaign (10,000 servers, 2 cores)
+GOAL_RSS_PER_SERVER = 150 * 1024  # bytes
+GOAL_RATIO = 0.8  # fleet message rate / plain aiomqtt rate
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Mosquitto with the project's config plus $SYS every second (to count messages)."""
+    from simulator.broker import free_port, mosquitto_config, mosquitto_path, wait_listening
+
+    port = free_port()
+    config = workdir / "mosquitto.conf"
+    config.write_text(mosquitto_config(port) + "sys_interval 1\nmax_connections -1\n")
+    exe = mosquitto_path()
+    if exe is None:
+        raise SystemExit("mosquitto is not installed")
+    process = subprocess.Popen([exe, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_listening(port, 10):
+        raise SystemExit("mosquitto did not start")
+    return process, port
+
+
+async def broker_counts(port: int) -> tuple[int, int]:
+    """Messages received and sent by the broker so far (from $SYS)."""
+    import aiomqtt
+
+    found: dict[str, int] = {}
+    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sys-{os.getpid()}-{time.time_ns()}") as client:
+        await client.subscribe("$SYS/broker/messages/+")
+        async with asyncio.timeout(5):
+            async for message in client.messages:
+                found[str(message.topic).rsplit("/", 1)[-1]] = int(bytes(message.payload))  # type: ignore[arg-type]
+                if {"received", "sent"} <= set(found):
+                    break
+    return found["received"], found["sent"]
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM of a live process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def run_campaign(root: Path, servers: int, workers: int, port: int) -> dict[str, float]:
+    """Build (or reuse) the fleet, run the campaign, return its figures."""
+    from fleet.campaign.controller import Controller
+    from fleet.campaign.spec import CampaignSpec
+    from fleet.client import FleetClient
+    from fleet.operator import default_operator
+    from simulator.fleet.build import build_fleet
+    from simulator.fleet.run import simulate
+    from simulator.fleet.spec import FleetSpec
+
+    spec = FleetSpec(
+        servers=servers,
+        seed=11,
+        sites=("s1", "s2", "s3", "s4"),
+        models={"6x": 2, "24x": 1, "48x": 1},
+        releases={"7.0": 1, "7.2": 1, "7.4": 1, "7.6": 1, "7.7": 1},
+        keys={"anytime": 1},
+        multisite=0.0,
+        failing=0.0,
+        offline=0.0,
+    )
+    began = time.monotonic()
+    fleet = build_fleet(root, spec, workers=2)
+    print(f"fleet: {servers} servers, {fleet.built} built, rest reused, in {time.monotonic() - began:.1f} s")
+    url = f"mqtt://127.0.0.1:{port}"
+    async with simulate(fleet, broker=url, speed=3600.0, workers=workers, ready_timeout=600) as sim:
+        print(f"agents connected after {time.monotonic() - began:.1f} s")
+        before = await broker_counts(port)
+        cpu0, wall0 = _cpu(), time.monotonic()
+        async with FleetClient.open(sim.settings, default_operator()) as client:
+            controller = Controller(client, sim.clock(), command_timeout=120, concurrency=2000)
+            async with controller.listening("bench"):
+                await controller.settle(expected=servers, quiet=10, limit=600)
+                campaign = await controller.prepare(CampaignSpec(campaign_id="bench", target="8.0"))
+                await controller.run(campaign, publish_interval=2.0)
+        wall = time.monotonic() - wall0
+        after = await broker_counts(port)
+        pool = _pool()
+        rss = sum(peak_rss(p) for p in pool) + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        cpu = _cpu() - cpu0
+    counts = campaign.counts()
+    print(f"campaign: {counts}")
+    messages = (after[0] - before[0]) + (after[1] - before[1])
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "rss": rss,
+        "messages": messages,
+        "published": after[0] - before[0],
+        "succeeded": counts.get("succeeded", 0),
+    }
+
+
+def _pool() -> list[int]:
+    return [p.pid for p in multiprocessing.active_children() if p.pid is not None]
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its live workers."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in _pool():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _aiomqtt_share(port: int, clients: int, per_client: int, queue: multiprocessing.Queue[float]) -> None:
+    import aiomqtt
+
+    async def one(i: int, go: asyncio.Event) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=f"b{os.getpid()}-{i}", timeout=120) as client:
+            await go.wait()
+            await asyncio.gather(
+                *(client.publish(f"bench/{i}", b"x" * 200, qos=1) for _ in range(per_client))
+            )
+
+    async def main() -> float:
+        go = asyncio.Event()
+        tasks = [asyncio.create_task(one(i, go)) for i in range(clients)]
+        await asyncio.sleep(min(60, 1 + clients / 1500))
+        began = time.monotonic()
+        go.set()
+        await asyncio.gather(*tasks)
+        return time.monotonic() - began
+
+    queue.put(asyncio.run(main()))
+
+
+def aiomqtt_baseline(port: int, connections: int, messages: int, workers: int) -> float:
+    """Messages per second of plain aiomqtt clients (QoS 1, publishes in flight)."""
+    per_client = max(1, messages // connections)
+    context = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[float] = context.Queue()
+    share = connections // workers
+    procs = [
+        context.Process(target=_aiomqtt_share, args=(port, share, per_client, queue)) for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    spans = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return share * workers * per_client / max(spans)
+
+
+def mosquitto_baseline(port: int, messages: int) -> float:
+    """Messages per second through the broker with mosquitto_pub/mosquitto_sub at QoS 1."""
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-p", str(port), "-q", "1", "-t", "mbench/#", "-C", str(messages)],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    began = time.monotonic()
+    payload = ("x" * 200 + "\n") * messages
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", "mbench/x", "-l"],
+        input=payload.encode(),
+        check=True,
+    )
+    sub.wait(timeout=600)
+    return messages / (time.monotonic() - began)
+
+
+def verdict(ok: bool) -> str:
+    """OK or MISS."""
+    return "OK  " if ok else "MISS"
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--servers", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "allworx-bench-fleet")
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("ALLWORX_SIM_HOME", str(args.dir / "home"))
+    from simulator.fleet.host import quiet_logs
+
+    quiet_logs()
+    work = Path(tempfile.mkdtemp(prefix="mosq-", dir=args.dir))
+    broker, port = start_mosquitto(work)
+    try:
+        fleet = asyncio.run(run_campaign(args.dir / "fleet", args.servers, args.workers, port))
+        rate = fleet["messages"] / fleet["wall"]
+        plain = aiomqtt_baseline(port, args.servers, int(fleet["published"]), args.workers)
+        native = mosquitto_baseline(port, min(int(fleet["published"]), 200_000))
+    finally:
+        broker.terminate()
+        broker.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    per_server = fleet["rss"] / args.servers
+    published = fleet["published"] / fleet["wall"]
+    print(f"\nfleet campaign, {args.servers} servers, {args.workers} worker processes, one MQTT session each")
+    print(f"  servers upgraded     {int(fleet['succeeded'])}")
+    print(f"  wall time            {fleet['wall']:.1f} s")
+    print(f"  CPU time             {fleet['cpu']:.1f} s")
+    print(
+        f"  peak RSS             {fleet['rss'] / 2**20:.0f} MiB total, {per_server / 1024:.0f} KiB per server"
+    )
+    print(f"  MQTT messages        {int(fleet['messages'])} through the broker (in + out), {rate:.0f}/s")
+    print(
+        f"  baseline aiomqtt     {plain:.0f} QoS 1 publishes/s ({args.servers} connections); "
+        f"fleet published {published:.0f}/s = {published / plain:.2f}x"
+    )
+    print(
+        f"  baseline mosquitto   {native:.0f} QoS 1 messages/s (mosquitto_pub -> mosquitto_sub); "
+        f"fleet = {fleet['published'] / fleet['wall'] / native:.2f}x"
+    )
+    scale = " (goal is for 10,000 servers)" if args.servers != 10_000 else ""
+    print(f"{verdict(fleet['wall'] < GOAL_WALL)} wall time {fleet['wall']:.1f} s < {GOAL_WALL:.0f} s{scale}")
+    print(
+        f"{verdict(per_server < GOAL_RSS_PER_SERVER)} memory {per_server / 1024:.0f} KiB per server < 150 KB"
+    )
+    ratio = fleet["published"] / fleet["wall"] / plain
+    print(
+        f"{verdict(ratio >= GOAL_RATIO)} message rate {ratio:.2f}x the plain-aiomqtt baseline"
+        f" >= {GOAL_RATIO}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The campaign controller: the MQTT shell around the pure :class:`~fleet.campaign.model.Campaign`.
+
+It talks only MQTT (through :class:`fleet.client.FleetClient`), so it drives virtual and lab
+servers alike. Topics (besides each server's own, docs/mqtt.md):
+
+- ``allworx/campaigns/{id}/status`` (retained, QoS 1): the whole campaign state, republished at
+  most every ``publish_interval`` seconds and at the end; a restarted controller resumes from it;
+- ``allworx/campaigns/{id}/control`` (retained, QoS 1): the operator's latest request
+  (``pause``/``resume``/``abort``), signed with the operator key; each request carries a nonce and
+  is applied once (the nonce is kept in the status).
+
+Invariants: every incoming message is applied to the model before the next decision; every
+command sent has a bounded wait (a lost one makes the server ``offline``); the controller never
+waits on one server to serve another (each command is its own task, at most ``concurrency`` at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agent import crypto
+from agent.clock import Clock
+from agent.errors import BrokerError
+from agent.mqtt.connection import Inbound
+from fleet.campaign import setup
+from fleet.campaign.model import RUNNING, Campaign
+from fleet.campaign.spec import CampaignSpec
+from fleet.client import FleetClient
+from fleet.operator import OperatorKey
+from releases.catalog import Catalog, default_catalog
+
+log = structlog.get_logger("fleet.campaign")
+CAMPAIGNS = "allworx/campaigns"
+Listener = Callable[[Campaign], None]
+
+
+def status_topic(campaign_id: str) -> str:
+    """The retained campaign state."""
+    return f"{CAMPAIGNS}/{campaign_id}/status"
+
+
+def control_topic(campaign_id: str) -> str:
+    """The retained operator request."""
+    return f"{CAMPAIGNS}/{campaign_id}/control"
+
+
+def server_of(topic: str) -> tuple[str, str, str] | None:
+    """(site, serial, kind) of a server topic ``allworx/{site}/{serial}/{state|availability}``."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "allworx" or parts[1] == "campaigns":
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def sign_control(operator: OperatorKey, campaign_id: str, action: str) -> bytes:
+    """A signed operator request for a campaign."""
+    document = {
+        "campaign_id": campaign_id,
+        "action": action,
+        "nonce": secrets.token_hex(8),
+        "at": datetime.now(UTC).isoformat(),
+        "key_id": operator.key_id,
+    }
+    document["signature"] = crypto.sign(operator.private, crypto.canonical_json(document)).hex()
+    return json.dumps(document).encode()
+
+
+def check_control(payload: bytes, public: bytes, campaign_id: str) -> dict[str, Any] | None:
+    """The request if it is well formed, for this campaign, and signed by ``public``; else None."""
+    try:
+        document = dict(json.loads(payload))
+        signature = bytes.fromhex(str(document.pop("signature")))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if document.get("campaign_id") != campaign_id or document.get("action") not in (
+        "pause",
+        "resume",
+        "abort",
+    ):
+        return None
+    return document if crypto.verify(public, crypto.canonical_json(document), signature) else None
+
+
+class Controller:
+    """Runs one campaign over one :class:`FleetClient` connection."""
+
+    def __init__(
+        self,
+        client: FleetClient,
+        clock: Clock,
+        *,
+        catalog: Catalog | None = None,
+        command_timeout: float = 20.0,
+        concurrency: int = 256,
+        tick: float = 0.05,
+        on_change: Listener | None = None,
+        scope: set[str] | None = None,
+    ) -> None:
+        if client.operator is None:
+            raise RuntimeError("the campaign controller needs an operator key")
+        self.client = client
+        self.operator = client.operator
+        self.clock = clock
+        self.catalog = catalog or default_catalog()
+        self.command_timeout = command_timeout
+        self.tick = tick
+        self.on_change = on_change or (lambda _c: None)
+        self.scope = scope  # the serials of the campaign (None: every server on the broker)
+        self.states: dict[str, dict[str, Any]] = {}
+        self.online: dict[str, bool] = {}
+        self._inbox: asyncio.Queue[Inbound] | None = None
+        self._limit = asyncio.Semaphore(concurrency)
+        self._seen_controls: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- the fleet's retained state -------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def listening(self, campaign_id: str) -> Any:
+        """Subscribe to every server's state and availability, and to the campaign's control topic."""
+
+        def relevant(message: Inbound) -> bool:
+            return server_of(message.topic) is not None or message.topic == control_topic(campaign_id)
+
+        with self.client.watch(relevant) as queue:
+            self._inbox = queue
+            for topic in ("allworx/+/+/state", "allworx/+/+/availability", control_topic(campaign_id)):
+                await self.client.link.subscribe(topic, qos=1)
+            yield
+            self._inbox = None
+
+    async def settle(self, expected: int | None = None, quiet: float = 1.0, limit: float = 60.0) -> None:
+        """Read retained states until ``expected`` servers reported (or ``quiet`` s of silence)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while loop.time() < deadline:
+            if expected is not None and len(self.states) >= expected and len(self.online) >= expected:
+                break
+            try:
+                async with asyncio.timeout(quiet):
+                    self._absorb(await self._next())
+            except TimeoutError:
+                if expected is None:
+                    break
+        self._drain()
+
+    async def _next(self) -> Inbound:
+        if self._inbox is None:
+            raise RuntimeError("not listening")
+        return await self._inbox.get()
+
+    def _drain(self, campaign: Campaign | None = None) -> None:
+        while self._inbox is not None and not self._inbox.empty():
+            self._absorb(self._inbox.get_nowait(), campaign)
+
+    def _absorb(self, message: Inbound, campaign: Campaign | None = None) -> None:
+        where = server_of(message.topic)
+        try:
+            document = dict(json.loads(message.payload)) if message.payload else {}
+        except ValueError:
+            return
+        if where is None:
+            if campaign is not None:
+                self._control(campaign, message.payload)
+            return
+        _, serial, kind = where
+        if self.scope is not None and serial not in self.scope:
+            return
+        if kind == "availability":
+            self.online[serial] = document.get("status") == "online"
+        elif kind == "state" and document:
+            self.states[serial] = document
+            if campaign is not None:
+                campaign.on_state(serial, document, self.clock.now())
+
+    def _control(self, campaign: Campaign, payload: bytes) -> None:
+        request = check_control(payload, self.operator.public, campaign.spec.campaign_id)
+        if request is None or request["nonce"] in self._seen_controls:
+            return
+        self._seen_controls.add(request["nonce"])
+        controls = campaign.log
+        if any(e.get("nonce") == request["nonce"] for e in controls):
+            return  # applied before a restart
+        now = self.clock.now()
+        campaign.note(now, "operator", action=request["action"], nonce=request["nonce"])
+        match request["action"]:
+            case "pause":
+                campaign.pause(now)
+            case "resume":
+                campaign.resume(now)
+            case "abort":
+                for action in campaign.cancel(now):
+                    self._send(campaign, action)
+
+    # --- creating ----------------------------------------------------------------------------
+    async def prepare(self, spec: CampaignSpec, serials: set[str] | None = None) -> Campaign:
+        """Ask every online server in scope for its plan and build the campaign (nothing changes)."""
+        scope = {s: d for s, d in self.states.items() if serials is None or s in serials}
+        online = {s for s in scope if self.online.get(s, False)}
+        wanted = setup.targets(spec, scope, self.catalog, self.clock.now())
+        plans: dict[str, dict[str, Any]] = {}
+
+        async def ask(serial: str) -> None:
+            doc = scope[serial]
+            async with self._limit:
+                try:
+                    reply = await self.client.send(
+                        str(doc["site"]), serial, "plan", {"to": wanted[serial]}, timeout=self.command_timeout
+                    )
+                except (TimeoutError, BrokerError):
+                    online.discard(serial)
+                    return
+            if reply.get("status") == "accepted" and isinstance(reply.get("result"), dict):
+                plans[serial] = reply["result"]
+            else:
+                online.discard(serial)
+
+        async with asyncio.TaskGroup() as tasks:
+            for serial in sorted(online):
+                tasks.create_task(ask(serial))
+        return setup.create(spec, scope, online, plans, catalog=self.catalog, now=self.clock.now())
+
+    # --- running -----------------------------------------------------------------------------
+    async def run(self, campaign: Campaign, publish_interval: float = 0.5) -> Campaign:
+        """Drive ``campaign`` to its end, publishing its retained state; return it."""
+        loop = asyncio.get_running_loop()
+        last_publish = 0.0
+        interval = max(publish_interval, len(campaign.members) / 5000)
+        await self._resend_running(campaign)
+        while True:
+            self._drain(campaign)
+            for action in campaign.decide(self.clock.now()):
+                self._send(campaign, action)
+            if loop.time() - last_publish >= interval:
+                await self.publish(campaign)
+                last_publish = loop.time()
+                self.on_change(campaign)
+            if campaign.finished and not self._tasks:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick):
+                    self._absorb(await self._next(), campaign)
+        await self.publish(campaign)
+        self.on_change(campaign)
+        return campaign
+
+    async def _resend_running(self, campaign: Campaign) -> None:
+        """After a restart: a server marked running whose state shows no new result gets the command again."""
+        for member in campaign.members.values():
+            doc = self.states.get(member.serial)
+            if member.status == RUNNING and doc is not None:
+                campaign.on_state(member.serial, doc, self.clock.now())
+                if member.status == RUNNING and doc.get("state") == "idle":
+                    self._send(campaign, ("upgrade", member.serial, member.target))
+
+    def _send(self, campaign: Campaign, action: tuple[str, str, str]) -> None:
+        task = asyncio.get_running_loop().create_task(self._command(campaign, *action))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _command(self, campaign: Campaign, name: str, serial: str, target: str) -> None:
+        member = campaign.members[serial]
+        args = {} if name == "cancel" else {"to": target}
+        async with self._limit:
+            try:
+                reply = await self.client.send(member.site, serial, name, args, timeout=self.command_timeout)
+            except (TimeoutError, BrokerError) as exc:
+                log.warning("campaign_command_lost", serial=serial, command=name, error=str(exc))
+                campaign.on_lost(serial, name, self.clock.now())
+                return
+        if reply.get("reason") == "UPGRADE_IN_PROGRESS":
+            return  # a resent command found the upgrade still running: its result will come
+        campaign.on_reply(serial, name, reply, self.clock.now())
+
+    async def publish(self, campaign: Campaign) -> None:
+        """Publish the retained campaign state."""
+        payload = json.dumps(campaign.to_dict(), separators=(",", ":")).encode()
+        await self.client.link.publish(status_topic(campaign.spec.campaign_id), payload, qos=1, retain=True)
+
+
+async def load(client: FleetClient, campaign_id: str, settle: float = 1.0) -> Campaign | None:
+    """Read a campaign's retained state (None when there is none)."""
+    topic = status_topic(campaign_id)
+    with client.watch(lambda m: m.topic == topic) as queue:
+        await client.link.subscribe(topic, qos=1)
+        try:
+            async with asyncio.timeout(settle):
+                message = await queue.get()
+        except TimeoutError:
+            return None
+    return Campaign.from_dict(json.loads(message.payload)) if message.payload else None
+
+
+def summary(campaign: Campaign) -> Mapping[str, Any]:
+    """A short JSON summary: status, phase, counts and refusals."""
+    return {
+        "campaign_id": campaign.spec.campaign_id,
+        "status": campaign.status,
+        "phase": campaign.phase,
+        "phases": len(campaign.phases),
+        "paused_reason": campaign.paused_reason,
+        "counts": campaign.counts(),
+        "refusals": campaign.refusals(),
+        "needing_keys": campaign.needing_keys,
+    }

@@ -1,0 +1,376 @@
+"""The campaign state machine (pure): members, phases, the next actions, and what the fleet said.
+
+The controller (:mod:`fleet.campaign.controller`) feeds in what it hears (state documents,
+command replies, lost commands, operator requests) and carries out the actions
+:meth:`Campaign.decide` returns; nothing here awaits or touches the network. Times are seconds of
+the campaign's clock since the campaign was created.
+
+Invariants:
+- every server is in exactly one status; the terminal ones are :data:`OUTCOMES`, and a terminal
+  server never changes again (a late or repeated message is ignored);
+- phases run in order: no server of phase ``n+1`` starts while one of phase ``n`` is unfinished;
+- with a window, no upgrade starts outside it (staging may start before it opens);
+- the rate limit (a token bucket on the campaign clock) and ``max_in_flight`` are never exceeded;
+- ``from_dict(to_dict(c))`` is ``c``: the retained state is enough to restart the controller.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.reasons import Reason
+from fleet.campaign.plan import Prediction
+from fleet.campaign.spec import CampaignSpec
+
+PENDING, STAGING, STAGED, RUNNING = "pending", "staging", "staged", "running"
+OUTCOMES = ("succeeded", "rejected", "failed", "current", "offline", "cancelled")
+ACTIVE = frozenset({STAGING, RUNNING})
+Action = tuple[str, str, str]  # (command, serial, target): upgrade | stage | cancel
+
+
+@dataclass
+class Member:
+    """One server in the campaign."""
+
+    serial: str
+    site: str
+    model: str
+    release: str  # when the campaign started
+    target: str
+    phase: int
+    status: str = PENDING
+    current: str = ""  # the release last reported
+    prediction: Prediction | None = None
+    reason: str | None = None
+    rule: str | None = None
+    message: str | None = None
+    staged: bool = False
+    started: float | None = None
+    finished: float | None = None
+    baseline: str | None = None  # the ``last_result.at`` seen before the upgrade was sent
+    last_at: str | None = None  # the latest ``last_result.at`` seen
+    steps: list[tuple[float, str]] = field(default_factory=list)  # (when, release) of each commit
+
+    @property
+    def done(self) -> bool:
+        """Whether the server reached an outcome."""
+        return self.status in OUTCOMES
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("prediction", "steps")}
+        out["prediction"] = self.prediction.as_dict() if self.prediction else None
+        out["steps"] = [[round(t, 3), r] for t, r in self.steps]
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Member:
+        """Parse the JSON form."""
+        fields = dict(raw)
+        pred = fields.pop("prediction", None)
+        steps = fields.pop("steps", [])
+        member = cls(**fields)
+        member.prediction = Prediction.from_dict(pred) if pred else None
+        member.steps = [(float(t), str(r)) for t, r in steps]
+        return member
+
+
+@dataclass
+class Campaign:
+    """A campaign in progress."""
+
+    spec: CampaignSpec
+    created: datetime
+    members: dict[str, Member]
+    phases: list[list[str]]
+    status: str = "running"  # scheduled | running | paused | cancelled | completed
+    phase: int = 0
+    paused_reason: str | None = None  # abort_rule | phase_gate | operator
+    acknowledged: list[int] = field(default_factory=list)  # phases whose abort rule a resume overrode
+    tokens: float = 0.0
+    token_time: float = 0.0
+    needing_keys: dict[str, list[str]] = field(default_factory=dict)  # SITE-1: network -> serials
+    log: list[dict[str, Any]] = field(default_factory=list)  # campaign-level events, for the report
+
+    # --- time -------------------------------------------------------------------------------
+    def seconds(self, now: datetime) -> float:
+        """Campaign-clock seconds since creation."""
+        return (now - self.created).total_seconds()
+
+    def note(self, now: datetime, what: str, **fields: Any) -> None:
+        """Record a campaign-level event."""
+        self.log.append({"t": round(self.seconds(now), 3), "event": what, "phase": self.phase, **fields})
+
+    # --- deciding ---------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """Whether the campaign ended (completed or cancelled, and nothing is in flight)."""
+        return self.status in ("completed", "cancelled") and not any(
+            m.status in ACTIVE for m in self.members.values()
+        )
+
+    def decide(self, now: datetime) -> list[Action]:
+        """Advance the campaign at ``now`` and return the commands to send."""
+        if self.status in ("paused", "cancelled", "completed"):
+            return []
+        early = self._window(now)
+        if early is not None:
+            return early
+        tripped = self._check_abort(now)
+        if tripped is not None:
+            return tripped
+        if not self.phases or all(self.members[s].done for s in self.phases[self.phase]):
+            if self.phase + 1 >= len(self.phases):
+                self.status = "completed"
+                self.note(now, "completed")
+                return []
+            self.note(now, "phase_finished")
+            self.phase += 1
+            if self.spec.gate_phases:
+                self.status, self.paused_reason = "paused", "phase_gate"
+                self.note(now, "paused", reason="phase_gate")
+                return []
+            self.note(now, "phase_started")
+        return self._dispatch(now)
+
+    def _window(self, now: datetime) -> list[Action] | None:
+        """The actions before the window opens or after it closed; None inside it (or without one)."""
+        window = self.spec.window
+        if window is not None and now < window.opens:
+            self.status = "scheduled"
+            return self._stage(now) if self.spec.stage_early else []
+        if self.status == "scheduled":
+            self.note(now, "window_opened")
+        self.status = "running"
+        if window is not None and now >= window.closes:
+            self._close(now, Reason.WINDOW_CLOSED, "The maintenance window closed before this server's turn.")
+            self.status = "completed"
+            self.note(now, "window_closed")
+            return []
+        return None
+
+    def _check_abort(self, now: datetime) -> list[Action] | None:
+        rule = self.spec.abort
+        if rule is None or not self.phases or self.phase in self.acknowledged:
+            return None
+        counts = Counter(self.members[s].status for s in self.phases[self.phase])
+        if not rule.tripped(counts["succeeded"], counts["failed"]):
+            return None
+        self.note(
+            now, "abort_rule", action=rule.action, succeeded=counts["succeeded"], failed=counts["failed"]
+        )
+        if rule.action == "pause":
+            self.status, self.paused_reason = "paused", "abort_rule"
+            return []
+        return self.cancel(now)
+
+    def _budget(self, t: float) -> int:
+        in_flight = sum(1 for m in self.members.values() if m.status in ACTIVE)
+        budget = (self.spec.max_in_flight - in_flight) if self.spec.max_in_flight else 1 << 30
+        rate = self.spec.rate_per_minute
+        if rate is not None:
+            self.tokens = min(max(rate, 1.0), self.tokens + (t - self.token_time) * rate / 60)
+            self.token_time = t
+            budget = min(budget, int(self.tokens))
+        return max(budget, 0)
+
+    def _take(self, count: int) -> None:
+        if self.spec.rate_per_minute is not None:
+            self.tokens -= count
+
+    def _dispatch(self, now: datetime) -> list[Action]:
+        t = self.seconds(now)
+        budget = self._budget(t)
+        actions: list[Action] = []
+        for serial in self.phases[self.phase]:
+            if len(actions) >= budget:
+                break
+            member = self.members[serial]
+            if member.status in (PENDING, STAGED):
+                member.status, member.started, member.baseline = RUNNING, t, member.last_at
+                actions.append(("upgrade", serial, member.target))
+        self._take(len(actions))
+        return actions
+
+    def _stage(self, now: datetime) -> list[Action]:
+        budget = self._budget(self.seconds(now))
+        actions: list[Action] = []
+        for member in self.members.values():
+            if len(actions) >= budget:
+                break
+            if member.status == PENDING:
+                member.status = STAGING
+                actions.append(("stage", member.serial, member.target))
+        self._take(len(actions))
+        return actions
+
+    def _close(self, now: datetime, reason: Reason, message: str) -> None:
+        for member in self.members.values():
+            if member.status in (PENDING, STAGED, STAGING):
+                self.finish(
+                    member.serial, "cancelled", now, reason=reason.value, rule="CAMPAIGN", message=message
+                )
+
+    # --- operator requests ------------------------------------------------------------------
+    def pause(self, now: datetime) -> None:
+        """Stop starting servers (those in flight finish)."""
+        if self.status in ("running", "scheduled"):
+            self.status, self.paused_reason = "paused", "operator"
+            self.note(now, "paused", reason="operator")
+
+    def resume(self, now: datetime) -> None:
+        """Carry on after a pause; a pause by the abort rule is overridden for its phase."""
+        if self.status != "paused":
+            return
+        if self.paused_reason == "abort_rule" and self.phase not in self.acknowledged:
+            self.acknowledged.append(self.phase)
+        if self.paused_reason == "phase_gate":
+            self.note(now, "phase_started")
+        self.status, self.paused_reason = "running", None
+        self.note(now, "resumed")
+
+    def cancel(self, now: datetime) -> list[Action]:
+        """End the campaign: servers not started are cancelled; running ones are asked to cancel."""
+        if self.status in ("cancelled", "completed"):
+            return []
+        self._close(now, Reason.CAMPAIGN_CANCELLED, "The campaign was cancelled before this server's turn.")
+        self.status, self.paused_reason = "cancelled", None
+        self.note(now, "cancelled")
+        return [("cancel", m.serial, m.target) for m in self.members.values() if m.status == RUNNING]
+
+    # --- what the fleet says ------------------------------------------------------------------
+    def finish(self, serial: str, outcome: str, now: datetime, **fields: Any) -> None:
+        """Give a server its outcome (ignored when it already has one)."""
+        member = self.members[serial]
+        if member.done:
+            return
+        member.status, member.finished = outcome, self.seconds(now)
+        member.reason, member.rule, member.message = (
+            fields.get("reason"),
+            fields.get("rule"),
+            fields.get("message"),
+        )
+
+    def on_state(self, serial: str, doc: dict[str, Any], now: datetime) -> None:
+        """A server's retained state document arrived."""
+        member = self.members.get(serial)
+        if member is None:
+            return
+        release = str(doc.get("release", ""))
+        if member.current and release and release != member.current and not member.done:
+            member.steps.append((self.seconds(now), release))
+        member.current = release or member.current
+        last = doc.get("last_result") or {}
+        member.last_at = last.get("at") or member.last_at
+        if (
+            member.status == RUNNING
+            and doc.get("state") == "idle"
+            and last
+            and last.get("at") != member.baseline
+        ):
+            outcome = str(last.get("outcome", "failed"))
+            self.finish(
+                serial,
+                outcome if outcome in OUTCOMES else "failed",
+                now,
+                reason=last.get("reason"),
+                rule=last.get("rule"),
+                message=last.get("message"),
+            )
+
+    def on_reply(self, serial: str, command: str, reply: dict[str, Any], now: datetime) -> None:
+        """A server answered a command."""
+        member = self.members.get(serial)
+        if member is None:
+            return
+        rejected = reply.get("status") == "rejected"
+        if command == "stage" and member.status == STAGING:
+            member.status, member.staged = STAGED, not rejected
+        elif command == "upgrade" and rejected:
+            self.finish(
+                serial,
+                "rejected",
+                now,
+                reason=reply.get("reason"),
+                rule=reply.get("rule"),
+                message=reply.get("message"),
+            )
+
+    def on_lost(self, serial: str, command: str, now: datetime) -> None:
+        """A command got no answer in time: the server is offline."""
+        member = self.members.get(serial)
+        if member is None:
+            return
+        if command == "stage" and member.status == STAGING:
+            member.status = STAGED
+        elif command == "upgrade" and member.status == RUNNING and member.current == member.release:
+            self.finish(
+                serial,
+                "offline",
+                now,
+                reason=Reason.SERVER_OFFLINE.value,
+                rule="CAMPAIGN",
+                message="The server did not answer the upgrade command.",
+            )
+
+    # --- reading ----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Servers per status (every server counted once)."""
+        return dict(Counter(m.status for m in self.members.values()))
+
+    def refusals(self) -> dict[str, dict[str, Any]]:
+        """Rejected and failed servers by reason code, with the rule."""
+        out: dict[str, dict[str, Any]] = {}
+        for member in self.members.values():
+            if member.status in ("rejected", "failed", "cancelled", "offline") and member.reason:
+                entry = out.setdefault(
+                    member.reason, {"rule": member.rule, "count": 0, "outcome": member.status}
+                )
+                entry["count"] += 1
+        return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["count"])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the retained campaign state)."""
+        return {
+            "schema": 1,
+            "spec": self.spec.to_dict(),
+            "created": self.created.isoformat(),
+            "status": self.status,
+            "phase": self.phase,
+            "phases": self.phases,
+            "paused_reason": self.paused_reason,
+            "acknowledged": self.acknowledged,
+            "tokens": self.tokens,
+            "token_time": self.token_time,
+            "needing_keys": self.needing_keys,
+            "counts": self.counts(),
+            "refusals": self.refusals(),
+            "log": self.log,
+            "members": [m.as_dict() for m in self.members.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Campaign:
+        """Parse the JSON form.
+
+        Raises:
+            KeyError, ValueError, TypeError: the document is not a campaign state.
+        """
+        members = [Member.from_dict(m) for m in raw["members"]]
+        return cls(
+            spec=CampaignSpec.from_dict(raw["spec"]),
+            created=datetime.fromisoformat(raw["created"]),
+            members={m.serial: m for m in members},
+            phases=[list(p) for p in raw["phases"]],
+            status=raw["status"],
+            phase=int(raw["phase"]),
+            paused_reason=raw.get("paused_reason"),
+            acknowledged=list(raw.get("acknowledged", [])),
+            tokens=float(raw.get("tokens", 0.0)),
+            token_time=float(raw.get("token_time", 0.0)),
+            needing_keys=dict(raw.get("needing_keys", {})),
+            log=list(raw.get("log", [])),
+        )

@@ -1,0 +1,126 @@
+"""Creating a campaign from what the fleet reports (pure): members, targets, predictions, phases.
+
+The inputs are the servers' retained state documents, which of them are online, and each online
+server's answer to ``plan`` (its own planner, with its own keys). The same function makes the dry
+run and the real campaign, so the dry run predicts exactly what the campaign will then do.
+
+Decisions made here, never later:
+- a server that is offline (or never reported) ends ``offline`` (``SERVER_OFFLINE``);
+- a server already on its target ends ``current``;
+- a server whose very first step is refused ends ``rejected`` with the agent's reason (it would
+  refuse the upgrade command the same way); one that can take some steps is started and ends
+  ``rejected`` on the last release it could reach (SEQ-1);
+- SITE-1 holds a network whose members cannot all reach the shared target (``SITE_ALIGNMENT_BLOCKED``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from agent.reasons import Reason
+from fleet.campaign.model import Campaign, Member
+from fleet.campaign.plan import Prediction, align_targets, apply_site_rule, assign_phases, predict
+from fleet.campaign.spec import CampaignSpec
+from releases.catalog import Catalog, version_key
+
+
+def targets(
+    spec: CampaignSpec, states: Mapping[str, dict[str, Any]], catalog: Catalog, now: datetime
+) -> dict[str, str]:
+    """Serial -> the release each server will be asked for (SITE-1 applied)."""
+    models = {serial: str(doc.get("model", "")) for serial, doc in states.items()}
+    return align_targets(catalog, spec, models, now.date())
+
+
+def create(
+    spec: CampaignSpec,
+    states: Mapping[str, dict[str, Any]],
+    online: set[str],
+    plans: Mapping[str, dict[str, Any]],
+    *,
+    catalog: Catalog,
+    now: datetime,
+) -> Campaign:
+    """Build the campaign (or the dry run) from the fleet's reports.
+
+    Args:
+        spec: the campaign.
+        states: serial -> retained state document of every server in scope.
+        online: the serials that are online.
+        plans: serial -> the ``plan`` answer of each online server, for its target.
+        catalog: the release catalogue.
+        now: the campaign clock's instant.
+    """
+    wanted = targets(spec, states, catalog, now)
+    predictions = {s: predict(plans[s]) for s in states if s in online and s in plans}
+    releases = {s: str(doc.get("release", "")) for s, doc in states.items()}
+    predictions, needing = apply_site_rule(spec, predictions, releases)
+    order = sorted(states, key=lambda s: (version_key(releases[s] or "0"), states[s].get("site", ""), s))
+    phases = assign_phases(order, spec)
+    phase_of = {s: i for i, members in enumerate(phases) for s in members}
+    campaign = Campaign(spec=spec, created=now, members={}, phases=phases, needing_keys=needing)
+    for serial in order:
+        doc = states[serial]
+        member = Member(
+            serial=serial,
+            site=str(doc.get("site", "")),
+            model=str(doc.get("model", "")),
+            release=releases[serial],
+            target=wanted[serial],
+            phase=phase_of[serial],
+            current=releases[serial],
+            prediction=predictions.get(serial),
+            last_at=(doc.get("last_result") or {}).get("at"),
+        )
+        campaign.members[serial] = member
+        _settle(campaign, member, now)
+    campaign.note(now, "created", servers=len(order), phases=len(phases))
+    return campaign
+
+
+def _settle(campaign: Campaign, member: Member, now: datetime) -> None:
+    """Give an outcome now to every server the campaign will not start."""
+    prediction = member.prediction
+    if prediction is None:
+        campaign.finish(
+            member.serial,
+            "offline",
+            now,
+            reason=Reason.SERVER_OFFLINE.value,
+            rule="CAMPAIGN",
+            message="The server was offline when the campaign started.",
+        )
+    elif prediction.outcome == "current":
+        campaign.finish(member.serial, "current", now)
+    elif prediction.outcome == "rejected" and not prediction.steps:
+        campaign.finish(
+            member.serial,
+            "rejected",
+            now,
+            reason=prediction.reason,
+            rule=prediction.rule,
+            message=prediction.message,
+        )
+
+
+def dry_run(campaign: Campaign) -> list[dict[str, Any]]:
+    """Per server: the phase, the target, the predicted steps, outcome, final release and refusal."""
+    rows = []
+    for member in campaign.members.values():
+        prediction = member.prediction or Prediction(
+            "offline", member.release, (), Reason.SERVER_OFFLINE.value, "CAMPAIGN", "offline"
+        )
+        rows.append(
+            {
+                "serial": member.serial,
+                "site": member.site,
+                "model": member.model,
+                "release": member.release,
+                "target": member.target,
+                "phase": member.phase,
+                **prediction.as_dict(),
+            }
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""Simulated fleets: a fleet description, fast parallel building, agents hosted many to a process."""

@@ -1,0 +1,98 @@
+"""``allworx-sim fleet``: build (or reuse) a fleet and run an agent per server until Ctrl-C.
+
+Several hosts can share one fleet against one broker: each runs ``--shard i/n`` (the servers
+whose index is ``i`` modulo ``n``) with the same description, so all agree on every server
+(docs/fleet.md). It writes ``DIR/networks.json`` (for ``allworx-fleet campaign start
+--networks``) and ``DIR/clock.json`` (the simulated clock's anchor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from simulator.fleet.build import build_fleet
+from simulator.fleet.spec import FleetSpec, load_toml, networks, parse_weights
+
+
+def _spec(p: dict[str, Any]) -> FleetSpec:
+    overrides: dict[str, Any] = {
+        "servers": p["servers"],
+        "seed": p["seed"],
+        "multisite": p["multisite"],
+        "failing": p["failing"],
+        "offline": p["offline"],
+        "models": parse_weights(p["models"]) if p["models"] else None,
+        "releases": parse_weights(p["releases"]) if p["releases"] else None,
+        "keys": parse_weights(p["keys"]) if p["keys"] else None,
+        "sites": tuple(s.strip() for s in p["sites"].split(",")) if p["sites"] else None,
+    }
+    if p["config"]:
+        return load_toml(Path(p["config"]), **overrides)
+    return FleetSpec(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.command("fleet")
+@click.option("--dir", "root", type=click.Path(path_type=Path), required=True, help="The fleet's folder.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None, help="Fleet TOML.")
+@click.option("--servers", type=click.IntRange(1, 1_000_000), default=None, help="Servers in the fleet.")
+@click.option("--models", default=None, help="Weights per model, e.g. 6x=3,731=1.")
+@click.option("--releases", default=None, help="Weights per release, e.g. 7.0=2,7.6=1,8.0=1.")
+@click.option("--keys", default=None, help="Weights per key kind: anytime, expired, none.")
+@click.option("--sites", default=None, help="Comma-separated site names.")
+@click.option("--multisite", type=float, default=None, help="Share of servers in multi-site networks.")
+@click.option("--failing", type=float, default=None, help="Share given corrupted images.")
+@click.option("--offline", type=float, default=None, help="Share whose agent is not started.")
+@click.option("--seed", type=int, default=None, help="The fleet's random seed.")
+@click.option("--broker", default=None, help="mqtt://host:port (default: an embedded broker).")
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    default=1,
+    show_default=True,
+    help="Processes hosting the agents (0: this process).",
+)
+@click.option("--speed", type=float, default=600.0, show_default=True, help="Simulated seconds per second.")
+@click.option("--shard", default="0/1", show_default=True, help="i/n: run the servers with index = i mod n.")
+@click.option("--build-only", is_flag=True, help="Build (or reuse) the servers and stop.")
+def fleet_command(**p: Any) -> None:
+    """Build (or reuse) a simulated fleet and run one agent (one MQTT session) per server."""
+    from simulator.fleet.host import quiet_logs
+    from simulator.fleet.run import simulate
+
+    quiet_logs()
+    try:
+        spec = _spec(p)
+        index, _, count = p["shard"].partition("/")
+        shard, shards = int(index), int(count or 1)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    built = build_fleet(p["root"], spec, workers=2, progress=None)
+    mine = replace(built, plans=[s for s in built.plans if s.index % shards == shard])
+    (p["root"] / "networks.json").write_text(json.dumps(networks(built.plans), indent=1) + "\n")
+    click.echo(f"{len(built.plans)} servers ({built.built} built); this host runs {len(mine.plans)}")
+    if p["build_only"]:
+        return
+
+    async def serve() -> None:
+        async with simulate(mine, broker=p["broker"], speed=p["speed"], workers=p["workers"]) as sim:
+            anchor = {
+                "start": sim.config.start.isoformat(),
+                "speed": sim.config.speed,
+                "epoch": sim.config.epoch,
+            }
+            (p["root"] / "clock.json").write_text(json.dumps(anchor) + "\n")
+            click.echo(
+                f"{sim.running} agents connected to {sim.settings.url}; simulated now "
+                f"{sim.clock().now().isoformat()} at x{sim.config.speed:g}; Ctrl-C stops"
+            )
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())

@@ -1,0 +1,181 @@
+"""Hosting many agents in one event loop, and spreading a fleet over worker processes.
+
+Each virtual server gets the real daemon (:class:`agent.mqtt.daemon.Agent`) with its own MQTT
+session; a host process runs hundreds or thousands of them in one ``asyncio`` loop. Every agent of
+a fleet reads one simulated clock: :func:`anchored_clock` derives it from the fleet's start
+instant, its speed and a wall-clock epoch, so agents in different processes (or on different
+hosts with synchronised clocks) and the campaign controller agree on the simulated time.
+
+Invariants: a host never writes outside its servers' folders; SIGTERM stops its agents cleanly
+(each publishes ``offline`` itself); the workers are the caller's children and are stopped by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from agent.clock import SimClock
+from agent.mqtt.connection import BrokerSettings, Link, Protocol
+from agent.mqtt.daemon import Agent, AgentOptions
+from agent.mqtt.messages import Availability, dump
+from agent.mqtt.report import state_document
+from agent.mqtt.topics import ServerTopics
+from agent.store import ServerDir
+from agent.upgrader import Timing
+from releases.catalog import default_catalog
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """How a host runs its agents."""
+
+    broker: str  # mqtt://host:port
+    start: datetime  # the simulated instant at ``epoch``
+    speed: float  # simulated seconds per real second
+    epoch: float  # time.time() when the simulated clock read ``start``
+    protocol: str | None = None  # "5", "3.1.1", or None (MQTT 5, falling back)
+    keepalive: int = 60  # seconds
+    progress_interval: float = 2.0  # real seconds between two progress events of one phase
+
+
+def anchored_clock(start: datetime, speed: float, epoch: float) -> SimClock:
+    """The fleet's simulated clock, as read in this process now."""
+    if speed == float("inf"):
+        return SimClock(start, speed)
+    return SimClock(start + timedelta(seconds=max(0.0, time.time() - epoch) * speed), speed)
+
+
+async def host_agents(
+    dirs: Sequence[Path], config: HostConfig, ready: Callable[[], None] | None = None
+) -> None:
+    """Run one agent per server folder in this loop until cancelled; call ``ready`` once all are connected.
+
+    The operator side subscribes to wildcards only after ``ready`` (amqtt sends every retained
+    message matching *any* subscription to each connecting client, and fails when subscriptions
+    change meanwhile, so the agents connect first).
+
+    Raises:
+        StoreError: a server folder is unreadable.
+    """
+    clock = anchored_clock(config.start, config.speed, config.epoch)
+    catalog = default_catalog()
+    options = AgentOptions(
+        broker=BrokerSettings(
+            url=config.broker, keepalive=config.keepalive, timeout=60.0, connect_timeout=30.0
+        ),
+        progress_interval=config.progress_interval,
+        timing=Timing(),
+        protocol=Protocol(config.protocol) if config.protocol else None,
+    )
+    agents = [Agent(ServerDir(path), options, clock=clock, catalog=catalog) for path in dirs]
+    async with asyncio.TaskGroup() as tasks:
+        for agent in agents:
+            tasks.create_task(agent.run(), name=f"agent-{agent.topics.serial}")
+        for agent in agents:
+            await agent.connected.wait()
+        if ready is not None:
+            ready()
+
+
+def quiet_logs() -> None:
+    """Log errors only: a fleet's thousands of agents report on MQTT, not on a terminal."""
+    import logging
+
+    import structlog
+
+    from agent.logs import configure_logging
+
+    configure_logging()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+    logging.getLogger("transitions").setLevel(logging.CRITICAL)
+
+
+def _worker(dirs: list[str], config: HostConfig, ready: Any) -> None:
+    """Worker-process entry: host ``dirs`` until SIGTERM."""
+    quiet_logs()
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await host_agents([Path(d) for d in dirs], config, ready.set)
+
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+        asyncio.run(main())
+
+
+class Workers:
+    """Worker processes sharing a fleet's agents (``with Workers(dirs, config, count):``)."""
+
+    def __init__(self, dirs: Sequence[Path], config: HostConfig, count: int) -> None:
+        count = max(1, min(count, len(dirs) or 1))
+        self.shares = [[str(d) for d in dirs[i::count]] for i in range(count)]
+        self.config = config
+        self.processes: list[BaseProcess] = []
+        self.ready: list[Any] = []
+
+    def start(self) -> None:
+        """Start the workers (spawned: nothing of this process's loop leaks into them)."""
+        context = multiprocessing.get_context("spawn")
+        for share in self.shares:
+            if share:
+                ready = context.Event()
+                self.ready.append(ready)
+                process = context.Process(target=_worker, args=(share, self.config, ready), daemon=True)
+                process.start()
+                self.processes.append(process)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until every worker's agents are connected (or ``timeout`` seconds passed)."""
+        deadline = time.monotonic() + timeout
+        return all(event.wait(max(0.0, deadline - time.monotonic())) for event in self.ready)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers (SIGTERM, then SIGKILL after ``timeout``)."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.processes.clear()
+
+    def __enter__(self) -> Workers:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def publish_ghosts(link: Link, dirs: Sequence[Path], now: datetime) -> None:
+    """Publish, for powered-off servers, what the broker would retain from before they went down.
+
+    A real server that is off left its retained ``state`` and its last will (``offline``); a
+    simulated one that never ran has neither, so the simulation publishes both on its behalf.
+
+    Raises:
+        BrokerError: the publish failed.
+    """
+    for path in dirs:
+        server = ServerDir(path)
+        ident = server.identity()
+        topics = ServerTopics(ident.site, ident.serial)
+        await link.publish(topics.state, dump(state_document(server, ident.site, now)), qos=1, retain=True)
+        await link.publish(
+            topics.availability, dump(Availability(serial=ident.serial, status="offline")), qos=1, retain=True
+        )

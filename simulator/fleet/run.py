@@ -1,0 +1,98 @@
+"""A running simulation: a broker (embedded unless one is given), the fleet's agents, the shared clock.
+
+``async with simulate(fleet, ...) as sim`` starts the embedded broker when no URL is given, the
+agents of every server not marked offline (in ``workers`` processes, or in this loop when
+``workers`` is 0), publishes what powered-off servers left retained, and stops it all on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from datetime import time as daytime
+
+from agent.clock import SimClock
+from agent.mqtt.connection import BrokerSettings, Protocol, connect
+from simulator.broker import EmbeddedBroker
+from simulator.fleet.build import Fleet
+from simulator.fleet.host import HostConfig, Workers, anchored_clock, host_agents, publish_ghosts
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """What a running simulation offers its operator side."""
+
+    fleet: Fleet
+    settings: BrokerSettings
+    protocol: Protocol | None  # what the operator side should speak (None: MQTT 5, falling back)
+    config: HostConfig
+    running: int  # agents started
+
+    def clock(self) -> SimClock:
+        """The fleet's simulated clock, read in this process."""
+        return anchored_clock(self.config.start, self.config.speed, self.config.epoch)
+
+
+def fleet_start(fleet: Fleet) -> datetime:
+    """The simulated instant a fleet's run starts: 09:00 UTC on the fleet's date."""
+    return datetime.combine(fleet.spec.now, daytime(9, 0), UTC)
+
+
+@contextlib.asynccontextmanager
+async def simulate(
+    fleet: Fleet,
+    *,
+    broker: str | None = None,
+    speed: float = 600.0,
+    workers: int = 1,
+    protocol: Protocol | None = None,
+    ready_timeout: float = 120.0,
+) -> AsyncIterator[Simulation]:
+    """Run the fleet's agents against ``broker`` (the embedded one when None).
+
+    Raises:
+        RuntimeError: the embedded broker could not start, or the agents did not connect in time.
+        BrokerError: the broker is unreachable.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if broker is None:
+            embedded = await stack.enter_async_context(EmbeddedBroker())
+            broker, protocol = embedded.url, Protocol.V311  # amqtt speaks MQTT 3.1.1 only
+        config = HostConfig(
+            broker=broker,
+            start=fleet_start(fleet),
+            speed=speed,
+            epoch=time.time(),
+            protocol=protocol.value if protocol else None,
+        )
+        settings = BrokerSettings(url=broker, timeout=60.0)
+        running = [fleet.server_dir(p) for p in fleet.plans if not p.offline]
+        ghosts = [fleet.server_dir(p) for p in fleet.plans if p.offline]
+        if ghosts:
+            async with connect(settings, protocol=protocol or Protocol.V311) as link:
+                await publish_ghosts(link, ghosts, config.start)
+        if workers > 0:
+            pool = Workers(running, config, workers)
+            pool.start()
+            stack.callback(pool.stop)
+            if not await asyncio.to_thread(pool.wait_ready, ready_timeout):
+                raise RuntimeError(f"the fleet's agents did not all connect within {ready_timeout:g} s")
+        elif running:
+            up = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(
+                host_agents(running, config, up.set), name="fleet-host"
+            )
+            stack.push_async_callback(_stop, task)
+            async with asyncio.timeout(ready_timeout):
+                await up.wait()
+        yield Simulation(fleet, settings, protocol, config, len(running))
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
