@@ -119,20 +119,15 @@ def _build_one(root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path,
         )
         write_json(work / "identity.json", identity)
         server = ServerDir(work)
-        keys = [ship_key(keyring, plan.serial, plan.shipped)]  # rule SWM-4
+        keys = [(ship_key(keyring, plan.serial, plan.shipped), plan.shipped)]  # rule SWM-4
         if plan.key != "none":
             back = 30 + plan.index % 300 if plan.key == "anytime" else 400 + plan.index % 300
-            keys.append(
-                issue_key(
-                    keyring,
-                    serial=plan.serial,
-                    kind="maintenance",
-                    plan="anytime-1y",
-                    start=now - timedelta(days=back),
-                )
-            )
-        for text in filter(None, keys):
-            server.install_key(text, now)
+            start = now - timedelta(days=back)
+            text = issue_key(keyring, serial=plan.serial, kind="maintenance", plan="anytime-1y", start=start)
+            keys.append((text, start))
+        for text, bought in keys:
+            if text is not None:  # installed the day it was bought: an expired key was valid then
+                server.install_key(text, bought)
         work.rename(final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

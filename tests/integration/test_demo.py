@@ -43,6 +43,8 @@ def test_demo_small_fleet_report_adds_up(tmp_path: Path) -> None:
     assert len({s["serial"] for s in report["per_server"]}) == 30
     assert sum(report["releases_before"].values()) == sum(report["releases_after"].values()) == 30
     assert report["outcomes"]["succeeded"] > 0
+    reasons = {(r["reason"], r["rule"]) for r in report["refusals"]}
+    assert ("MAINTENANCE_KEY_EXPIRED", "SWM-2") in reasons, "expired keys refuse under SWM-2"
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert str(tmp_path / "report" / "report.html") in done.stdout
