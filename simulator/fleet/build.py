@@ -123,8 +123,10 @@ def _build_one(root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path,
         if plan.key != "none":
             back = 30 + plan.index % 300 if plan.key == "anytime" else 400 + plan.index % 300
             start = now - timedelta(days=back)
-            text = issue_key(keyring, serial=plan.serial, kind="maintenance", plan="anytime-1y", start=start)
-            keys.append((text, start))
+            anytime = issue_key(
+                keyring, serial=plan.serial, kind="maintenance", plan="anytime-1y", start=start
+            )
+            keys.append((anytime, start))
         for text, bought in keys:
             if text is not None:  # installed the day it was bought: an expired key was valid then
                 server.install_key(text, bought)
