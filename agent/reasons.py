@@ -74,6 +74,11 @@ class Reason(StrEnum):
     SERVER_OFFLINE = "SERVER_OFFLINE"
 
 
+# Rule IDs this product adds beside SPEC.md's (docs/rules.md): a refusal or failure cites one of
+# these when no SPEC rule covers it.
+PRODUCT_RULES = ("IMG-1", "SAFE-1", "CMD-1", "CMD-2", "CMD-3", "CMD-4", "CMD-5", "CAMPAIGN")
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A policy decision not to do something: a reason code, the rule ID and one plain sentence."""

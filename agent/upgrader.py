@@ -105,6 +105,15 @@ class UpgradeResult:
         }
 
 
+def failure_rule(reason: Reason, *, rebuilds_database: bool) -> str:
+    """The rule a failed, rolled-back step cites (docs/rules.md): IMG-1, SAFE-1, or the database's."""
+    if reason.value.startswith("IMAGE_"):
+        return "IMG-1"  # a release image installs only if it verifies against the vendor's signature
+    if reason in (Reason.BOOT_CHECK_FAILED, Reason.CRASH_LOOP, Reason.NO_SPACE, Reason.JOURNAL_UNREADABLE):
+        return "SAFE-1"  # any failure ends on the old release, every record and key as before
+    return "DB-1" if rebuilds_database else "DB-2"  # the database's rollback guarantee that held
+
+
 class Upgrader:
     """Upgrades one server directory."""
 
@@ -326,7 +335,7 @@ class Upgrader:
             return StepResult(job.release, job.build, "committed")
         error = job.error or {}
         reason = Reason(error.get("reason", Reason.BOOT_CHECK_FAILED.value))
-        rule = "DB-1" if job.rebuilds_database else "DB-2"  # the rollback guarantee that held
+        rule = failure_rule(reason, rebuilds_database=job.rebuilds_database)
         message = error.get("message", "The upgrade failed and the server was rolled back.")
         outcome = "cancelled" if reason is Reason.CANCELLED else "failed"
         return StepResult(job.release, job.build, outcome, Refusal(reason, rule, message))

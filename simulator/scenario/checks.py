@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from agent.crashpoints import REGISTRY
-from agent.reasons import Reason
+from agent.reasons import PRODUCT_RULES, Reason
 from releases.catalog import Catalog, default_catalog
 from simulator.scenario.model import (
     ORDER_CHECKS,
@@ -97,7 +97,7 @@ def check_scenario(scenario: Scenario) -> None:
     if not scenario.title.strip():
         ctx.add(None, "title", "must not be empty")
     for rule in scenario.rules:
-        if rule not in RULE_IDS:
+        if rule not in RULE_IDS:  # a scenario claims coverage of SPEC rules only
             ctx.add(None, "rules", f"unknown rule ID {rule!r} (SPEC's: {', '.join(RULE_IDS)})")
     for decl in scenario.servers:
         _check_server(ctx, decl)
@@ -281,8 +281,9 @@ def _check_expect(ctx: _Context, step: Expect) -> None:
         ctx.add(step, "order", f"no order named {step.order!r} was placed before this step")
     if step.refused is not None and step.refused != NONE and step.refused not in REASON_CODES:
         ctx.add(step, "refused", f"unknown reason code {step.refused!r}")
-    if step.rule is not None and step.rule != NONE and step.rule not in RULE_IDS:
-        ctx.add(step, "rule", f"unknown rule ID {step.rule!r} (SPEC's: {', '.join(RULE_IDS)})")
+    if step.rule is not None and step.rule != NONE and step.rule not in (*RULE_IDS, *PRODUCT_RULES):
+        known = ", ".join((*RULE_IDS, *PRODUCT_RULES))
+        ctx.add(step, "rule", f"unknown rule ID {step.rule!r} (known: {known})")
     if step.user_key is not None and step.user_key != NONE and not _RANGE.fullmatch(step.user_key):
         ctx.add(step, "user_key", f'must be a user range such as "51-100" or "none", got {step.user_key!r}')
 

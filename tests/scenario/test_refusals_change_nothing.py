@@ -89,6 +89,7 @@ async def test_tampered_image_is_refused_before_anything_changes(
     step = result.steps[-1]
     assert step.outcome == "failed" and step.refusal is not None
     assert step.refusal.reason is reason
+    assert step.refusal.rule == "IMG-1"
     assert result.final_release == "7.2"
     assert fingerprint(server.root) == before
     assert not list(server.update_area.glob("*")), "no partial or rejected image is kept"
@@ -113,6 +114,7 @@ async def test_image_signature_invalid_when_manifest_altered(
     step = result.steps[-1]
     assert step.refusal is not None
     assert step.refusal.reason is Reason.IMAGE_SIGNATURE_INVALID
+    assert step.refusal.rule == "IMG-1"
     assert fingerprint(server.root) == before
 
 
