@@ -19,7 +19,7 @@ class ProgressView:
             BarColumn(),
             TextColumn("{task.percentage:>5.1f}%"),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=Console(stderr=True, log_path=False),
             transient=False,
         )
         self._tasks: dict[tuple[str, str], TaskID] = {}
