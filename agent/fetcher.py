@@ -33,6 +33,7 @@ from typing import Protocol
 from agent.clock import Clock, exponential_backoff
 from agent.crashpoints import hit
 from agent.errors import CancelledUpgrade, DigestError, StoreError, TransportError, VerificationError
+from agent.journal import fsync, fsync_dir
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.reasons import Reason
 
@@ -179,14 +180,6 @@ def require_verified(
     result = verify_file(path, size, sha256, chunk)
     _raise_for(result)
     return result
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def _sleep_or_cancel(clock: Clock, seconds: float, cancel: asyncio.Event | None) -> None:
@@ -346,10 +339,10 @@ def _discard(part: Path) -> None:
 def _promote(part: Path, final: Path) -> None:
     """Make the verified ``.part`` durable, then atomically rename it to ``final``."""
     with part.open("rb") as handle:
-        os.fsync(handle.fileno())
+        fsync(handle.fileno())  # skipped only in a no-fsync simulation (agent.journal.durable)
     hit("stage.promote")
     os.replace(part, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 async def fetch_image(

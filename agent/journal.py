@@ -6,6 +6,13 @@ Invariants:
 - ``persist_count`` counts every persisted step of one upgrade; past :data:`MAX_PERSISTS` the
   upgrade is ended as failed and rolled back (a crash-loop breaker, as Mender's
   ``kMaxStateDataStoreCount``).
+
+Durability: every fsync of the agent (journal, outbox, cursors, nonces, fetcher, database build)
+goes through :func:`fsync` and :func:`fsync_dir`, which skip the flush only when
+:func:`durable` says so, that is when :data:`NO_FSYNC_ENV` is ``1``. Only a fleet simulation's
+worker processes set it (``simulator/fleet/host.py``): no OS crash is simulated there, and the
+write order, the temp files and the atomic renames stay, so a killed process still leaves the old
+or the new document. Power-cut tests, chaos and real servers keep it unset (docs/power-cuts.md).
 """
 
 from __future__ import annotations
@@ -22,10 +29,27 @@ from agent.errors import StoreError
 from agent.reasons import Reason
 
 MAX_PERSISTS = 28  # as Mender: more persisted steps than this in one upgrade is a crash loop
+NO_FSYNC_ENV = "ALLWORX_SIM_NO_FSYNC"  # "1": a simulated server that no power cut can hit skips fsync
 
 
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries to disk (after a rename in it)."""
+def durable() -> bool:
+    """Whether writes are flushed to stable storage (always, unless :data:`NO_FSYNC_ENV` is ``1``).
+
+    The one place the simulation-only setting is read (docs/power-cuts.md says when it is safe).
+    """
+    return os.environ.get(NO_FSYNC_ENV) != "1"
+
+
+def fsync(fd: int) -> None:
+    """Flush an open file's bytes to stable storage (skipped in a no-fsync simulation)."""
+    if durable():
+        os.fsync(fd)
+
+
+def fsync_dir(folder: Path | str) -> None:
+    """Flush a folder's entries to disk (after a rename in it; skipped in a no-fsync simulation)."""
+    if not durable():
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -59,7 +83,7 @@ def write_atomic(path: Path, data: bytes, *, point: str | None = None) -> None:
                 crashpoints.hit(point)
             handle.write(data[half:])
             handle.flush()
-            os.fsync(handle.fileno())
+            fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:

@@ -2,10 +2,21 @@
 
 Invariants: every change is an atomic write (:mod:`agent.journal`); reading never changes
 anything; a key is verified before it is written, and a refused key leaves ``keys/`` as it was.
+
+Caching: the identity, the trust store and the verified key checks are kept in memory, each
+keyed by a :func:`fingerprint` (a digest of the names and bytes) of the files it was computed
+from and, for key checks, by ``today``. Parsing and verification are pure for a given file
+content, trust and date, so a cached result is exactly what a fresh verification would give: the
+files are read again on every call (a few small reads), and any change to ``keys/``, ``trust/``
+or ``identity.json``, by this process or another, misses the cache. Only the parsing and the
+Ed25519 signature checks are saved.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +29,27 @@ from agent.journal import Journal, read_json, write_atomic, write_json
 from agent.keys import KeyCheck, SignedKey, TrustStore, check_key, load_trust, parse_key_text
 from agent.policy import ServerFacts
 from agent.reasons import Reason
+
+
+def fingerprint(folder: Path, suffix: str = "") -> bytes:
+    """A SHA-256 over the names and contents of the regular files in ``folder`` ending with ``suffix``.
+
+    Keyed by content, not by timestamps: any change of a file's bytes, any new or removed file
+    changes it, however fast the edits come. A missing folder has the digest of nothing.
+    """
+    digest = hashlib.sha256()
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(suffix) and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    for name in names:
+        try:
+            data = (folder / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # removed meanwhile: as if it were never there
+        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return digest.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +80,9 @@ class ServerDir:
         self.root = root
         self.bootloader = Bootloader(root / "boot.json")
         self.journal = Journal(root / "journal.json")
+        self._identity: tuple[bytes, Identity] | None = None  # (identity.json's bytes, parsed)
+        self._trust: tuple[bytes, TrustStore] | None = None  # (fingerprint of trust/, loaded)
+        self._checks: tuple[tuple[Any, ...], tuple[KeyCheck, ...]] | None = None  # (inputs, checks)
 
     # --- layout ---------------------------------------------------------------------------
     @property
@@ -85,10 +120,21 @@ class ServerDir:
         Raises:
             StoreError: missing or malformed.
         """
-        self.check_exists()
-        raw = read_json(self.root / "identity.json")
+        path = self.root / "identity.json"
         try:
-            return Identity(
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(f"{self.root} is not a server directory (no identity.json)") from exc
+        except OSError as exc:
+            raise StoreError(f"{path} is unreadable: {exc}") from exc
+        if self._identity is not None and self._identity[0] == data:
+            return self._identity[1]
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
+            raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
+        try:
+            identity = Identity(
                 serial=raw["serial"],
                 model=raw["model"],
                 mac=raw["mac"],
@@ -98,6 +144,8 @@ class ServerDir:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.root / 'identity.json'} is malformed: {exc}") from exc
+        self._identity = (data, identity)
+        return identity
 
     def slot_info(self, slot: str) -> SlotInfo | None:
         """Return what ``slot`` holds, or None when it is empty or unreadable."""
@@ -128,8 +176,22 @@ class ServerDir:
         return ServerFacts(serial=ident.serial, model=ident.model, release=info.version, build=info.build)
 
     def trust(self) -> TrustStore:
-        """The pinned vendor root and revocations."""
-        return load_trust(self.trust_dir)
+        """The pinned vendor root and revocations (cached while ``trust/`` is unchanged).
+
+        Raises:
+            StoreError: the root is missing or malformed, or the revocation list unreadable.
+            VerificationError: the stored revocation list is malformed or not signed by the root.
+        """
+        digest = fingerprint(self.trust_dir)
+        if self._trust is not None and self._trust[0] == digest:
+            return self._trust[1]
+        trust = load_trust(self.trust_dir)
+        self._trust = (digest, trust)
+        return trust
+
+    def _trust_digest(self) -> bytes:
+        """The fingerprint the cached trust store was loaded from (call after :meth:`trust`)."""
+        return self._trust[0] if self._trust is not None else b""
 
     def installed_keys(self) -> list[SignedKey]:
         """Every installed key that parses (a file that does not is skipped: it was never valid)."""
@@ -142,9 +204,21 @@ class ServerDir:
         return keys
 
     def key_checks(self, today: date) -> list[KeyCheck]:
-        """Every installed key verified for this server on ``today``."""
+        """Every installed key verified for this server on ``today``.
+
+        Cached: a key check is pure for a given key file, trust store, serial and date, so the
+        result is reused while ``keys/``, ``trust/``, ``identity.json`` and ``today`` are unchanged.
+
+        Raises:
+            StoreError: the trust store or the identity is unreadable.
+        """
         trust, serial = self.trust(), self.identity().serial
-        return [check_key(key, trust, serial, today) for key in self.installed_keys()]
+        inputs = (fingerprint(self.keys_dir, ".key"), self._trust_digest(), serial, today)
+        if self._checks is not None and self._checks[0] == inputs:
+            return list(self._checks[1])
+        checks = tuple(check_key(key, trust, serial, today) for key in self.installed_keys())
+        self._checks = (inputs, checks)
+        return list(checks)
 
     def key_digest(self) -> str:
         """A content checksum of every installed key (for "keys intact" checks)."""

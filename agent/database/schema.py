@@ -25,6 +25,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from agent.errors import DatabaseError
+from agent.journal import durable
 from agent.reasons import Reason
 
 NEW_MODEL = 20  # rule DB-1: the first schema of the data model introduced by 7.1
@@ -211,7 +212,9 @@ def create_empty(path: Path | str, schema: int) -> None:
 
 
 def fsync_file(path: Path | str) -> None:
-    """Flush ``path``'s bytes to stable storage."""
+    """Flush ``path``'s bytes to stable storage (skipped only in a no-fsync simulation)."""
+    if not durable():
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -220,7 +223,9 @@ def fsync_file(path: Path | str) -> None:
 
 
 def fsync_dir(path: Path | str) -> None:
-    """Flush the directory entry changes of ``path`` (a directory) to stable storage."""
+    """Flush the directory entry changes of ``path`` (a directory) to stable storage (as above)."""
+    if not durable():
+        return
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)

@@ -23,7 +23,7 @@ import contextlib
 import json
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ import structlog
 
 from agent.clock import Clock, SystemClock, exponential_backoff
 from agent.errors import AllworxError, BrokerError
+from agent.limits import DEFAULT_LIMITS, Limits
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
 from agent.mqtt.dispatch import Dispatcher
@@ -57,6 +58,7 @@ class AgentOptions:
     backoff_cap: float = 30.0  # the longest reconnect delay
     timing: Timing | None = None  # the simulated hardware's durations (reboot, database)
     protocol: Protocol | None = None  # None: MQTT 5 first, 3.1.1 when the broker refuses it
+    limits: Limits = DEFAULT_LIMITS  # download limits; bandwidth paces downloads on the injected clock
 
 
 class Agent:
@@ -86,6 +88,7 @@ class Agent:
         self._loop_thread = threading.get_ident()
         self._last_progress: dict[str, float] = {}
         self._job: asyncio.Task[None] | None = None
+        self._staging = False  # whether the running job only stages (an upgrade may follow it)
         self._cancel = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self.dispatcher = Dispatcher(self, NonceWindow(server.root / "agent" / "nonces.json"))
@@ -115,14 +118,26 @@ class Agent:
         """Whether an upgrade (or a recovery) is running."""
         return self._job is not None and not self._job.done()
 
-    def start_job(self, work: Callable[[Upgrader], Awaitable[Any]], what: str) -> None:
+    @property
+    def staging(self) -> bool:
+        """Whether the running job is a ``stage`` (download and verify only)."""
+        return self.upgrading and self._staging
+
+    def start_job(
+        self, work: Callable[[Upgrader], Awaitable[Any]], what: str, *, staging: bool = False
+    ) -> None:
         """Run ``work`` with a fresh upgrader in the background (one at a time).
+
+        A job started while a staging job runs waits for it first (it then finds the images
+        staged and verified), so two jobs never touch the server at once.
 
         Raises:
             RuntimeError: an upgrade is already running, or the daemon is not running.
         """
-        if self.upgrading or self._tasks is None:
+        if (self.upgrading and not self.staging) or self._tasks is None:
             raise RuntimeError("an upgrade is already running, or the agent is not running")
+        previous = self._job if self.upgrading else None
+        self._staging = staging
         self._cancel = asyncio.Event()
         upgrader = Upgrader(
             self.server,
@@ -131,8 +146,10 @@ class Agent:
             on_event=self.on_upgrade_event,
             cancel=self._cancel,
             timing=self.options.timing,
+            limits=self.options.limits,
         )
-        self._job = self._tasks.create_task(self._guard_job(work(upgrader), what), name=f"job-{what}")
+        job = self._guard_job(work(upgrader), what, previous)
+        self._job = self._tasks.create_task(job, name=f"job-{what}")
 
     def cancel_job(self) -> bool:
         """Ask the running upgrade to stop; return whether one was running."""
@@ -141,9 +158,18 @@ class Agent:
         self._cancel.set()
         return True
 
-    async def _guard_job(self, work: Awaitable[Any], what: str) -> None:
+    async def _guard_job(
+        self, work: Awaitable[Any], what: str, previous: asyncio.Task[None] | None = None
+    ) -> None:
         with structlog.contextvars.bound_contextvars(serial=self.topics.serial, job=what):
             try:
+                if previous is not None:
+                    try:
+                        await asyncio.shield(previous)  # the staging this job follows (it never raises)
+                    except BaseException:
+                        if isinstance(work, Coroutine):
+                            work.close()  # never started: close it rather than leave it un-awaited
+                        raise
                 await work
             except AllworxError as exc:
                 log.warning("upgrade_aborted", reason=exc.reason.value, error=str(exc))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.errors import StoreError
+from agent.errors import AllworxError, StoreError
 from agent.mqtt.commands import NonceWindow, check_command
 from agent.mqtt.connection import Inbound, Link
 from agent.mqtt.messages import Command, Reply, Status, dump
@@ -28,6 +28,7 @@ from agent.store import checks_json
 
 if TYPE_CHECKING:
     from agent.mqtt.daemon import Agent
+    from agent.upgrader import Upgrader
 
 log = structlog.get_logger("agent.mqtt.commands")
 Outcome = tuple[Refusal | None, dict[str, Any] | None]
@@ -76,13 +77,15 @@ class Dispatcher:
             refusal, result = Refusal(exc.reason, "STORE", str(exc)), None
         return self._reply(name, command.client_token, refusal, result)
 
-    def _dispatch(self, command: Command) -> Outcome:
+    def _dispatch(self, command: Command) -> Outcome:  # noqa: PLR0911  # reason: one return per command
         args = command.args
         match command.command:
             case "upgrade":
                 return self._upgrade(str(args["to"]), command.client_token)
             case "plan":
                 return None, self._plan(str(args["to"])).as_dict()
+            case "stage":
+                return self._stage(str(args["to"]), command.client_token)
             case "cancel":
                 if not self.agent.cancel_job():
                     return Refusal(Reason.NO_UPGRADE_RUNNING, "CMD-5", "No upgrade is running."), None
@@ -100,12 +103,37 @@ class Dispatcher:
         return make_plan(self.agent.catalog, server.facts(), server.key_checks(now.date()), target, now)
 
     def _upgrade(self, target: str, token: str) -> Outcome:
-        if self.agent.upgrading:
+        if self.agent.upgrading and not self.agent.staging:  # a staging job is waited for
             return Refusal(Reason.UPGRADE_IN_PROGRESS, "CMD-5", "An upgrade is already running."), None
         planned = self._plan(target)
         if planned.steps and not planned.steps[0].allowed and planned.refusal is not None:
             return planned.refusal, {"plan": planned.as_dict()}  # the server would not: rejected
         self.agent.start_job(lambda upgrader: upgrader.upgrade(target), f"upgrade-{token}")
+        return None, {"job": token, "plan": planned.as_dict()}
+
+    def _stage(self, target: str, token: str) -> Outcome:
+        """Start downloading and verifying the plan's images (``Upgrader.stage``); activate nothing.
+
+        Answered at once like ``upgrade``; the end arrives as a ``staged`` event. An ``upgrade``
+        received meanwhile waits for the staging and reuses what it verified.
+        """
+        if self.agent.upgrading:
+            return Refusal(Reason.UPGRADE_IN_PROGRESS, "CMD-5", "An upgrade is already running."), None
+        planned = self._plan(target)
+        if planned.steps and not planned.steps[0].allowed and planned.refusal is not None:
+            return planned.refusal, {"plan": planned.as_dict()}  # nothing the server may install
+        agent = self.agent
+
+        async def stage(upgrader: Upgrader) -> None:
+            try:
+                builds = await upgrader.stage(target)
+            except AllworxError as exc:
+                agent.record({"type": "staged", "target": target, "outcome": "failed", "builds": [],
+                              "reason": exc.reason.value, "message": str(exc)})  # fmt: skip
+                raise
+            agent.record({"type": "staged", "target": target, "outcome": "staged", "builds": builds})
+
+        agent.start_job(stage, f"stage-{token}", staging=True)
         return None, {"job": token, "plan": planned.as_dict()}
 
     def _install_key(self, text: str) -> Outcome:

@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 MAX_COMMAND_BYTES = 64 * 1024  # bytes, the largest command payload read at all
 MAX_KEY_TEXT = 16 * 1024  # characters of a key file sent with install-key
-CommandName = Literal["upgrade", "plan", "cancel", "install-key", "report"]
+CommandName = Literal["upgrade", "plan", "stage", "cancel", "install-key", "report"]
 Status = Literal["accepted", "rejected"]
 
 _HEX64 = r"^[0-9a-f]{128}$"
@@ -42,6 +42,12 @@ class PlanArgs(_Strict):
     to: str = Field(pattern=_RELEASE)
 
 
+class StageArgs(_Strict):
+    """``stage``: download and verify every image a plan to ``to`` needs; activate nothing."""
+
+    to: str = Field(pattern=_RELEASE)
+
+
 class NoArgs(_Strict):
     """``cancel`` and ``report`` take no arguments."""
 
@@ -55,6 +61,7 @@ class InstallKeyArgs(_Strict):
 ARGS_MODELS: dict[str, type[_Strict]] = {
     "upgrade": UpgradeArgs,
     "plan": PlanArgs,
+    "stage": StageArgs,
     "cancel": NoArgs,
     "install-key": InstallKeyArgs,
     "report": NoArgs,
@@ -127,7 +134,7 @@ class StateDocument(BaseModel):
 
 
 class EventMessage(BaseModel):
-    """One ``events`` message: a transition, progress, refusal, resumption, result or command."""
+    """One ``events`` message: a transition, progress, refusal, resumption, result, staging or command."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
@@ -136,7 +143,7 @@ class EventMessage(BaseModel):
     serial: str
     site: str
     at: datetime
-    type: Literal["transition", "progress", "refused", "resumed", "result", "command"]
+    type: Literal["transition", "progress", "refused", "resumed", "result", "staged", "command"]
 
 
 class Availability(_Strict):

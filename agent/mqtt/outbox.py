@@ -7,7 +7,8 @@ Invariants:
 - sequence numbers start at 1 and increase by exactly one per event, across restarts and
   compactions: the next number is one more than the highest ever assigned (the log's last line,
   or the cursor's ``last`` once the log was compacted), so they never repeat or gap;
-- an event is on disk (fsync'd) before :meth:`Outbox.append` returns, so a kill loses nothing;
+- an event is on disk (fsync'd, unless the simulation-only setting of :func:`agent.journal.durable`
+  is on) before :meth:`Outbox.append` returns, so a kill loses nothing;
 - :meth:`Outbox.pending` returns the undelivered events in sequence order; delivery is
   at-least-once (a crash between PUBACK and :meth:`Outbox.delivered` re-sends), and readers drop
   a sequence number they have already seen;
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
-from agent.journal import read_json, write_json
+from agent.journal import fsync, read_json, write_json
 from agent.reasons import Reason
 
 COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
@@ -88,7 +89,7 @@ class Outbox:
         try:
             self._log.write(line)
             self._log.flush()
-            os.fsync(self._log.fileno())
+            fsync(self._log.fileno())
         except OSError as exc:
             reason = Reason.NO_SPACE if exc.errno == 28 else Reason.BAD_INPUT
             raise StoreError(f"cannot write {self.log_path}: {exc.strerror}", reason=reason) from exc

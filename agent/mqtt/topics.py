@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 ROOT = "allworx"
-COMMANDS = ("upgrade", "plan", "cancel", "install-key", "report")
+COMMANDS = ("upgrade", "plan", "stage", "cancel", "install-key", "report")
 _LEVEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 

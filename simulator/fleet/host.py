@@ -8,6 +8,11 @@ hosts with synchronised clocks) and the campaign controller agree on the simulat
 
 Invariants: a host never writes outside its servers' folders; SIGTERM stops its agents cleanly
 (each publishes ``offline`` itself); the workers are the caller's children and are stopped by it.
+
+Durability: a host whose :attr:`HostConfig.durable` is false turns on, for its own process only,
+the simulation-only no-fsync setting (:func:`agent.journal.durable`): it simulates no OS crash
+or power cut, so a flush to stable storage protects nothing there (docs/power-cuts.md). The
+default is durable; ``allworx-sim fleet`` and the fleet benchmark turn it off.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import SimClock
+from agent.journal import NO_FSYNC_ENV
+from agent.limits import DEFAULT_LIMITS, Limits
 from agent.mqtt.connection import BrokerSettings, Link, Protocol
 from agent.mqtt.daemon import Agent, AgentOptions
 from agent.mqtt.messages import Availability, dump
@@ -46,6 +54,8 @@ class HostConfig:
     protocol: str | None = None  # "5", "3.1.1", or None (MQTT 5, falling back)
     keepalive: int = 60  # seconds
     progress_interval: float = 2.0  # real seconds between two progress events of one phase
+    limits: Limits = DEFAULT_LIMITS  # each agent's download limits (the link's bandwidth, on the sim clock)
+    durable: bool = True  # False: skip fsync in this host's process (no power cut is simulated)
 
 
 def anchored_clock(start: datetime, speed: float, epoch: float) -> SimClock:
@@ -64,9 +74,14 @@ async def host_agents(
     message matching *any* subscription to each connecting client, and fails when subscriptions
     change meanwhile, so the agents connect first).
 
+    When ``config.durable`` is false, this whole process skips fsync from then on (see the module
+    docstring): call it so only in a process that hosts nothing but simulated servers.
+
     Raises:
         StoreError: a server folder is unreadable.
     """
+    if not config.durable:
+        os.environ[NO_FSYNC_ENV] = "1"
     clock = anchored_clock(config.start, config.speed, config.epoch)
     catalog = default_catalog()
     options = AgentOptions(
@@ -76,6 +91,7 @@ async def host_agents(
         progress_interval=config.progress_interval,
         timing=Timing(),
         protocol=Protocol(config.protocol) if config.protocol else None,
+        limits=config.limits,
     )
     agents = [Agent(ServerDir(path), options, clock=clock, catalog=catalog) for path in dirs]
     async with asyncio.TaskGroup() as tasks:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from datetime import time as daytime
 
 from agent.clock import SimClock
+from agent.limits import DEFAULT_LIMITS, Limits
 from agent.mqtt.connection import BrokerSettings, Protocol, connect
 from simulator.broker import EmbeddedBroker
 from simulator.fleet.build import Fleet
@@ -51,8 +52,14 @@ async def simulate(
     workers: int = 1,
     protocol: Protocol | None = None,
     ready_timeout: float = 120.0,
+    limits: Limits = DEFAULT_LIMITS,
+    durable: bool = True,
 ) -> AsyncIterator[Simulation]:
     """Run the fleet's agents against ``broker`` (the embedded one when None).
+
+    ``limits`` go to every agent (the link's bandwidth paces downloads on the simulated clock).
+    ``durable=False`` skips fsync in the hosting processes (simulation only, docs/power-cuts.md);
+    with ``workers=0`` that is this very process, so tests keep the default.
 
     Raises:
         RuntimeError: the embedded broker could not start, or the agents did not connect in time.
@@ -68,6 +75,8 @@ async def simulate(
             speed=speed,
             epoch=time.time(),
             protocol=protocol.value if protocol else None,
+            limits=limits,
+            durable=durable,
         )
         settings = BrokerSettings(url=broker, timeout=60.0)
         running = [fleet.server_dir(p) for p in fleet.plans if not p.offline]

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from agent.store import ServerDir
 from fleet.campaign.controller import Controller, control_topic, load, sign_control
-from fleet.campaign.model import Campaign
+from fleet.campaign.model import Campaign, Member
 from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import AbortRule, CampaignSpec, Window
 from fleet.client import FleetClient
@@ -245,17 +246,41 @@ async def test_controller_restart_resumes_from_retained_state(
 async def test_window_stages_first_and_starts_inside(
     tmp_path: Path, mosquitto_broker: BrokerUnderTest
 ) -> None:
-    """Before the window opens nothing is activated; every upgrade starts inside the window."""
+    """Servers stage their images before the window opens and activate only inside it."""
     fleet = make_fleet(tmp_path, servers=8)
+    dirs = {p.serial: ServerDir(fleet.server_dir(p)) for p in fleet.plans}
     async with running(fleet, mosquitto_broker, "w") as run:
         now = run.sim.clock().now()
-        opens = now + timedelta(minutes=60)  # 1.2 s at x3000
+        opens = now + timedelta(minutes=150)  # 3 s at x3000
         spec = CampaignSpec(
             campaign_id=f"c{uuid.uuid4().hex[:8]}", window=Window(opens, opens + timedelta(hours=10))
         )
         campaign = await run.controller.prepare(spec)
-        await drive(run, campaign)
+        waiting = [m for m in campaign.members.values() if m.status == "pending"]
+        assert waiting
+        task = asyncio.create_task(drive(run, campaign))
+
+        def staged(member: Member) -> bool:
+            server = dirs[member.serial]
+            return (
+                member.status == "staged"
+                and any(server.update_area.glob("*.img"))
+                and not any(server.update_area.glob("*.part"))
+            )
+
+        async with asyncio.timeout(30):
+            while True:  # polls the folders: no event says a download finished
+                if all(staged(m) for m in waiting):
+                    break
+                await asyncio.sleep(0.02)
+        assert run.sim.clock().now() < opens  # staged before the window opened
+        assert all(m.staged and m.started is None for m in waiting)  # every agent accepted `stage`
+        assert all(dirs[m.serial].committed().version == m.release for m in waiting)  # nothing activated
+        assert all(dirs[m.serial].journal.load() is None for m in waiting)
+        campaign = await task
     assert campaign.status == "completed" and accounted(campaign)
     start = (opens - campaign.created).total_seconds()
     assert all((m.started or 0) >= start for m in campaign.members.values())
+    assert all(when >= start for m in campaign.members.values() for when, _ in m.steps)
+    assert all(m.status == "succeeded" for m in waiting)
     assert any(e["event"] == "window_opened" for e in campaign.log)
