@@ -169,6 +169,14 @@ def send_upgrade(target: str, wait: bool, wait_timeout: float, **params: Any) ->
     _exchange(params, "upgrade", {"to": target}, wait_timeout if wait else None)
 
 
+@send.command("stage")
+@command_options
+@click.option("--to", "target", required=True, help="The release whose images to stage.")
+def send_stage(target: str, **params: Any) -> None:
+    """Download and verify every image a plan to a release needs into the Update Area; activate nothing."""
+    _exchange(params, "stage", {"to": target}, None)
+
+
 @send.command("plan")
 @command_options
 @click.option("--to", "target", required=True, help="The release to plan for.")

@@ -107,9 +107,17 @@ class Dispatcher:
             return Refusal(Reason.UPGRADE_IN_PROGRESS, "CMD-5", "An upgrade is already running."), None
         planned = self._plan(target)
         if planned.steps and not planned.steps[0].allowed and planned.refusal is not None:
+            self._remember_rejection(planned.as_dict())
             return planned.refusal, {"plan": planned.as_dict()}  # the server would not: rejected
         self.agent.start_job(lambda upgrader: upgrader.upgrade(target), f"upgrade-{token}")
         return None, {"job": token, "plan": planned.as_dict()}
+
+    def _remember_rejection(self, planned: dict[str, Any]) -> None:
+        """A refused upgrade is the server's last result too: the retained state must say why."""
+        result = {**planned, "outcome": "rejected", "at": self.agent.clock.now().isoformat()}
+        result["steps"] = [step for step in planned["steps"] if step["outcome"] == "refused"]
+        self.agent.server.record_result(result)
+        self.agent.mark_state_dirty()
 
     def _stage(self, target: str, token: str) -> Outcome:
         """Start downloading and verifying the plan's images (``Upgrader.stage``); activate nothing.

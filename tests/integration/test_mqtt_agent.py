@@ -97,8 +97,16 @@ async def test_policy_refusal_is_rejected_with_reason(broker: BrokerUnderTest, s
         FleetClient.open(BrokerSettings(url=broker.url), default_operator(), broker.protocol) as fleet,
     ):
         reply = await fleet.send(topics.site, topics.serial, "upgrade", {"to": "6.9"})
+        last: dict[str, Any] = {}
+        for _ in range(40):  # the retained state follows within the state publisher's merge delay
+            (state,) = await fleet.states(topics.site)
+            last = state.get("last_result") or {}
+            if last.get("outcome") == "rejected":
+                break
+            await asyncio.sleep(0.1)
     assert (reply["status"], reply["reason"], reply["rule"]) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
     assert server.committed().version == "7.0"
+    assert (last["outcome"], last["reason"], last["rule"]) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
 
 
 MALFORMED: list[tuple[str, str, str]] = [  # (case, command topic, expected reason)
