@@ -20,6 +20,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,33 @@ def disk_error(exc: OSError, what: str = "disk error") -> StoreError:
     """Translate an OS error into the product's error (reason NO_SPACE when the disk is full)."""
     reason = Reason.NO_SPACE if exc.errno == errno.ENOSPC else Reason.BAD_INPUT
     return StoreError(f"{what}: {exc.strerror or exc}", reason=reason)
+
+
+def create_folder_once(folder: Path, marker: str, build: Callable[[Path], None], what: str) -> None:
+    """Create ``folder`` by running ``build`` on a temporary sibling and renaming it into place.
+
+    Race-safe: when several processes create the same folder at once, one rename wins and the
+    others drop their work, as long as the winner's ``marker`` file is there.
+
+    Raises:
+        StoreError: the folder cannot be created.
+    """
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as exc:
+        raise StoreError(f"{folder}: cannot create the {what}: {exc.strerror}") from exc
+    try:
+        build(work)
+        try:
+            os.rename(work, folder)  # atomic; fails when another process created it first
+        except OSError:
+            if not (folder / marker).exists():
+                raise
+    except OSError as exc:
+        raise StoreError(f"{folder}: cannot create the {what}: {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def write_atomic(path: Path, data: bytes, *, point: str | None = None) -> None:

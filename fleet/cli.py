@@ -16,19 +16,14 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import AllworxGroup
+from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail
 from agent.errors import AllworxError
 from agent.mqtt.connection import BrokerSettings
 from fleet.client import FleetClient
 from fleet.operator import OperatorKey, default_operator, load_key_file
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_OK, EXIT_ERROR, EXIT_REJECTED = 0, 1, 2
-
-
-def _fail(reason: str, message: str, code: int = EXIT_ERROR) -> None:
-    click.echo(f"error: {reason}: {message}", err=True)
-    sys.exit(code)
+EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as everywhere
 
 
 def broker_options(func: F) -> F:
@@ -63,8 +58,7 @@ def _settings(params: dict[str, Any]) -> BrokerSettings:
             password=params["password"],
         )
     except ValueError as exc:
-        _fail("BAD_INPUT", str(exc))
-        raise  # unreachable: _fail exits
+        fail("BAD_INPUT", str(exc))
 
 
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,8 +91,7 @@ def _operator(path: Path | None) -> OperatorKey:
     try:
         return load_key_file(path) if path else default_operator()
     except AllworxError as exc:
-        _fail(exc.reason.value, str(exc))
-        raise  # unreachable
+        fail(exc.reason.value, str(exc))
 
 
 def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: float | None) -> None:
@@ -127,9 +120,9 @@ def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: flo
     try:
         reply = asyncio.run(go())
     except AllworxError as exc:
-        _fail(exc.reason.value, str(exc))
+        fail(exc.reason.value, str(exc))
     except TimeoutError:
-        _fail("TIMEOUT", f"no answer from {params['site']}/{params['serial']} in time")
+        fail("TIMEOUT", f"no answer from {params['site']}/{params['serial']} in time")
     _print_reply(reply, as_json)
 
 
@@ -221,7 +214,7 @@ def status(site: str | None, **params: Any) -> None:
     try:
         states = asyncio.run(go())
     except AllworxError as exc:
-        _fail(exc.reason.value, str(exc))
+        fail(exc.reason.value, str(exc))
     if params["as_json"]:
         click.echo(json.dumps({"servers": states}, indent=2))
         return

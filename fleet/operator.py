@@ -13,13 +13,12 @@ place and renamed into it; the loser loads the winner's key, so every process si
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent import crypto
 from agent.errors import StoreError
+from agent.journal import create_folder_once
 
 HOME_VARIABLE = "ALLWORX_SIM_HOME"
 PRIVATE_FILE = "operator.key"
@@ -72,22 +71,10 @@ def default_operator(folder: Path | None = None) -> OperatorKey:
 
 
 def _create(folder: Path) -> None:
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    except OSError as exc:
-        raise StoreError(f"{folder}: cannot create the operator key: {exc.strerror}") from exc
-    try:
+    def build(work: Path) -> None:
         private = crypto.generate_private_key()
         (work / PRIVATE_FILE).write_text(private.hex() + "\n")
         os.chmod(work / PRIVATE_FILE, 0o600)
         (work / PUBLIC_FILE).write_text(crypto.public_key(private).hex() + "\n")
-        try:
-            os.rename(work, folder)  # atomic; fails when another process created it first
-        except OSError:
-            if not (folder / PRIVATE_FILE).exists():
-                raise
-    except OSError as exc:
-        raise StoreError(f"{folder}: cannot create the operator key: {exc.strerror}") from exc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    create_folder_once(folder, PRIVATE_FILE, build, "operator key")

@@ -21,8 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -32,6 +30,7 @@ from agent import crypto
 from agent.armor import parse_token
 from agent.crypto import Certificate, SignedDocument
 from agent.errors import KeyFormatError, StoreError
+from agent.journal import create_folder_once
 from agent.revocation import (
     REVOCATIONS_FILE,
     RevocationList,
@@ -91,22 +90,7 @@ class VendorKeyring:
 
     @classmethod
     def _create(cls, path: Path) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot create the vendor keyring: {exc.strerror}") from exc
-        try:
-            cls._build(work)
-            try:
-                os.rename(work, path)  # atomic; fails if another process already put a keyring there
-            except OSError:
-                if not (path / KEYRING_FILE).exists():
-                    raise
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot create the vendor keyring: {exc.strerror}") from exc
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        create_folder_once(path, KEYRING_FILE, cls._build, "vendor keyring")
 
     @staticmethod
     def _build(work: Path) -> None:

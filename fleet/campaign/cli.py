@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from agent.cliutil import fail
 from agent.clock import Clock, SimClock, SystemClock, parse_now
 from agent.errors import AllworxError
 from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
@@ -53,11 +54,6 @@ def _spec(p: dict[str, Any]) -> CampaignSpec:
         gate_phases=p["gate"],
         networks=networks,
     )
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @click.group()
@@ -122,7 +118,7 @@ def start(**p: Any) -> None:
     try:
         result = asyncio.run(go())
     except (AllworxError, ValueError) as exc:
-        _fail(str(exc))
+        fail(exc.reason.value if isinstance(exc, AllworxError) else "BAD_INPUT", str(exc))
     if p["dry_run"]:
         click.echo(
             json.dumps({"dry_run": result}, indent=1)
@@ -151,8 +147,7 @@ def status(**p: Any) -> None:
 
     found = asyncio.run(go())
     if found is None:
-        _fail(f"no campaign {p['campaign_id']!r} on the broker")
-        return
+        fail("BAD_INPUT", f"no campaign {p['campaign_id']!r} on the broker")
     click.echo(json.dumps(summary(found), indent=1))
 
 
@@ -201,4 +196,4 @@ def watch_command(broker: str, duration: float | None, until_done: str | None, p
     except KeyboardInterrupt:
         return
     except AllworxError as exc:
-        _fail(str(exc))
+        fail(exc.reason.value, str(exc))
