@@ -10,7 +10,9 @@ Invariants (STYLE 9):
   transport trouble (an ``OSError`` from the source) is retried with jittered exponential backoff
   on the injected clock, resuming from the bytes already written. A cancel or a power cut keeps
   the ``.part`` so the next run resumes from it (its bytes are hashed again first).
-- Memory stays flat: one reused buffer of ``limits.chunk_size`` bytes per fetch.
+- Memory stays flat: one scratch buffer of ``limits.chunk_size`` bytes per thread, shared by all
+  of a thread's fetches (a fleet host runs thousands at once). Safe because a chunk is read,
+  hashed and written with no ``await`` in between: nothing else runs in the thread meanwhile.
 
 This is the one module that turns the source's ``OSError`` into ``TransportError`` (STYLE 7).
 """
@@ -25,6 +27,7 @@ import io
 import os
 import random
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,15 @@ from agent.reasons import Reason
 
 PART_SUFFIX = ".part"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_local = threading.local()
+
+
+def _scratch(size: int) -> memoryview:
+    """This thread's reusable buffer, at least ``size`` bytes (see the module's memory invariant)."""
+    buffer: bytearray | None = getattr(_local, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _local.buffer = bytearray(size)
+    return memoryview(buffer)[:size]
 
 
 class Source(Protocol):
@@ -152,7 +164,8 @@ def verify_file(path: Path, size: int, sha256: str, chunk: int = DEFAULT_LIMITS.
         failed = _size_result(os.fstat(handle.fileno()).st_size, size)
         if failed is not None:
             return failed
-        buffer = memoryview(bytearray(chunk))
+        chunk = max(1, min(chunk, size))
+        buffer = _scratch(chunk)
         done = 0
         while done < size:
             count = handle.readinto(buffer[: min(chunk, size - done)])
@@ -217,7 +230,7 @@ class _Download:
     buffer: memoryview = field(init=False)
 
     def __post_init__(self) -> None:
-        self.buffer = memoryview(bytearray(self.limits.chunk_size))
+        self.buffer = _scratch(min(self.limits.chunk_size, self.size + 1))
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
