@@ -14,6 +14,7 @@ manifest, :class:`~agent.errors.CatalogError` (file, entry, problem) for a malfo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -120,12 +121,9 @@ def encode_signed_manifest(doc: SignedDocument) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("ascii")
 
 
-def _read_document(path: Path) -> tuple[SignedDocument, dict[str, Any]]:
-    file = str(path)
+def _parse_document(file: str, raw: bytes) -> tuple[SignedDocument, dict[str, Any]]:
     try:
-        data = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise CatalogError(file, "(file)", f"cannot read: {exc.strerror}") from exc
+        data = json.loads(raw)
     except ValueError as exc:
         raise CatalogError(file, "(file)", f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
@@ -151,9 +149,25 @@ def load_manifest(path: Path, root_public: bytes, today: date) -> Manifest:
         SignatureError: not signed by a "releases" certificate of the pinned root, or altered
             (reason ``IMAGE_SIGNATURE_INVALID``).
     """
-    doc, data = _read_document(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CatalogError(str(path), "(file)", f"cannot read: {exc.strerror}") from exc
+    return _verified(str(path), raw, root_public, today)
+
+
+@functools.lru_cache(maxsize=512)
+def _verified(file: str, raw: bytes, root_public: bytes, today: date) -> Manifest:
+    """Verify and parse one manifest's bytes, remembered by content, trust root and day.
+
+    The key holds every input of the verdict, so a changed file, another root or another day
+    verifies afresh; a failure raises and is never remembered. A fleet host's servers share one
+    repository: each manifest is verified once a simulated day, not once per server and step.
+    """
+    doc, data = _parse_document(file, raw)
     crypto.require_document(doc, root_public, "releases", today, reason=Reason.IMAGE_SIGNATURE_INVALID)
-    manifest = manifest_from_dict(data, str(path))
+    manifest = manifest_from_dict(data, file)
+    path = Path(file)
     if path.suffix == ".manifest" and path.stem != manifest.build:
-        raise CatalogError(str(path), f"manifest {manifest.build!r}", "the file name names another build")
+        raise CatalogError(file, f"manifest {manifest.build!r}", "the file name names another build")
     return manifest
