@@ -265,12 +265,15 @@ class Campaign:
         member.current = release or member.current
         last = doc.get("last_result") or {}
         member.last_at = last.get("at") or member.last_at
+        late = member.status == "offline" and member.reason == Reason.SERVER_OFFLINE.value
         if (
-            member.status == RUNNING
+            (member.status == RUNNING or late)
             and doc.get("state") == "idle"
             and last
             and last.get("at") != member.baseline
         ):
+            if late:  # its answer was lost or late, but its result came: it was busy, not offline
+                member.status = RUNNING
             outcome = str(last.get("outcome", "failed"))
             self.finish(
                 serial,
@@ -300,7 +303,7 @@ class Campaign:
             )
 
     def on_lost(self, serial: str, command: str, now: datetime) -> None:
-        """A command got no answer in time: the server is offline."""
+        """A command got no answer in time: the server is offline (until a later result says otherwise)."""
         member = self.members.get(serial)
         if member is None:
             return

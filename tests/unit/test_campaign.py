@@ -204,3 +204,18 @@ def test_spec_validation(bad: dict[str, Any]) -> None:
     """Out-of-range specs are refused on construction."""
     with pytest.raises(ValueError, match=r"."):
         CampaignSpec(campaign_id="c", **bad)
+
+
+def test_a_late_result_overrides_offline() -> None:
+    """A server whose upgrade answer timed out, but whose result then arrives, gets that result."""
+    campaign = fleet(2, CampaignSpec(campaign_id="c", batch="100%"))
+    campaign.decide(NOW)
+    campaign.on_lost("S000", "upgrade", NOW)
+    campaign.on_lost("S001", "upgrade", NOW)
+    assert campaign.counts() == {"offline": 2}
+    later = NOW + timedelta(minutes=5)
+    campaign.on_state("S000", state("S000", "8.3", at=later.isoformat()), later)
+    assert campaign.counts() == {"offline": 1, "succeeded": 1}
+    assert campaign.members["S000"].reason is None
+    campaign.on_state("S001", state("S001", "8.2"), later)  # no new result: still offline
+    assert campaign.members["S001"].status == "offline"
