@@ -26,6 +26,7 @@ from agent.cliutil import (
     open_server,
     server_options,
 )
+from agent.errors import VerificationError
 from agent.logs import configure_logging
 from agent.planner import plan as make_plan
 from agent.status import status_document
@@ -175,6 +176,45 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
         if as_json:
             click.echo(f"error: {document['reason']}: {document['message']}", err=True)
         sys.exit(EXIT_REFUSED)
+
+
+@keys.command("install-revocations")
+@server_options
+@click.argument("list_file", type=click.Path(path_type=Path))
+@guarded
+def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, list_file: Path) -> None:
+    """Verify the vendor's revocation list and install it if newer (rule SWM-2: revoked keys stop counting).
+
+    Exit 2 when the list is refused (malformed, not the vendor's, or not newer than the installed
+    one); the installed list and keys are then unchanged. Installing the same list again is a no-op.
+    """
+    server = open_server(server_dir)
+    try:
+        text = list_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail("BAD_INPUT", f"cannot read {list_file}: {exc}")
+    today = clock_for(now).now().date()
+    before = server.trust()
+    try:
+        trust = server.install_revocations(text, today)
+    except VerificationError as exc:
+        fail(exc.reason.value, str(exc), EXIT_REFUSED)
+    installed = trust.revocation_sequence != before.revocation_sequence
+    now_revoked = sorted(k.info.key_id for k in server.installed_keys() if k.info.key_id in trust.revoked)
+    emit(
+        {
+            "installed": installed,
+            "sequence": trust.revocation_sequence,
+            "revoked_count": len(trust.revoked),
+            "installed_keys_revoked": now_revoked,
+        },
+        as_json,
+        lambda d: (
+            f"{'installed' if d['installed'] else 'already installed:'} revocation list {d['sequence']} "
+            f"({d['revoked_count']} revoked keys); installed keys now revoked: "
+            f"{', '.join(d['installed_keys_revoked']) or 'none'}"
+        ),
+    )
 
 
 @keys.command("list")

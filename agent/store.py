@@ -26,7 +26,16 @@ from typing import Any
 from agent.bootloader import Bootloader
 from agent.errors import KeyFormatError, StoreError
 from agent.journal import Journal, read_json, write_atomic, write_json
-from agent.keys import KeyCheck, SignedKey, TrustStore, check_key, load_trust, parse_key_text
+from agent.keys import (
+    REVOCATIONS_FILE,
+    KeyCheck,
+    SignedKey,
+    TrustStore,
+    check_key,
+    install_revocation_list,
+    load_trust,
+    parse_key_text,
+)
 from agent.policy import ServerFacts
 from agent.reasons import Reason
 
@@ -230,6 +239,23 @@ class ServerDir:
         return digest.hexdigest()
 
     # --- writes ---------------------------------------------------------------------------
+    def install_revocations(self, text: str, today: date) -> TrustStore:
+        """Verify the vendor's revocation list and install it when newer; return the trust store.
+
+        The same list as the installed one is accepted and changes nothing; any other refusal
+        raises before anything is written.
+
+        Raises:
+            KeyFormatError: the list is malformed.
+            SignatureError: the list is not signed by the pinned root's revocations key.
+            StaleRevocationError: the list is older than the installed one.
+            StoreError: the trust folder cannot be read or written.
+        """
+        installed = self.trust_dir / REVOCATIONS_FILE
+        if installed.is_file() and installed.read_text() == text:
+            return self.trust()
+        return install_revocation_list(self.trust_dir, text, today)
+
     def install_key(self, text: str, today: date) -> KeyCheck:
         """Verify a key and install it when acceptable; a refused key changes nothing.
 

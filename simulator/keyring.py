@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,18 @@ class VendorKeyring:
             text = new.text()
             atomic_write(self.path / REVOCATIONS_FILE, text.encode("utf-8"))
         return text
+
+    def sign_revocations(self, revoked: Iterable[str], sequence: int, issued: date) -> str:
+        """Sign a revocation list without publishing it (a scenario keeps its own, apart from others').
+
+        Raises:
+            KeyFormatError: a key id is not valid.
+        """
+        ids = frozenset(revoked)
+        for key_id in ids:
+            parse_token("Key-Id", key_id)
+        private, cert = self._signers["revocations"]
+        return sign_revocation_list(sequence, issued, ids, private, cert).text()
 
     def write_trust(self, directory: Path) -> None:
         """Write a server trust directory: the pinned root and the current revocation list.

@@ -34,6 +34,7 @@ from simulator.scenario.model import (
     Problem,
     Purchase,
     Return,
+    RevokeKey,
     Scenario,
     ScenarioFileError,
     ServerDecl,
@@ -205,9 +206,17 @@ def _check_issue_key(ctx: _Context, step: IssueKey) -> None:
 
 def _check_install_key(ctx: _Context, step: InstallKey) -> None:
     ctx.server(step, "server", step.server)
-    if step.key not in ctx.keys:
+    _check_key_name(ctx, step, step.key)
+
+
+def _check_revoke_key(ctx: _Context, step: RevokeKey) -> None:
+    _check_key_name(ctx, step, step.key)
+
+
+def _check_key_name(ctx: _Context, step: Step, key: str) -> None:
+    if key not in ctx.keys:
         known = ", ".join(repr(k) for k in sorted(ctx.keys)) or "none"
-        ctx.add(step, "key", f"no key named {step.key!r} was issued before this step (issued: {known})")
+        ctx.add(step, "key", f"no key named {key!r} was issued before this step (issued: {known})")
 
 
 def _check_upgrade(ctx: _Context, step: Upgrade | Install) -> None:
@@ -292,6 +301,7 @@ _CHECKS: dict[type[Step], Callable[[_Context, Any], None]] = {
     Advance: _check_advance,
     IssueKey: _check_issue_key,
     InstallKey: _check_install_key,
+    RevokeKey: _check_revoke_key,
     Upgrade: _check_upgrade,
     Install: _check_upgrade,
     Order: _check_order,

@@ -132,6 +132,14 @@ class InstallKey(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RevokeKey(Step):
+    """The vendor revokes a key issued earlier (its ``as``); every server installs the new list (SWM-2)."""
+
+    KIND = "revoke-key"
+    key: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Upgrade(Step):
     """Ask the agent to take ``server`` to release ``to`` (planned single steps, SEQ-1)."""
 
@@ -280,8 +288,8 @@ ORDER_CHECKS = (
 
 STEP_KINDS: dict[str, type[Step]] = {
     cls.KIND: cls
-    for cls in (Advance, IssueKey, InstallKey, Upgrade, Install, PlanStep, Order, Return, Migrate, SiteCheck,
-                Purchase, TemporaryKey, Expect)
+    for cls in (Advance, IssueKey, InstallKey, RevokeKey, Upgrade, Install, PlanStep, Order, Return, Migrate,
+                SiteCheck, Purchase, TemporaryKey, Expect)
 }  # fmt: skip
 
 

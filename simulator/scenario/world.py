@@ -23,6 +23,8 @@ from typing import Any
 from agent import database
 from agent.clock import SimClock
 from agent.database import RecordDigest
+from agent.errors import KeyFormatError
+from agent.keys import parse_key_text
 from agent.planner import Plan, plan
 from agent.reasons import Reason, Refusal
 from agent.store import ServerDir
@@ -78,6 +80,7 @@ class World:
         self.servers: dict[str, ServerState] = {}
         self.orders: dict[str, str] = {}  # order name (its `as`) -> order id
         self.keys: dict[str, str] = {}  # issued key name -> key text
+        self.revoked: set[str] = set()  # key ids this scenario's vendor revoked (its own list)
         self.cut_failures: list[tuple[m.Step, str]] = []  # power cuts asked for but never reached
 
     # --- set-up ---------------------------------------------------------------------------
@@ -95,6 +98,7 @@ class World:
             self._adopt(decl.name, made, decl.network)
 
     def _adopt(self, name: str, server: ServerDir, network: str | None) -> ServerState:
+        self._apply_revocations(server)  # a server made after a revocation gets the list too
         state = ServerState(name, server, network, database.digest(server.db_path(server.active_slot())),
                             key_files(server))  # fmt: skip
         self.servers[name] = state
@@ -146,6 +150,30 @@ class World:
 
     async def _install_key(self, step: m.InstallKey) -> Refusal | None:
         return self._install_text(self.state(step, step.server), self.keys[step.key])
+
+    async def _revoke_key(self, step: m.RevokeKey) -> None:
+        """The vendor revokes the key; each server installs the new list, as it would fetch it (SWM-2).
+
+        The list is the scenario's own (signed by the vendor's revocations key, never published to
+        the shared keyring), so scenarios running side by side never revoke each other's keys.
+        """
+        try:
+            self.revoked.add(parse_key_text(self.keys[step.key]).info.key_id)
+        except KeyFormatError as exc:
+            raise StepError(
+                step, "key", f"key {step.key!r} cannot be read, so it cannot be revoked: {exc}"
+            ) from exc
+        for state in self.servers.values():
+            self._apply_revocations(state.server)
+
+    def _apply_revocations(self, server: ServerDir) -> None:
+        trust = server.trust()
+        if self.revoked <= trust.revoked:
+            return
+        text = self.keyring.sign_revocations(
+            trust.revoked | self.revoked, trust.revocation_sequence + 1, self.today()
+        )
+        server.install_revocations(text, self.today())
 
     def _install_text(self, target: ServerState, text: str) -> Refusal | None:
         check = target.server.install_key(text, self.today())
@@ -280,6 +308,7 @@ _HANDLERS: dict[type[m.Step], Callable[[World, Any], Awaitable[Refusal | None]]]
     m.Advance: World._advance,
     m.IssueKey: World._issue_key,
     m.InstallKey: World._install_key,
+    m.RevokeKey: World._revoke_key,
     m.Upgrade: World._upgrade,
     m.Install: World._upgrade,
     m.PlanStep: World._plan,

@@ -166,6 +166,17 @@ BAD = [
         ("step 1 (install-key)", "field 'key'", "no key named 'k1'"),
     ),
     Bad(
+        "revocation of a key never issued",
+        step('do = "revoke-key"\nkey = "k1"'),
+        ("step 1 (revoke-key)", "field 'key'", "no key named 'k1'"),
+    ),
+    Bad(
+        "revocation refused is not a thing",
+        step('do = "issue-key"\nserver = "hq"\nkind = "maintenance"\nplan = "anytime-1y"\nas = "k1"')
+        + '\n[[step]]\ndo = "revoke-key"\nkey = "k1"\nexpect_refused = "KEY_REVOKED"\n',
+        ("step 3 (revoke-key)", "field 'expect_refused'", "never refused"),
+    ),
+    Bad(
         "key field for another kind",
         step('do = "issue-key"\nserver = "hq"\nkind = "feature"\nfeature = "T1"\nplan = "anytime-1y"'),
         ("step 1 (issue-key)", "field 'plan'"),
