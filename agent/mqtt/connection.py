@@ -169,6 +169,9 @@ def _inbound(message: aiomqtt.Message) -> Inbound:
     return Inbound(str(message.topic), payload, bool(message.retain), response, correlation)
 
 
+PENDING_CALLS_WARNING = 20_000  # unacknowledged publishes on one link before aiomqtt logs a warning
+
+
 def _client(
     settings: BrokerSettings,
     protocol: Protocol,
@@ -177,7 +180,7 @@ def _client(
     clean: bool,
 ) -> aiomqtt.Client:
     version = aiomqtt.ProtocolVersion.V5 if protocol is Protocol.V5 else aiomqtt.ProtocolVersion.V311
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         settings.host,
         settings.port,
         identifier=identifier,
@@ -190,6 +193,10 @@ def _client(
         tls_context=settings.tls_context(),
         clean_session=clean if protocol is Protocol.V311 else None,
     )
+    # aiomqtt warns on every publish past 10 unacknowledged ones; a campaign controller keeps
+    # thousands of commands in flight on purpose (QoS 1 throughput needs publishes in flight).
+    client.pending_calls_threshold = PENDING_CALLS_WARNING
+    return client
 
 
 @contextlib.asynccontextmanager
