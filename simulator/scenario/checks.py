@@ -40,6 +40,7 @@ from simulator.scenario.model import (
     ServerDecl,
     SiteCheck,
     Step,
+    TamperImage,
     TemporaryKey,
     Upgrade,
 )
@@ -219,6 +220,11 @@ def _check_key_name(ctx: _Context, step: Step, key: str) -> None:
         ctx.add(step, "key", f"no key named {key!r} was issued before this step (issued: {known})")
 
 
+def _check_tamper(ctx: _Context, step: TamperImage) -> None:
+    if ctx.catalog.get(step.release) is None and ctx.catalog.patch(step.release) is None:
+        ctx.add(step, "release", f"unknown release or patch build {step.release!r}")
+
+
 def _check_upgrade(ctx: _Context, step: Upgrade | Install) -> None:
     ctx.server(step, "server", step.server)
     if step.power_cut is not None and step.power_cut not in POWER_CUTS:
@@ -302,6 +308,7 @@ _CHECKS: dict[type[Step], Callable[[_Context, Any], None]] = {
     IssueKey: _check_issue_key,
     InstallKey: _check_install_key,
     RevokeKey: _check_revoke_key,
+    TamperImage: _check_tamper,
     Upgrade: _check_upgrade,
     Install: _check_upgrade,
     Order: _check_order,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from agent.errors import AllworxError
+from simulator.portal import Damage
 
 
 def toml_name(name: str) -> dict[str, str]:
@@ -137,6 +138,15 @@ class RevokeKey(Step):
 
     KIND = "revoke-key"
     key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TamperImage(Step):
+    """Damage one release's download in this scenario's copy of the vendor's portal (rule IMG-1)."""
+
+    KIND = "tamper-image"
+    release: str  # a release version (its build) or a patch build
+    how: Damage = "byte"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,8 +298,8 @@ ORDER_CHECKS = (
 
 STEP_KINDS: dict[str, type[Step]] = {
     cls.KIND: cls
-    for cls in (Advance, IssueKey, InstallKey, RevokeKey, Upgrade, Install, PlanStep, Order, Return, Migrate,
-                SiteCheck, Purchase, TemporaryKey, Expect)
+    for cls in (Advance, IssueKey, InstallKey, RevokeKey, TamperImage, Upgrade, Install, PlanStep, Order,
+                Return, Migrate, SiteCheck, Purchase, TemporaryKey, Expect)
 }  # fmt: skip
 
 

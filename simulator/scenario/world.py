@@ -30,8 +30,10 @@ from agent.reasons import Reason, Refusal
 from agent.store import ServerDir
 from agent.upgrader import StepResult, Upgrader, UpgradeResult
 from releases.catalog import Catalog
+from releases.publish import default_repository
 from simulator.issuer import issue_key, tamper
 from simulator.keyring import VendorKeyring
+from simulator.portal import damage, private_copy
 from simulator.scenario import model as m
 from simulator.scenario.powercut import run_with_power_cut
 from simulator.server import ServerSpec, create_server, serial_for
@@ -81,6 +83,7 @@ class World:
         self.orders: dict[str, str] = {}  # order name (its `as`) -> order id
         self.keys: dict[str, str] = {}  # issued key name -> key text
         self.revoked: set[str] = set()  # key ids this scenario's vendor revoked (its own list)
+        self.repo: Path | None = None  # this scenario's own damaged copy of the portal (tamper-image)
         self.cut_failures: list[tuple[m.Step, str]] = []  # power cuts asked for but never reached
 
     # --- set-up ---------------------------------------------------------------------------
@@ -175,6 +178,13 @@ class World:
         )
         server.install_revocations(text, self.today())
 
+    async def _tamper_image(self, step: m.TamperImage) -> None:
+        """Damage one download in the scenario's own copy of the portal; every later upgrade reads it."""
+        release = self.catalog.get(step.release)
+        build = release.build if release is not None else step.release
+        self.repo = private_copy(default_repository(self.keyring, self.catalog), self.workdir / "portal")
+        damage(self.repo, build, step.how)
+
     def _install_text(self, target: ServerState, text: str) -> Refusal | None:
         check = target.server.install_key(text, self.today())
         refusal = None
@@ -195,7 +205,7 @@ class World:
             if event.get("type") == "transition" and event.get("state") == "committed":
                 sink.append(str(event["release"]))
 
-        return Upgrader(server, self.catalog, clock, on_event=on_event)
+        return Upgrader(server, self.catalog, clock, repo=self.repo, on_event=on_event)
 
     async def _request(self, step: m.Upgrade | m.Install, target: ServerState) -> UpgradeResult:
         committed: list[str] = []
@@ -309,6 +319,7 @@ _HANDLERS: dict[type[m.Step], Callable[[World, Any], Awaitable[Refusal | None]]]
     m.IssueKey: World._issue_key,
     m.InstallKey: World._install_key,
     m.RevokeKey: World._revoke_key,
+    m.TamperImage: World._tamper_image,
     m.Upgrade: World._upgrade,
     m.Install: World._upgrade,
     m.PlanStep: World._plan,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from releases.catalog import default_catalog
 from releases.publish import default_repository
 from simulator.issuer import issue_key, tamper
 from simulator.keyring import VendorKeyring
+from simulator.portal import DAMAGES, EXPECTED, Damage, damage, private_copy
 from simulator.server import ServerSpec, create_server
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)
@@ -46,76 +46,23 @@ def server(tmp_path: Path, keyring: VendorKeyring) -> ServerDir:
     return made
 
 
-def _flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:-100])
-
-
-def _extend(path: Path) -> None:
-    path.write_bytes(path.read_bytes() + b"\0")
-
-
-@pytest.mark.parametrize(
-    ("name", "target", "damage", "reason"),
-    [
-        ("one_byte_changed", "images", _flip_byte, Reason.IMAGE_DIGEST_MISMATCH),
-        ("truncated", "images", _truncate, Reason.IMAGE_TRUNCATED),
-        ("longer_than_signed", "images", _extend, Reason.IMAGE_TOO_LARGE),
-    ],
-    ids=lambda v: v if isinstance(v, str) else "",
-)
-async def test_tampered_image_is_refused_before_anything_changes(
-    tmp_path: Path,
-    server: ServerDir,
-    keyring: VendorKeyring,
-    name: str,
-    target: str,
-    damage: Callable[[Path], None],
-    reason: Reason,
+@pytest.mark.parametrize("how", DAMAGES)
+async def test_damaged_download_is_refused_before_anything_changes(
+    tmp_path: Path, server: ServerDir, keyring: VendorKeyring, how: Damage
 ) -> None:
-    """A tampered release image fails with its reason code and the server is byte-for-byte unchanged."""
-    repo = tmp_path / "portal"
-    shutil.copytree(default_repository(keyring), repo)
-    build = default_catalog().release("7.3").build
-    damage(repo / target / f"{build}.img")
+    """A damaged image or altered manifest fails with its reason (IMG-1); nothing on the server changes."""
+    repo = private_copy(default_repository(keyring), tmp_path / "portal")
+    damage(repo, default_catalog().release("7.3").build, how)
     before = fingerprint(server.root)
     upgrader = Upgrader(server, default_catalog(), SimClock(NOW, speed=float("inf")), repo=repo)
     result = await upgrader.upgrade("7.3")
     step = result.steps[-1]
     assert step.outcome == "failed" and step.refusal is not None
-    assert step.refusal.reason is reason
+    assert step.refusal.reason is EXPECTED[how]
     assert step.refusal.rule == "IMG-1"
     assert result.final_release == "7.2"
     assert fingerprint(server.root) == before
     assert not list(server.update_area.glob("*")), "no partial or rejected image is kept"
-
-
-async def test_image_signature_invalid_when_manifest_altered(
-    tmp_path: Path, server: ServerDir, keyring: VendorKeyring
-) -> None:
-    """An altered signed manifest is refused with IMAGE_SIGNATURE_INVALID; nothing changes."""
-    repo = tmp_path / "portal"
-    shutil.copytree(default_repository(keyring), repo)
-    build = default_catalog().release("7.3").build
-    manifest = repo / "manifests" / f"{build}.manifest"
-    text = manifest.read_text()
-    altered = text.replace('"db_schema": 21', '"db_schema": 22', 1)
-    assert altered != text
-    manifest.write_text(altered)
-    before = fingerprint(server.root)
-    result = await Upgrader(server, default_catalog(), SimClock(NOW, speed=float("inf")), repo=repo).upgrade(
-        "7.3"
-    )
-    step = result.steps[-1]
-    assert step.refusal is not None
-    assert step.refusal.reason is Reason.IMAGE_SIGNATURE_INVALID
-    assert step.refusal.rule == "IMG-1"
-    assert fingerprint(server.root) == before
 
 
 def _garbled(text: str, _: ServerDir, __: VendorKeyring) -> str:

@@ -177,6 +177,16 @@ BAD = [
         ("step 3 (revoke-key)", "field 'expect_refused'", "never refused"),
     ),
     Bad(
+        "tampering with a release that does not exist",
+        step('do = "tamper-image"\nrelease = "7.8"'),
+        ("step 1 (tamper-image)", "field 'release'", "unknown release or patch build '7.8'"),
+    ),
+    Bad(
+        "tampering in an unknown way",
+        step('do = "tamper-image"\nrelease = "7.3"\nhow = "shred"'),
+        ("step 1 (tamper-image)", "field 'how'"),
+    ),
+    Bad(
         "key field for another kind",
         step('do = "issue-key"\nserver = "hq"\nkind = "feature"\nfeature = "T1"\nplan = "anytime-1y"'),
         ("step 1 (issue-key)", "field 'plan'"),

@@ -1,0 +1,75 @@
+"""Damage to the vendor's download portal, for tests and scenarios: a private copy, then one fault.
+
+A real partner downloads release images from the vendor's portal; a scenario or a test that wants
+a bad download (a flipped byte on the wire, a cut-short or padded file, a manifest altered after
+signing) damages its own copy of the release repository, never the shared one other runs read.
+
+Invariant: :func:`damage` changes exactly one file of the copy, in the way its name says; the
+agent must refuse the result (rule IMG-1) with the reason in :data:`EXPECTED`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Literal, get_args
+
+from agent.errors import StoreError
+from agent.reasons import Reason
+from releases.publish import image_path, manifest_path
+
+Damage = Literal["byte", "truncate", "extend", "manifest"]
+DAMAGES: tuple[str, ...] = get_args(Damage)
+EXPECTED: dict[str, Reason] = {  # what the agent must answer to each damage
+    "byte": Reason.IMAGE_DIGEST_MISMATCH,
+    "truncate": Reason.IMAGE_TRUNCATED,
+    "extend": Reason.IMAGE_TOO_LARGE,
+    "manifest": Reason.IMAGE_SIGNATURE_INVALID,
+}
+
+
+def private_copy(shared: Path, dest: Path) -> Path:
+    """Copy the release repository ``shared`` to ``dest`` (once) and return ``dest``.
+
+    Raises:
+        StoreError: the copy cannot be made.
+    """
+    if not dest.is_dir():
+        try:
+            shutil.copytree(shared, dest)
+        except OSError as exc:
+            raise StoreError(f"cannot copy the release repository to {dest}: {exc}") from exc
+    return dest
+
+
+def damage(repo: Path, build: str, how: Damage) -> Path:
+    """Damage ``build`` in ``repo`` as ``how`` says; return the file changed.
+
+    - ``byte``: one byte in the middle of the image flipped (same size).
+    - ``truncate``: the image's last 100 bytes cut off.
+    - ``extend``: one byte appended to the image.
+    - ``manifest``: a signed field of the manifest changed after signing (the schema number).
+
+    Raises:
+        StoreError: the file is missing or cannot be rewritten.
+    """
+    path = manifest_path(repo, build) if how == "manifest" else image_path(repo, build)
+    try:
+        data = path.read_bytes()
+        if how == "byte":
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0x01
+            data = bytes(flipped)
+        elif how == "truncate":
+            data = data[:-100]
+        elif how == "extend":
+            data += b"\0"
+        else:
+            document = json.loads(data)
+            document["manifest"]["db_schema"] += 1
+            data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+        path.write_bytes(data)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"cannot damage {path}: {exc}") from exc
+    return path
