@@ -59,7 +59,11 @@ class BrokerSettings:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        try:
+            port = parts.port  # raises on a port that is not a number in 0..65535
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == 0 or port == -1:
             raise ValueError(f"broker URL {self.url!r} must be mqtt://host:port or mqtts://host:port")
         if self.keepalive < 1:
             raise ValueError("keepalive must be at least 1 second")
