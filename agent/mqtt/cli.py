@@ -7,7 +7,6 @@ the server directory or the options are unusable (``error: CODE: message`` on st
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import click
@@ -83,7 +82,7 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     speed: float,
 ) -> None:
     """Serve the fleet broker: publish state, availability and events, obey signed commands."""
-    from agent.mqtt.daemon import Agent, AgentOptions
+    from agent.mqtt.daemon import Agent, AgentOptions, stop_on_sigterm
 
     server = open_server(server_dir)
     try:
@@ -108,7 +107,7 @@ def run(  # noqa: PLR0917  # reason: click passes every option
         agent = Agent(server, options, clock=clock)
         task = asyncio.current_task()
         if task is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            stop_on_sigterm(task)
         await agent.run()
 
     try:

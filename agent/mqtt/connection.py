@@ -13,6 +13,7 @@ their MQTT 5 response topic and correlation data when the broker forwarded them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
@@ -63,7 +64,7 @@ class BrokerSettings:
             port = parts.port  # raises on a port that is not a number in 0..65535
         except ValueError:
             port = -1
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == 0 or port == -1:
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port in (0, -1):
             raise ValueError(f"broker URL {self.url!r} must be mqtt://host:port or mqtts://host:port")
         if self.keepalive < 1:
             raise ValueError("keepalive must be at least 1 second")
@@ -113,6 +114,14 @@ class Link:
     def __init__(self, client: aiomqtt.Client, protocol: Protocol) -> None:
         self._client = client
         self.protocol = protocol
+
+    def bound(self, seconds: float) -> None:
+        """Bound every later operation, the closing DISCONNECT included, to ``seconds``.
+
+        For a stop: over TLS the broker's close is sometimes not noticed, and aiomqtt then waits
+        the whole operation timeout for a disconnect that already happened.
+        """
+        self._client.timeout = seconds
 
     async def publish(
         self,
@@ -226,7 +235,6 @@ async def connect(
         async with client:
             entered = True
             client.timeout = settings.timeout
-            client.pending_calls_threshold = 1000  # the outbox keeps a batch of publishes in flight
             try:
                 yield Link(client, protocol)
             except BaseException as exc:  # the caller's own exceptions pass through untranslated
@@ -239,6 +247,10 @@ async def connect(
     except (aiomqtt.MqttError, OSError) as exc:
         if exc is body_error:
             raise
+        if isinstance(body_error, asyncio.CancelledError):
+            # a stop (SIGTERM) wins over a disconnect that failed on the way out: turning it into a
+            # BrokerError would make the caller reconnect instead of stopping
+            raise body_error from exc
         # a broker that accepts the socket but never answers an MQTT 5 CONNECT (amqtt does this when
         # the CONNECT carries a will) is treated as refusing MQTT 5
         silent = (

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -45,6 +46,26 @@ from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")
 BATCH = 32  # events kept in flight at once (each waits for its PUBACK)
+STOP_SECONDS = 2.0  # on a stop: the longest wait for the offline PUBACK, and again for the DISCONNECT
+
+
+def stop_on_sigterm(task: asyncio.Task[Any], again_after: float = 2.5 * STOP_SECONDS) -> None:
+    """Cancel ``task`` on SIGTERM; if it still runs ``again_after`` seconds later, cancel every task.
+
+    Once is not always enough on Python 3.11: a cancellation that lands just as an awaited
+    operation completes (``asyncio.wait_for`` inside aiomqtt) can be lost, leaving the daemon's
+    inner tasks running. The second round reaches each of them, so ``finally`` blocks still run.
+    """
+    loop = asyncio.get_running_loop()
+
+    def cancel(everything: bool) -> None:
+        if task.done():
+            return
+        for each in asyncio.all_tasks(loop) if everything else {task}:
+            each.cancel()
+        loop.call_later(again_after, cancel, True)
+
+    loop.add_signal_handler(signal.SIGTERM, cancel, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +264,9 @@ class Agent:
             try:
                 await self._serve(link)
             except asyncio.CancelledError:
+                link.bound(STOP_SECONDS)
                 with contextlib.suppress(BrokerError, TimeoutError):
-                    async with asyncio.timeout(2):  # a clean stop says offline itself (no will is sent)
+                    async with asyncio.timeout(STOP_SECONDS):  # a clean stop says offline itself (no will)
                         await link.publish(self.topics.availability, offline, retain=True)
                 raise
 

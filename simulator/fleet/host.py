@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from agent.clock import SimClock
 from agent.journal import NO_FSYNC_ENV
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.mqtt.connection import BrokerSettings, Link, Protocol
-from agent.mqtt.daemon import Agent, AgentOptions
+from agent.mqtt.daemon import Agent, AgentOptions, stop_on_sigterm
 from agent.mqtt.messages import Availability, dump
 from agent.mqtt.report import state_document
 from agent.mqtt.topics import ServerTopics
@@ -124,7 +123,7 @@ def _worker(dirs: list[str], config: HostConfig, ready: Any) -> None:
     async def main() -> None:
         task = asyncio.current_task()
         if task is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            stop_on_sigterm(task)
         await host_agents([Path(d) for d in dirs], config, ready.set)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
