@@ -109,6 +109,21 @@ async def test_policy_refusal_is_rejected_with_reason(broker: BrokerUnderTest, s
     assert (last["outcome"], last["reason"], last["rule"]) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
 
 
+async def test_agent_falls_back_to_3_1_1_on_the_embedded_broker(
+    embedded_broker: Any, server: ServerDir
+) -> None:
+    """Left to choose (no --mqtt-version), the agent asks amqtt for MQTT 5, hears nothing, speaks 3.1.1."""
+    topics = topics_of(server)
+    async with (
+        running_agent(server, embedded_broker.url, protocol=None) as agent,
+        FleetClient.open(BrokerSettings(url=embedded_broker.url), default_operator(), Protocol.V311) as fleet,
+    ):
+        assert agent.protocol is Protocol.V311
+        reply = await fleet.send(topics.site, topics.serial, "plan", {"to": "7.1"})
+    assert reply["status"] == "accepted"
+    assert reply["result"]["final_release"] == "7.1"
+
+
 MALFORMED: list[tuple[str, str, str]] = [  # (case, command topic, expected reason)
     ("not JSON", "upgrade", "COMMAND_MALFORMED"),
     ("not an object", "upgrade", "COMMAND_MALFORMED"),
