@@ -8,7 +8,10 @@ Invariants (rules DB-1 and DB-2):
   ``os.replace`` has renamed it, with the directory fsynced after;
 - on any failure no ``dst`` is produced by the call and the ``.tmp`` file is removed; a power cut
   (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
-  discards before it starts.
+  discards before it starts;
+- the digest a copy must match is the source's: computed now, or remembered from when this
+  process verified that very file (same path, inode, size and modification time). A stale memory
+  can only fail a verification, never pass a copy that lost a record.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -136,6 +141,38 @@ def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | 
         progress(done, total)
 
 
+_MEMORY_SIZE = 20_000  # remembered digests (about half a KiB each): one per server of a fleet host
+_memory: OrderedDict[tuple[str, int, int, int], RecordDigest] = OrderedDict()
+_memory_lock = threading.Lock()  # the copies run in worker threads
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remember(path: Path, verified: RecordDigest) -> None:
+    """Remember the digest of a database this process just verified and published."""
+    key = _file_key(path)
+    if key is None:
+        return
+    with _memory_lock:
+        _memory[key] = verified
+        _memory.move_to_end(key)
+        while len(_memory) > _MEMORY_SIZE:
+            _memory.popitem(last=False)
+
+
+def _recall(path: Path) -> RecordDigest | None:
+    """The digest remembered for ``path`` as it is now (None when it changed or is unknown)."""
+    key = _file_key(path)
+    with _memory_lock:
+        return _memory.get(key) if key is not None else None
+
+
 def _build(src: Path, tmp: Path, target_schema: int, progress: Progress | None) -> RecordDigest:
     """Export ``src`` into a new ``target_schema`` database at ``tmp`` and verify it (rule DB-1).
 
@@ -216,6 +253,7 @@ def rebuild(
     except Exception:
         _discard(tmp)
         raise
+    _remember(target, expected)
     hit("db.verified")
     return _report(expected, started)
 
@@ -295,13 +333,14 @@ def migrate_copy(
     try:
         with translated(f"migrating {source_path}"), closing(connect(source_path, readonly=True)) as source:
             _check_step(read_schema(source), target_schema)
-            expected = digest_connection(source)
+            expected = _recall(source_path) or digest_connection(source)
             hit("db.export")
             _copy_and_step(source, tmp, target_schema, expected, progress)
         _publish(tmp, target)
     except Exception:
         _discard(tmp)
         raise
+    _remember(target, expected)
     hit("db.verified")
     return _report(expected, started)
 

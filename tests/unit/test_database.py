@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -388,3 +389,37 @@ def test_db_1_db_2_rebuild_and_migration_preserve_any_dataset(records: Records, 
         migrate_copy(mid, last, KNOWN_SCHEMAS[-1])
         assert digest(mid) == expected
         assert digest(last) == expected
+
+
+def test_a_remembered_digest_saves_the_source_read_and_never_passes_a_changed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next step reuses the digest verified at the last publish; a change to the file is noticed."""
+    from agent.database import engine
+
+    calls: list[int] = []
+    real = engine.digest_connection
+    monkeypatch.setattr(engine, "digest_connection", lambda conn: calls.append(1) or real(conn))
+    rebuild(old_db(tmp_path, 11), tmp_path / "s20.db", 20)
+    calls.clear()
+    migrate_copy(tmp_path / "s20.db", tmp_path / "s21.db", 21)
+    assert len(calls) == 1, "only the copy is digested: the source's digest was remembered"
+
+    with closing(sqlite3.connect(tmp_path / "s21.db")) as conn:  # the PBX records a call meanwhile
+        conn.execute("DELETE FROM call_log WHERE id = (SELECT max(id) FROM call_log)")
+        conn.commit()
+    calls.clear()
+    migrate_copy(tmp_path / "s21.db", tmp_path / "s22.db", 22)
+    assert len(calls) == 2, "a changed file is digested again"
+    assert digest(tmp_path / "s22.db") == digest(tmp_path / "s21.db")
+
+    stat = (tmp_path / "s22.db").stat()  # a change that even keeps size and mtime: the copy fails, safely
+    with closing(sqlite3.connect(tmp_path / "s22.db")) as conn:
+        conn.execute("UPDATE users SET last_name = upper(last_name) WHERE id = (SELECT min(id) FROM users)")
+        conn.commit()
+    os.utime(tmp_path / "s22.db", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (tmp_path / "s22.db").stat().st_size == stat.st_size  # SQLite rewrote a page in place
+    with pytest.raises(DatabaseError) as caught:
+        migrate_copy(tmp_path / "s22.db", tmp_path / "s23.db", 23)
+    assert caught.value.reason is Reason.DATABASE_VERIFY_FAILED
+    assert not (tmp_path / "s23.db").exists()
