@@ -1,6 +1,6 @@
 """A fleet campaign benchmark against a Mosquitto it starts, with two baselines from the same run.
 
-    python -m bench.bench_fleet [--servers 10000] [--workers 2] [--dir /tmp/allworx-bench-fleet]
+    python -m bench.bench_fleet [--servers 10000] [--workers 2] [--in-flight N] [--dir DIR]
 
 It builds (or reuses) the fleet (7.0 and 7.x servers with valid maintenance keys), runs one agent
 per server, each with its own MQTT session, in ``--workers`` processes, and runs one campaign to
@@ -67,7 +67,9 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-async def run_campaign(root: Path, servers: int, workers: int, port: int) -> dict[str, float]:
+async def run_campaign(
+    root: Path, servers: int, workers: int, port: int, in_flight: int | None = None
+) -> dict[str, float]:
     """Build (or reuse) the fleet, run the campaign, return its figures."""
     from fleet.campaign.controller import Controller
     from fleet.campaign.spec import CampaignSpec
@@ -102,7 +104,8 @@ async def run_campaign(root: Path, servers: int, workers: int, port: int) -> dic
             controller = Controller(client, sim.clock(), command_timeout=120, concurrency=2000)
             async with controller.listening("bench"):
                 await controller.settle(expected=servers, quiet=10, limit=600)
-                campaign = await controller.prepare(CampaignSpec(campaign_id="bench", target="8.0"))
+                spec = CampaignSpec(campaign_id="bench", target="8.0", max_in_flight=in_flight)
+                campaign = await controller.prepare(spec)
                 await controller.run(campaign, publish_interval=2.0)
         wall = time.monotonic() - wall0
         after = await broker_counts(port)
@@ -229,6 +232,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--servers", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="the campaign's max_in_flight (servers upgrading at once); default: all at once",
+    )
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "allworx-bench-fleet")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +248,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mosq-", dir=args.dir))
     broker, port = start_mosquitto(work)
     try:
-        fleet = asyncio.run(run_campaign(args.dir / "fleet", args.servers, args.workers, port))
+        fleet = asyncio.run(
+            run_campaign(args.dir / "fleet", args.servers, args.workers, port, args.in_flight)
+        )
         report_fleet(fleet, args.servers, args.workers)  # first: a failed baseline then loses nothing
         plain, lost = aiomqtt_baseline(port, args.servers, int(fleet["published"]), args.workers)
         native = mosquitto_baseline(port, int(fleet["published"]))
