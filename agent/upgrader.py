@@ -114,15 +114,6 @@ def failure_rule(reason: Reason, *, rebuilds_database: bool) -> str:
     return "DB-1" if rebuilds_database else "DB-2"  # the database's rollback guarantee that held
 
 
-def _file_key(path: Path) -> tuple[int, int, int]:
-    """Inode, size and modification time of a file ((0, 0, 0) when it is missing)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return (0, 0, 0)
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class Upgrader:
     """Upgrades one server directory."""
 
@@ -146,7 +137,6 @@ class Upgrader:
         self.timing = timing or Timing()
         self.on_event = on_event or (lambda _event: None)
         self.cancel = cancel or asyncio.Event()
-        self._built: tuple[Path, int, tuple[int, int, int]] | None = None  # see _on_db_ready
 
     # --- requests ---------------------------------------------------------------------------
     async def upgrade(self, target: str) -> UpgradeResult:
@@ -446,15 +436,14 @@ class Upgrader:
             report = await asyncio.to_thread(database.rebuild, src, dst, job.db_schema, progress)
         else:  # rule DB-2: a migrated (or plain) verified copy; the original is the rollback copy
             report = await asyncio.to_thread(database.migrate_copy, src, dst, job.db_schema, progress)
-        self._built = (dst, job.db_schema, _file_key(dst))
         await self.clock.sleep(report.rows / self.timing.db_rows_per_second)
         return Event.DB_READY
 
     async def _on_db_ready(self, job: Job) -> Event:
         path = self.server.db_path(job.new_slot)
-        if self._built == (path, job.db_schema, _file_key(path)):
-            return Event.ACTIVATE  # this run just built and verified it, and the file is unchanged
-        if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
+        if database.verified_unchanged(path, job.db_schema):
+            return Event.ACTIVATE  # this process just built and verified it, and the file is unchanged
+        if not database.check_opens(path, job.db_schema):
             raise AllworxError(
                 "the new database does not open in the expected schema", reason=Reason.DATABASE_VERIFY_FAILED
             )

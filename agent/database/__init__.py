@@ -12,7 +12,7 @@ Pure synchronous functions on database paths (no asyncio). Invariants:
 """
 
 from agent.database.digest import ENTITIES, RecordDigest, digest
-from agent.database.engine import DbReport, check_opens, migrate_copy, rebuild, tmp_path
+from agent.database.engine import DbReport, check_opens, migrate_copy, rebuild, tmp_path, verified_unchanged
 from agent.database.importer import ImportReport, import_records, user_count
 from agent.database.schema import KNOWN_SCHEMAS, NEW_MODEL, create_empty, schema_of
 
@@ -32,4 +32,5 @@ __all__ = [
     "schema_of",
     "tmp_path",
     "user_count",
+    "verified_unchanged",
 ]

@@ -142,11 +142,12 @@ def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | 
 
 
 _MEMORY_SIZE = 20_000  # remembered digests (about half a KiB each): one per server of a fleet host
-_memory: OrderedDict[tuple[str, int, int, int], RecordDigest] = OrderedDict()
+_memory: OrderedDict[tuple[str, int, int, int], tuple[RecordDigest, int]] = OrderedDict()
 _memory_lock = threading.Lock()  # the copies run in worker threads
 
 
 def _file_key(path: Path) -> tuple[str, int, int, int] | None:
+    """Path, inode, size and modification time: every write changes one of them."""
     try:
         st = path.stat()
     except OSError:
@@ -154,23 +155,33 @@ def _file_key(path: Path) -> tuple[str, int, int, int] | None:
     return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _remember(path: Path, verified: RecordDigest) -> None:
-    """Remember the digest of a database this process just verified and published."""
+def _remember(path: Path, verified: RecordDigest, schema: int) -> None:
+    """Remember the digest and schema of a database this process just verified and published."""
     key = _file_key(path)
     if key is None:
         return
     with _memory_lock:
-        _memory[key] = verified
+        _memory[key] = (verified, schema)
         _memory.move_to_end(key)
         while len(_memory) > _MEMORY_SIZE:
             _memory.popitem(last=False)
 
 
-def _recall(path: Path) -> RecordDigest | None:
-    """The digest remembered for ``path`` as it is now (None when it changed or is unknown)."""
+def _recall(path: Path) -> tuple[RecordDigest, int] | None:
+    """The digest and schema remembered for ``path`` as it is now (None when it changed or is unknown)."""
     key = _file_key(path)
     with _memory_lock:
         return _memory.get(key) if key is not None else None
+
+
+def verified_unchanged(path: Path | str, schema: int) -> bool:
+    """Whether this process built and verified ``path`` in ``schema``, and the file is unchanged since.
+
+    What the database-ready check would establish (the file opens in that schema) already holds
+    then; a resumed run in a new process remembers nothing and checks.
+    """
+    found = _recall(Path(path))
+    return found is not None and found[1] == schema
 
 
 def _build(src: Path, tmp: Path, target_schema: int, progress: Progress | None) -> RecordDigest:
@@ -253,7 +264,7 @@ def rebuild(
     except Exception:
         _discard(tmp)
         raise
-    _remember(target, expected)
+    _remember(target, expected, target_schema)
     hit("db.verified")
     return _report(expected, started)
 
@@ -333,14 +344,15 @@ def migrate_copy(
     try:
         with translated(f"migrating {source_path}"), closing(connect(source_path, readonly=True)) as source:
             _check_step(read_schema(source), target_schema)
-            expected = _recall(source_path) or digest_connection(source)
+            remembered = _recall(source_path)
+            expected = remembered[0] if remembered else digest_connection(source)
             hit("db.export")
             _copy_and_step(source, tmp, target_schema, expected, progress)
         _publish(tmp, target)
     except Exception:
         _discard(tmp)
         raise
-    _remember(target, expected)
+    _remember(target, expected, target_schema)
     hit("db.verified")
     return _report(expected, started)
 

@@ -266,6 +266,16 @@ async def test_a_failed_boot_check_falls_back_to_the_old_slot(
     assert_intact(server, before, auditor, SOURCE)
 
 
+async def test_a_database_damaged_right_after_its_build_fails_the_ready_check(
+    server: ServerDir, before: Snapshot, auditor: Auditor
+) -> None:
+    """The run that built the new database skips re-checking it only while the file is unchanged."""
+    with crashpoints.injecting(at("db.verified", lambda: _corrupt_db(server))):
+        result = await agent(server).upgrade(TARGET)
+    assert rolled_back(result) is Reason.DATABASE_VERIFY_FAILED  # the ready check, not the boot check
+    assert_intact(server, before, auditor, SOURCE)
+
+
 async def test_the_bootloader_falls_back_by_itself_after_max_failed_boots(server: ServerDir) -> None:
     """With no agent at all, power-ons of a trial slot stop after MAX_BOOT_ATTEMPTS: the old slot boots."""
     with crashpoints.injecting(FaultAt("boot.switch")), pytest.raises(PowerCut):
