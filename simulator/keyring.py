@@ -201,14 +201,11 @@ class VendorKeyring:
             StoreError: the list cannot be read or written.
         """
         parse_token("Key-Id", key_id)
-        private, cert = self._signers["revocations"]
         with self._locked():
             current = self._current()
-            issued = max(today, current.issued)
-            new = sign_revocation_list(
-                current.sequence + 1, issued, current.revoked | {key_id}, private, cert
+            text = self.sign_revocations(
+                current.revoked | {key_id}, current.sequence + 1, max(today, current.issued)
             )
-            text = new.text()
             atomic_write(self.path / REVOCATIONS_FILE, text.encode("utf-8"))
         return text
 
