@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.mqtt.daemon import BATCH
+from simulator.broker import MOSQUITTO_LIMITS
+
 GOAL_WALL = 60.0  # seconds for the whole campaign (10,000 servers, 2 cores)
 GOAL_RSS_PER_SERVER = 150 * 1024  # bytes
 GOAL_RATIO = 0.8  # fleet message rate / plain aiomqtt rate
@@ -139,8 +142,9 @@ def _cpu() -> float:
     return total
 
 
-WINDOW = 32  # QoS 1 publishes each baseline client keeps in flight (the agent's outbox batch)
-BASELINE_QUEUE_CAP = 50_000  # mosquitto baseline messages: below max_queued_messages, so none is dropped
+WINDOW = BATCH  # QoS 1 publishes each baseline client keeps in flight: as many as the agent's outbox
+# mosquitto baseline messages: half the broker's per-subscriber queue, so none is dropped
+BASELINE_QUEUE_CAP = int(MOSQUITTO_LIMITS["max_queued_messages"]) // 2
 
 
 def _aiomqtt_share(
