@@ -27,6 +27,7 @@ from agent.database import (
     rebuild,
     schema_of,
     user_count,
+    verified_unchanged,
 )
 from agent.database import (
     tmp_path as build_path,
@@ -166,6 +167,57 @@ def test_db_2_same_schema_is_a_verified_copy(tmp_path: Path) -> None:
     migrate_copy(src, tmp_path / "copy.db", 30)
     assert digest(tmp_path / "copy.db") == digest(src)
     assert schema_of(tmp_path / "copy.db") == 30
+
+
+def test_db_2_same_schema_copy_is_byte_for_byte_and_needs_no_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that keeps the schema copies the bytes; with the source's digest remembered, none is taken."""
+    from agent.database import engine
+
+    rebuild(old_db(tmp_path, 11), tmp_path / "s20.db", 20)
+    calls: list[int] = []
+    real = engine.digest_connection
+    monkeypatch.setattr(engine, "digest_connection", lambda conn: calls.append(1) or real(conn))
+    report = migrate_copy(tmp_path / "s20.db", tmp_path / "copy.db", 20)
+    assert calls == []
+    assert file_hash(tmp_path / "copy.db") == file_hash(tmp_path / "s20.db")
+    assert report.checksum == digest(tmp_path / "s20.db").checksum
+    assert verified_unchanged(tmp_path / "copy.db", 20)
+
+
+def test_db_2_same_schema_copy_damaged_before_its_check_fails_and_leaves_no_dst(tmp_path: Path) -> None:
+    """A byte of the copy changed before it is verified: the copy fails, the source is untouched."""
+    src, dst = old_db(tmp_path, 22), tmp_path / "copy.db"
+    before = file_hash(src)
+
+    def flip_a_byte(point: str) -> None:
+        if point == "db.rebuild":
+            data = bytearray(build_path(dst).read_bytes())
+            data[len(data) // 2] ^= 0x01
+            build_path(dst).write_bytes(bytes(data))
+
+    with injecting(flip_a_byte), pytest.raises(DatabaseError) as caught:
+        migrate_copy(src, dst, 22)
+    assert caught.value.reason is Reason.DATABASE_VERIFY_FAILED
+    assert not dst.exists() and not build_path(dst).exists()
+    assert file_hash(src) == before
+
+
+def test_db_2_same_schema_copy_of_a_file_mid_write_takes_the_backup_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal beside the source (a write under way): the copy goes through SQLite and is digested."""
+    from agent.database import engine
+
+    src = old_db(tmp_path, 22)
+    Path(f"{src}-journal").write_bytes(b"")  # an empty journal: nothing to roll back, but a writer was there
+    calls: list[int] = []
+    real = engine.digest_connection
+    monkeypatch.setattr(engine, "digest_connection", lambda conn: calls.append(1) or real(conn))
+    migrate_copy(src, tmp_path / "copy.db", 22)
+    assert len(calls) == 2, "the source and the copy are digested"
+    assert digest(tmp_path / "copy.db") == digest(src)
 
 
 def test_db_2_verification_failure_leaves_source_and_no_dst(tmp_path: Path) -> None:
