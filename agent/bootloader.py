@@ -59,7 +59,7 @@ class Bootloader:
         return env
 
     def _write(self, env: BootEnv, point: str | None) -> None:
-        write_json(self.path, asdict(env), point=point)
+        write_json(self.path, asdict(env), point=point, compact=True)
 
     def try_slot(self, slot: str) -> None:
         """Arrange for the next boot to try ``slot`` on trial."""

@@ -19,6 +19,8 @@ import base64
 import binascii
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -69,14 +71,33 @@ def sign(private: bytes, message: bytes) -> bytes:
     return _private(private).sign(message)
 
 
+_VERIFIED_SIZE = 32_768  # remembered valid signatures (a 32-byte digest each): a fleet host's keys
+_verified: OrderedDict[bytes, None] = OrderedDict()
+_verified_lock = threading.Lock()
+
+
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """Return whether ``signature`` is a valid signature of ``message`` by ``public``; never raises."""
+    """Return whether ``signature`` is a valid signature of ``message`` by ``public``; never raises.
+
+    A valid (public key, message, signature) triple is remembered by the SHA-256 of its bytes, so
+    the same key file or manifest checked again costs a hash, not an Ed25519 verification; an
+    invalid one is verified every time.
+    """
     if len(public) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
+    seen = hashlib.sha256(public + signature + message).digest()
+    with _verified_lock:
+        if seen in _verified:
+            _verified.move_to_end(seen)
+            return True
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError, TypeError):
         return False
+    with _verified_lock:
+        _verified[seen] = None
+        while len(_verified) > _VERIFIED_SIZE:
+            _verified.popitem(last=False)
     return True
 
 

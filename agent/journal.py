@@ -121,9 +121,14 @@ def write_atomic(path: Path, data: bytes, *, point: str | None = None) -> None:
         raise disk_error(exc, f"cannot write {path}") from exc
 
 
-def write_json(path: Path, document: Any, *, point: str | None = None) -> None:
-    """Write ``document`` as JSON atomically."""
-    write_atomic(path, json.dumps(document, indent=1, sort_keys=True).encode(), point=point)
+def write_json(path: Path, document: Any, *, point: str | None = None, compact: bool = False) -> None:
+    """Write ``document`` as JSON atomically: indented for people, or ``compact`` (one line).
+
+    Compact is for files an upgrade rewrites many times a step (journal, bootloader, outbox
+    cursor): it takes the C encoder, which an indent turns off.
+    """
+    text = json.dumps(document, sort_keys=True) if compact else json.dumps(document, indent=1, sort_keys=True)
+    write_atomic(path, text.encode() + b"\n", point=point)
 
 
 def read_json(path: Path) -> Any:
@@ -188,7 +193,7 @@ class Journal:
     def save(self, job: Job) -> None:
         """Persist ``job`` (counting the write) before the caller's side effect."""
         job.persist_count += 1
-        write_json(self.path, asdict(job), point="journal.write")
+        write_json(self.path, asdict(job), point="journal.write", compact=True)
 
     def clear(self) -> None:
         """Remove the journal: the server is idle."""

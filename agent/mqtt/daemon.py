@@ -45,6 +45,7 @@ from agent.upgrader import Timing, Upgrader
 from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")
+URGENT_STATES = frozenset({"committed", "rolled_back", "rolling_back"})  # the release or outcome changes
 BATCH = 32  # events kept in flight at once (each waits for its PUBACK)
 STOP_SECONDS = 2.0  # on a stop: the longest wait for the offline PUBACK, and again for the DISCONNECT
 
@@ -75,6 +76,7 @@ class AgentOptions:
     broker: BrokerSettings
     site: str | None = None  # default: the site in identity.json
     progress_interval: float = 1.0  # the least time between two progress events of one phase
+    state_interval: float = 0.0  # the least time between two retained-state publishes (the last wins)
     backoff_base: float = 0.5  # the first reconnect delay
     backoff_cap: float = 30.0  # the longest reconnect delay
     timing: Timing | None = None  # the simulated hardware's durations (reboot, database)
@@ -104,6 +106,7 @@ class Agent:
         self.outbox = Outbox(server.root / "agent" / "outbox")
         self.protocol = options.protocol or Protocol.V5
         self._state_dirty = asyncio.Event()
+        self._state_urgent = asyncio.Event()
         self._events_ready = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -199,9 +202,13 @@ class Agent:
         self.mark_state_dirty()
 
     # --- events and state -------------------------------------------------------------------
-    def mark_state_dirty(self) -> None:
-        """Ask for the retained state to be republished."""
+    def mark_state_dirty(self, *, urgent: bool = True) -> None:
+        """Ask for the retained state to be republished: at once when ``urgent``, else within
+        ``state_interval`` (a step's intermediate transitions coalesce; a commit, a rollback, a
+        result or a command's effect is published without waiting)."""
         self._state_dirty.set()
+        if urgent:
+            self._state_urgent.set()
 
     def on_upgrade_event(self, event: dict[str, Any]) -> None:
         """The upgrader's event sink: rate-limit progress, then write the event to the outbox."""
@@ -211,7 +218,10 @@ class Agent:
         if event.get("type") == "progress" and not self._progress_due(event):
             return
         self.record(event)
-        if event.get("type") in ("transition", "result", "resumed"):
+        kind = event.get("type")
+        if kind == "transition":
+            self.mark_state_dirty(urgent=event.get("state") in URGENT_STATES)
+        elif kind in ("result", "resumed"):
             self.mark_state_dirty()
 
     def _progress_due(self, event: dict[str, Any]) -> bool:
@@ -302,11 +312,29 @@ class Agent:
             self.outbox.delivered(batch[-1]["seq"])
 
     async def _pump_state(self, link: Link) -> None:
+        """Publish the retained state whenever it changed, at most once per ``state_interval``.
+
+        Changes within one interval coalesce into one publish of the latest state, read when it is
+        sent: the retained state always ends at the latest persisted state, never an older one.
+        """
         while True:
             await self._state_dirty.wait()
             self._state_dirty.clear()
+            self._state_urgent.clear()
             document = state_document(self.server, self.topics.site, self.clock.now())
             await link.publish(self.topics.state, dump(document), qos=1, retain=True)
+            if self.options.state_interval > 0 and not self._state_urgent.is_set():
+                await self._until_urgent(self.options.state_interval)
+
+    async def _until_urgent(self, seconds: float) -> None:
+        """Wait ``seconds`` of the wall clock, or less if an urgent state change comes first."""
+        pause = asyncio.ensure_future(self.wall.sleep(seconds))
+        urgent = asyncio.ensure_future(self._state_urgent.wait())
+        try:
+            await asyncio.wait((pause, urgent), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pause.cancel()
+            urgent.cancel()
 
 
 def _first(group: BaseExceptionGroup[BrokerError]) -> BrokerError:

@@ -111,7 +111,7 @@ class Outbox:
         while self._pending and self._pending[0]["seq"] <= seq:
             self._pending.popleft()
         self._delivered = max(self._delivered, seq)
-        write_json(self.cursor_path, {"delivered": self._delivered, "last": self._last})
+        write_json(self.cursor_path, {"delivered": self._delivered, "last": self._last}, compact=True)
         if not self._pending and self._log.tell() > COMPACT_BYTES:
             self._log.close()
             os.truncate(self.log_path, 0)  # the cursor (written first) keeps ``last``

@@ -53,6 +53,7 @@ class HostConfig:
     protocol: str | None = None  # "5", "3.1.1", or None (MQTT 5, falling back)
     keepalive: int = 60  # seconds
     progress_interval: float = 2.0  # real seconds between two progress events of one phase
+    state_interval: float = 0.5  # real seconds between two retained-state publishes of one agent
     limits: Limits = DEFAULT_LIMITS  # each agent's download limits (the link's bandwidth, on the sim clock)
     durable: bool = True  # False: skip fsync in this host's process (no power cut is simulated)
 
@@ -88,6 +89,7 @@ async def host_agents(
             url=config.broker, keepalive=config.keepalive, timeout=60.0, connect_timeout=30.0
         ),
         progress_interval=config.progress_interval,
+        state_interval=config.state_interval,
         timing=Timing(),
         protocol=Protocol(config.protocol) if config.protocol else None,
         limits=config.limits,

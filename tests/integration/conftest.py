@@ -121,6 +121,7 @@ async def running_agent(
     speed: float = float("inf"),
     protocol: Protocol | None = None,
     keepalive: int = 5,
+    state_interval: float = 0.0,
 ) -> AsyncIterator[Agent]:
     """Run the daemon in this event loop until the block ends; yield once it is connected."""
     options = AgentOptions(
@@ -129,6 +130,7 @@ async def running_agent(
         backoff_base=0.2,
         backoff_cap=1.0,
         progress_interval=0.2,
+        state_interval=state_interval,
     )
     agent = Agent(server, options, clock=SimClock(START, speed=speed))
     task = asyncio.create_task(agent.run(), name="agent")

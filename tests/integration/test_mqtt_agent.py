@@ -89,6 +89,40 @@ async def test_signed_upgrade_runs_to_its_end(broker: BrokerUnderTest, server: S
     assert state["release"] == "7.1" and state["last_result"]["outcome"] == "succeeded"
 
 
+async def test_state_interval_merges_a_steps_transitions_but_never_delays_a_commit_or_result(
+    broker: BrokerUnderTest, server: ServerDir
+) -> None:
+    """With a long state interval a step's transitions share publishes; the result does not wait."""
+    topics = topics_of(server)
+    interval = 30.0  # far longer than the test: whatever arrives in time was not held back by it
+    states: list[dict[str, Any]] = []
+    async with (
+        connect(BrokerSettings(url=broker.url), protocol=broker.protocol) as watcher,
+        running_agent(server, broker.url, protocol=broker.protocol, speed=100, state_interval=interval),
+        FleetClient.open(BrokerSettings(url=broker.url), default_operator(), broker.protocol) as fleet,
+    ):
+        await watcher.subscribe(topics.state, qos=1)
+
+        async def collect() -> None:
+            async for message in watcher.messages():
+                states.append(json.loads(message.payload))
+
+        collector = asyncio.create_task(collect())
+        events: list[dict[str, Any]] = []
+        reply = await fleet.send(
+            topics.site, topics.serial, "upgrade", {"to": "7.1"}, wait=20, on_event=events.append
+        )
+        await _until(lambda: any((s.get("last_result") or {}).get("outcome") for s in states), 10)
+        collector.cancel()
+    assert reply["result"]["outcome"] == "succeeded"
+    transitions = [e for e in events if e["type"] == "transition"]
+    assert len(transitions) == len(TRANSITIONS)
+    seen = [s["state"] for s in states]
+    assert "trial_boot" not in seen, seen  # the reboot's 0.9 s would show it, were it not merged
+    assert states[-1]["release"] == "7.1" and states[-1]["state"] == "idle"
+    assert states[-1]["last_result"]["outcome"] == "succeeded"
+
+
 async def test_policy_refusal_is_rejected_with_reason(broker: BrokerUnderTest, server: ServerDir) -> None:
     """An upgrade the policy refuses is answered rejected with its reason code and rule."""
     topics = topics_of(server)

@@ -182,3 +182,29 @@ def test_issue_certificate_rejects_unknown_purposes_and_empty_periods() -> None:
             not_before=TODAY,
             not_after=date(2000, 1, 1),
         )
+
+
+def test_a_valid_signature_is_verified_once_and_a_forgery_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same valid bytes cost one Ed25519 check; any other message or signature is checked afresh."""
+    private = crypto.generate_private_key()
+    public = crypto.public_key(private)
+    message = b"remembered " + crypto.fingerprint(public).encode()
+    signature = crypto.sign(private, message)
+    checks: list[bytes] = []
+    real = crypto.Ed25519PublicKey
+
+    class Counting:
+        @staticmethod
+        def from_public_bytes(data: bytes) -> object:
+            checks.append(data)
+            return real.from_public_bytes(data)
+
+    monkeypatch.setattr(crypto, "Ed25519PublicKey", Counting)
+    assert crypto.verify(public, message, signature)
+    assert crypto.verify(public, message, signature)
+    assert len(checks) == 1
+    assert not crypto.verify(public, message + b"!", signature)
+    forged = bytes([signature[0] ^ 1]) + signature[1:]
+    assert not crypto.verify(public, message, forged)
+    assert not crypto.verify(public, message, forged)
+    assert len(checks) == 4, "a failed check is never remembered"
