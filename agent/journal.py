@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,9 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+
+
 class Journal:
     """The journal file of one server."""
 
@@ -193,7 +196,8 @@ class Journal:
     def save(self, job: Job) -> None:
         """Persist ``job`` (counting the write) before the caller's side effect."""
         job.persist_count += 1
-        write_json(self.path, asdict(job), point="journal.write", compact=True)
+        document = {name: getattr(job, name) for name in _JOB_FIELDS}  # shallow: encoded at once
+        write_json(self.path, document, point="journal.write", compact=True)
 
     def clear(self) -> None:
         """Remove the journal: the server is idle."""

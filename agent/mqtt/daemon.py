@@ -77,6 +77,7 @@ class AgentOptions:
     site: str | None = None  # default: the site in identity.json
     progress_interval: float = 1.0  # the least time between two progress events of one phase
     state_interval: float = 0.0  # the least time between two retained-state publishes (the last wins)
+    cursor_interval: float = 0.0  # the least time between two outbox cursor writes (0: every delivery)
     backoff_base: float = 0.5  # the first reconnect delay
     backoff_cap: float = 30.0  # the longest reconnect delay
     timing: Timing | None = None  # the simulated hardware's durations (reboot, database)
@@ -103,7 +104,7 @@ class Agent:
         self.wall = wall or SystemClock()  # real time: network backoff, command expiry, rate limits
         self.catalog = catalog or default_catalog()
         self.topics = ServerTopics(options.site or ident.site, ident.serial)
-        self.outbox = Outbox(server.root / "agent" / "outbox")
+        self.outbox = Outbox(server.root / "agent" / "outbox", cursor_every=options.cursor_interval)
         self.protocol = options.protocol or Protocol.V5
         self._state_dirty = asyncio.Event()
         self._state_urgent = asyncio.Event()
@@ -304,6 +305,13 @@ class Agent:
             batch = self.outbox.pending(limit=BATCH)
             if not batch:
                 self._events_ready.clear()
+                if self.outbox.cursor_behind:  # quiet for a while: bring the cursor up to date
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.options.cursor_interval):
+                            await self._events_ready.wait()
+                    if not self._events_ready.is_set():
+                        self.outbox.flush()
+                    continue
                 await self._events_ready.wait()
                 continue
             async with asyncio.TaskGroup() as tasks:  # in flight together; paho keeps their order
@@ -314,17 +322,18 @@ class Agent:
     async def _pump_state(self, link: Link) -> None:
         """Publish the retained state whenever it changed, at most once per ``state_interval``.
 
-        Changes within one interval coalesce into one publish of the latest state, read when it is
-        sent: the retained state always ends at the latest persisted state, never an older one.
+        A change that is not urgent waits up to the interval for the ones after it, and they go as
+        one publish of the latest state, read when it is sent: the retained state always ends at the
+        latest persisted state, never an older one. An urgent change ends the wait at once.
         """
         while True:
             await self._state_dirty.wait()
+            if self.options.state_interval > 0 and not self._state_urgent.is_set():
+                await self._until_urgent(self.options.state_interval)
             self._state_dirty.clear()
             self._state_urgent.clear()
             document = state_document(self.server, self.topics.site, self.clock.now())
             await link.publish(self.topics.state, dump(document), qos=1, retain=True)
-            if self.options.state_interval > 0 and not self._state_urgent.is_set():
-                await self._until_urgent(self.options.state_interval)
 
     async def _until_urgent(self, seconds: float) -> None:
         """Wait ``seconds`` of the wall clock, or less if an urgent state change comes first."""

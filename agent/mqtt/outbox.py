@@ -1,7 +1,8 @@
 """The on-disk outbox: every event is written here, in order, before it is published.
 
 Layout under ``SERVER_DIR/agent/outbox/``: ``events.log`` (append-only JSON lines, one event
-each, fsync'd) and ``cursor.json`` (``{"delivered": N, "last": M}``, written atomically).
+each, fsync'd) and ``cursor.json`` (``{"delivered": N, "last": M}``, written atomically, after
+every delivery or, with ``cursor_every``, at most that often).
 
 Invariants:
 - sequence numbers start at 1 and increase by exactly one per event, across restarts and
@@ -18,9 +19,12 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +42,19 @@ class Outbox:
         StoreError: on construction, when the cursor is unreadable.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self, folder: Path, *, cursor_every: float = 0.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Open (or create) the outbox in ``folder``.
+
+        ``cursor_every`` > 0 writes the cursor at most that often (seconds of ``monotonic``), and
+        on :meth:`flush`, :meth:`close` and before a compaction: a crash then re-sends at most that
+        much of delivered events, which readers drop by sequence number (at-least-once).
+        """
         self.folder = folder
+        self.cursor_every = cursor_every
+        self._monotonic = monotonic
+        self._written: tuple[int, float] | None = None  # (delivered, when) of the cursor on disk
         self.log_path = folder / "events.log"
         self.cursor_path = folder / "cursor.json"
         folder.mkdir(parents=True, exist_ok=True)
@@ -111,14 +126,35 @@ class Outbox:
         while self._pending and self._pending[0]["seq"] <= seq:
             self._pending.popleft()
         self._delivered = max(self._delivered, seq)
-        write_json(self.cursor_path, {"delivered": self._delivered, "last": self._last}, compact=True)
-        if not self._pending and self._log.tell() > COMPACT_BYTES:
+        compact = not self._pending and self._log.tell() > COMPACT_BYTES
+        written = self._written
+        if compact or written is None or self._monotonic() - written[1] >= self.cursor_every:
+            self.flush()
+        if compact:
             self._log.close()
             os.truncate(self.log_path, 0)  # the cursor (written first) keeps ``last``
             self._log = self.log_path.open("ab")
 
+    @property
+    def cursor_behind(self) -> bool:
+        """Whether deliveries were recorded that the cursor on disk does not show yet."""
+        return self._written is None or self._written[0] != self._delivered
+
+    def flush(self) -> None:
+        """Write the cursor now if it is behind.
+
+        Raises:
+            StoreError: the cursor cannot be written.
+        """
+        if not self.cursor_behind:
+            return
+        write_json(self.cursor_path, {"delivered": self._delivered, "last": self._last}, compact=True)
+        self._written = (self._delivered, self._monotonic())
+
     def close(self) -> None:
-        """Close the log file."""
+        """Write the cursor if it is behind (best effort), and close the log file."""
+        with contextlib.suppress(StoreError):
+            self.flush()
         self._log.close()
 
     def __enter__(self) -> Outbox:

@@ -53,7 +53,8 @@ class HostConfig:
     protocol: str | None = None  # "5", "3.1.1", or None (MQTT 5, falling back)
     keepalive: int = 60  # seconds
     progress_interval: float = 2.0  # real seconds between two progress events of one phase
-    state_interval: float = 0.5  # real seconds between two retained-state publishes of one agent
+    state_interval: float = 2.0  # real seconds between two retained-state publishes of one agent
+    cursor_interval: float = 2.0  # real seconds between two outbox cursor writes of one agent
     limits: Limits = DEFAULT_LIMITS  # each agent's download limits (the link's bandwidth, on the sim clock)
     durable: bool = True  # False: skip fsync in this host's process (no power cut is simulated)
 
@@ -90,6 +91,7 @@ async def host_agents(
         ),
         progress_interval=config.progress_interval,
         state_interval=config.state_interval,
+        cursor_interval=config.cursor_interval,
         timing=Timing(),
         protocol=Protocol(config.protocol) if config.protocol else None,
         limits=config.limits,

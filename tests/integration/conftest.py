@@ -122,6 +122,7 @@ async def running_agent(
     protocol: Protocol | None = None,
     keepalive: int = 5,
     state_interval: float = 0.0,
+    cursor_interval: float = 0.0,
 ) -> AsyncIterator[Agent]:
     """Run the daemon in this event loop until the block ends; yield once it is connected."""
     options = AgentOptions(
@@ -131,6 +132,7 @@ async def running_agent(
         backoff_cap=1.0,
         progress_interval=0.2,
         state_interval=state_interval,
+        cursor_interval=cursor_interval,
     )
     agent = Agent(server, options, clock=SimClock(START, speed=speed))
     task = asyncio.create_task(agent.run(), name="agent")

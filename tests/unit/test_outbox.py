@@ -72,3 +72,27 @@ def test_any_mix_of_appends_acks_and_restarts_keeps_order_without_gaps(
         assert [e["seq"] for e in box.pending()] == [s for s in assigned if s > acked]
     assert assigned == list(range(1, len(assigned) + 1))
     box.close()
+
+
+def test_a_lazy_cursor_is_written_at_most_every_interval_and_a_crash_only_resends(tmp_path: Path) -> None:
+    """With ``cursor_every``, deliveries inside the interval stay in memory; a crash re-sends them."""
+    now = [0.0]
+    box = Outbox(tmp_path, cursor_every=2.0, monotonic=lambda: now[0])
+    for i in range(4):
+        box.append({"n": i})
+    box.delivered(1)  # the first delivery writes the cursor
+    now[0] = 1.0
+    box.delivered(3)  # within the interval: not written
+    assert box.cursor_behind
+    crashed = Outbox(tmp_path)  # what a restart now would read: events 2 and 3 again, then 4
+    assert [e["seq"] for e in crashed.pending()] == [2, 3, 4]
+    crashed.close()
+    now[0] = 3.5
+    box.delivered(3)  # past the interval: written
+    assert not box.cursor_behind
+    with Outbox(tmp_path) as again:
+        assert [e["seq"] for e in again.pending()] == [4]
+    box.delivered(4)
+    box.close()  # a clean stop writes what is behind
+    with Outbox(tmp_path) as last:
+        assert last.pending() == [] and last.append({"n": 4})["seq"] == 5
