@@ -29,9 +29,10 @@ from agent.cliutil import (
 from agent.errors import VerificationError
 from agent.logs import configure_logging
 from agent.planner import plan as make_plan
+from agent.results import UpgradeResult
 from agent.status import status_document
 from agent.store import checks_json
-from agent.upgrader import Upgrader, UpgradeResult
+from agent.upgrader import Upgrader
 from releases.catalog import default_catalog
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from agent import crashpoints
 from agent.clock import SimClock
+from agent.results import StepResult, UpgradeResult
 from agent.store import ServerDir
-from agent.upgrader import StepResult, Upgrader, UpgradeResult
+from agent.upgrader import Upgrader
 
 MakeUpgrader = Callable[[ServerDir, SimClock], Upgrader]
 Request = Callable[[Upgrader], Awaitable[UpgradeResult]]

@@ -27,8 +27,9 @@ from agent.errors import KeyFormatError
 from agent.keys import parse_key_text
 from agent.planner import Plan, plan
 from agent.reasons import Reason, Refusal
+from agent.results import StepResult, UpgradeResult
 from agent.store import ServerDir
-from agent.upgrader import StepResult, Upgrader, UpgradeResult
+from agent.upgrader import Upgrader
 from releases.catalog import Catalog
 from releases.publish import default_repository
 from simulator.issuer import issue_key, tamper

@@ -18,8 +18,9 @@ from agent.clock import SimClock
 from agent.crashpoints import FaultAt, PowerCut
 from agent.errors import StoreError
 from agent.reasons import Reason
+from agent.results import UpgradeResult
 from agent.store import ServerDir
-from agent.upgrader import Upgrader, UpgradeResult
+from agent.upgrader import Upgrader
 from releases.catalog import default_catalog
 from releases.publish import default_repository
 from simulator.chaos import CHAOS_LIMITS, Auditor, Snapshot, snapshot
