@@ -72,6 +72,8 @@ class Reason(StrEnum):
     CAMPAIGN_CANCELLED = "CAMPAIGN_CANCELLED"
     WINDOW_CLOSED = "WINDOW_CLOSED"
     SERVER_OFFLINE = "SERVER_OFFLINE"
+    # the simulator's own folders
+    FLEET_IN_USE = "FLEET_IN_USE"  # another live run hosts this fleet folder
 
 
 # Rule IDs this product adds beside SPEC.md's (docs/rules.md): a refusal or failure cites one of

@@ -22,9 +22,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.mqtt.daemon import BATCH
 from simulator.broker import MOSQUITTO_LIMITS
+
+if TYPE_CHECKING:
+    from simulator.fleet.spec import FleetSpec
 
 GOAL_WALL = 60.0  # seconds for the whole campaign (10,000 servers, 2 cores)
 GOAL_RSS_PER_SERVER = 150 * 1024  # bytes
@@ -73,13 +77,8 @@ def peak_rss(pid: int) -> int:
 async def run_campaign(
     root: Path, servers: int, workers: int, port: int, in_flight: int | None = None
 ) -> dict[str, float]:
-    """Build (or reuse) the fleet, run the campaign, return its figures."""
-    from fleet.campaign.controller import Controller
-    from fleet.campaign.spec import CampaignSpec
-    from fleet.client import FleetClient
-    from fleet.operator import default_operator
-    from simulator.fleet.build import build_fleet
-    from simulator.fleet.run import simulate
+    """Build (or reuse) the fleet, run the campaign, return its figures (the folder held meanwhile)."""
+    from simulator.fleet.build import in_use
     from simulator.fleet.spec import FleetSpec
 
     spec = FleetSpec(
@@ -93,6 +92,21 @@ async def run_campaign(
         failing=0.0,
         offline=0.0,
     )
+    with in_use(root):
+        return await _campaign(root, spec, servers, workers, port, in_flight)
+
+
+async def _campaign(
+    root: Path, spec: FleetSpec, servers: int, workers: int, port: int, in_flight: int | None
+) -> dict[str, float]:
+    """Build (or reuse) the fleet, run it against the broker at ``port``, run the campaign."""
+    from fleet.campaign.controller import Controller
+    from fleet.campaign.spec import CampaignSpec
+    from fleet.client import FleetClient
+    from fleet.operator import default_operator
+    from simulator.fleet.build import build_fleet
+    from simulator.fleet.run import simulate
+
     began = time.monotonic()
     fleet = build_fleet(root, spec, workers=2)
     print(f"fleet: {servers} servers, {fleet.built} built, rest reused, in {time.monotonic() - began:.1f} s")

@@ -30,7 +30,7 @@ from fleet.client import FleetClient
 from fleet.operator import default_operator
 from fleet.report import build_report, write_report
 from fleet.watch import Display, FleetSnapshot
-from simulator.fleet.build import Fleet, build_fleet
+from simulator.fleet.build import Fleet, build_fleet, in_use
 from simulator.fleet.host import quiet_logs
 from simulator.fleet.run import Simulation, fleet_start, simulate
 from simulator.fleet.spec import FleetSpec, networks
@@ -71,9 +71,10 @@ def run_demo(
     began = time.monotonic()
     quiet_logs()
     say(f"Building {servers} virtual servers in {base / 'fleet'} ...")
-    fleet = build_fleet(base / "fleet", FleetSpec(servers=servers), workers=2)
-    say(f"  {fleet.built} built, {servers - fleet.built} reused ({time.monotonic() - began:.1f} s)")
-    campaign = asyncio.run(_run(fleet, broker=broker, speed=speed, workers=workers, live=live))
+    with in_use(base / "fleet"):
+        fleet = build_fleet(base / "fleet", FleetSpec(servers=servers), workers=2)
+        say(f"  {fleet.built} built, {servers - fleet.built} reused ({time.monotonic() - began:.1f} s)")
+        campaign = asyncio.run(_run(fleet, broker=broker, speed=speed, workers=workers, live=live))
     if campaign is None:
         say("error: the fleet did not come up", err=True)
         return 1

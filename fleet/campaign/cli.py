@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from agent.cliutil import fail
+from agent.cliutil import fail, guarded
 from agent.clock import Clock, SimClock, SystemClock, parse_now
 from agent.errors import AllworxError
 from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
@@ -97,6 +97,7 @@ def _common(func: Any) -> Any:
     "--dry-run", is_flag=True, help="Print each server's predicted steps and outcome; change nothing."
 )
 @click.option("--resume", "resume_existing", is_flag=True, help="Continue the retained campaign of this id.")
+@guarded
 def start(**p: Any) -> None:
     """Start (or continue) a campaign and drive it to its end."""
     from fleet.cli import _settings
@@ -137,6 +138,7 @@ def start(**p: Any) -> None:
 
 @campaign.command("status")
 @_common
+@guarded
 def status(**p: Any) -> None:
     """Print a campaign's retained state (counts, phase, refusals)."""
     from fleet.cli import _settings
@@ -153,6 +155,7 @@ def status(**p: Any) -> None:
 
 def _request(action: str) -> Any:
     @_common
+    @guarded
     def command(**p: Any) -> None:
         from fleet.cli import _settings
 

@@ -18,16 +18,21 @@ no upgrade result), otherwise it is rebuilt, so every run starts from the descri
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from agent.errors import StoreError
 from agent.journal import read_json, write_json
+from agent.reasons import Reason
 from agent.store import ServerDir
 from releases.catalog import default_catalog
 from releases.publish import default_repository
@@ -37,6 +42,7 @@ from simulator.keyring import VendorKeyring
 from simulator.server import ServerSpec, create_server, mac_for, serial_for
 
 MANIFEST = "fleet.json"
+LOCK = ".in-use"  # held (flock) by the run that builds and hosts the fleet
 Progress = Callable[[int, int], None]
 
 
@@ -52,6 +58,39 @@ class Fleet:
     def server_dir(self, plan: ServerPlan) -> Path:
         """The folder of one server."""
         return self.root / "servers" / plan.dirname
+
+
+@contextlib.contextmanager
+def in_use(root: Path) -> Iterator[None]:
+    """Hold ``root`` for this run: a second run on the same folder is refused, not let loose.
+
+    A second run would rebuild the servers under the first one's running agents (every run
+    starts from the described fleet). The hold is an ``flock`` on ``root/.in-use``, so a run that
+    dies releases it with its process.
+
+    Raises:
+        StoreError: another live run holds the folder (reason FLEET_IN_USE), or it cannot be made.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = (root / LOCK).open("a+")
+    except OSError as exc:
+        raise StoreError(f"cannot use {root} for a fleet: {exc.strerror}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StoreError(
+                f"{root} is in use by a running fleet ({holder}); give this run its own folder",
+                reason=Reason.FLEET_IN_USE,
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 def template_dir(root: Path, model: str, release: str) -> Path:

@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from simulator.fleet.build import build_fleet
+from agent.cliutil import guarded
+from simulator.fleet.build import Fleet, build_fleet, in_use
 from simulator.fleet.spec import FleetSpec, load_toml, networks, parse_weights
 
 
@@ -61,10 +62,10 @@ def _spec(p: dict[str, Any]) -> FleetSpec:
 @click.option("--speed", type=float, default=600.0, show_default=True, help="Simulated seconds per second.")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: run the servers with index = i mod n.")
 @click.option("--build-only", is_flag=True, help="Build (or reuse) the servers and stop.")
+@guarded
 def fleet_command(**p: Any) -> None:
     """Build (or reuse) a simulated fleet and run one agent (one MQTT session) per server."""
     from simulator.fleet.host import quiet_logs
-    from simulator.fleet.run import simulate
 
     quiet_logs()
     try:
@@ -73,12 +74,18 @@ def fleet_command(**p: Any) -> None:
         shard, shards = int(index), int(count or 1)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    built = build_fleet(p["root"], spec, workers=2, progress=None)
-    mine = replace(built, plans=[s for s in built.plans if s.index % shards == shard])
-    (p["root"] / "networks.json").write_text(json.dumps(networks(built.plans), indent=1) + "\n")
-    click.echo(f"{len(built.plans)} servers ({built.built} built); this host runs {len(mine.plans)}")
-    if p["build_only"]:
-        return
+    with in_use(p["root"]):
+        built = build_fleet(p["root"], spec, workers=2, progress=None)
+        mine = replace(built, plans=[s for s in built.plans if s.index % shards == shard])
+        (p["root"] / "networks.json").write_text(json.dumps(networks(built.plans), indent=1) + "\n")
+        click.echo(f"{len(built.plans)} servers ({built.built} built); this host runs {len(mine.plans)}")
+        if not p["build_only"]:
+            _serve(p, mine)
+
+
+def _serve(p: dict[str, Any], mine: Fleet) -> None:
+    """Host this shard's agents until Ctrl-C."""
+    from simulator.fleet.run import simulate
 
     async def serve() -> None:
         async with simulate(  # no power cut is simulated: skip fsync (docs/power-cuts.md)
