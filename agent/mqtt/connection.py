@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -185,6 +186,26 @@ def _inbound(message: aiomqtt.Message) -> Inbound:
 PENDING_CALLS_WARNING = 20_000  # unacknowledged publishes on one link before aiomqtt logs a warning
 
 
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, with paho's housekeeping run every ``misc_interval`` seconds, not every one.
+
+    The housekeeping (``loop_misc``) sends the keep-alive PINGREQ and notices a silent broker; a
+    tenth of the keep-alive is precise enough for both. Measured here: 5,000 idle sessions in one
+    process cost 11% of a core with aiomqtt's fixed 1 s.
+    """
+
+    misc_interval = 1.0
+
+    async def _misc_loop(self) -> None:  # aiomqtt 2.x's housekeeping task, same loop, its own period
+        while self._client.loop_misc() == MQTT_ERR_SUCCESS:  # noqa: ASYNC110  # reason: a periodic task, as aiomqtt's
+            await asyncio.sleep(self.misc_interval)
+
+
+def misc_interval(keepalive: int) -> float:
+    """How often a link does paho's housekeeping: a tenth of the keep-alive, between 1 and 10 s."""
+    return min(10.0, max(1.0, keepalive / 10))
+
+
 def _client(
     settings: BrokerSettings,
     protocol: Protocol,
@@ -193,7 +214,7 @@ def _client(
     clean: bool,
 ) -> aiomqtt.Client:
     version = aiomqtt.ProtocolVersion.V5 if protocol is Protocol.V5 else aiomqtt.ProtocolVersion.V311
-    client = aiomqtt.Client(
+    client = _Client(
         settings.host,
         settings.port,
         identifier=identifier,
@@ -209,6 +230,7 @@ def _client(
     # aiomqtt warns on every publish past 10 unacknowledged ones; a campaign controller keeps
     # thousands of commands in flight on purpose (QoS 1 throughput needs publishes in flight).
     client.pending_calls_threshold = PENDING_CALLS_WARNING
+    client.misc_interval = misc_interval(settings.keepalive)
     return client
 
 

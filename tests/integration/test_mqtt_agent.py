@@ -379,3 +379,33 @@ async def _statuses(link: Any) -> Any:
     message: Inbound
     async for message in link.messages():
         yield json.loads(message.payload)["status"]
+
+
+@pytest.mark.parametrize(("keepalive", "period"), [(2, 1.0), (30, 3.0), (60, 6.0), (600, 10.0)])
+def test_link_housekeeping_runs_every_tenth_of_the_keepalive(keepalive: int, period: float) -> None:
+    """paho's housekeeping (the PINGREQ) runs every keep-alive / 10 s, between 1 and 10 s."""
+    from agent.mqtt.connection import misc_interval
+
+    assert misc_interval(keepalive) == period
+    assert period * 1.5 < keepalive or keepalive < 10  # a ping goes out well before the broker's 1.5x
+
+
+async def test_a_links_housekeeping_is_the_slower_one_and_keeps_the_session(mosquitto: Mosquitto) -> None:
+    """The link's client runs its own housekeeping loop (not aiomqtt's 1 s one) and still pings in time."""
+    import aiomqtt
+
+    assert "_misc_loop" in vars(aiomqtt.Client), "aiomqtt renamed the loop this link replaces"
+    settings = BrokerSettings(url=mosquitto.url, keepalive=30)
+    async with connect(settings, protocol=Protocol.V5, identifier="housekeeping") as link:
+        paho = link._client._client  # reason: counting paho's housekeeping calls
+        calls: list[float] = []
+        real = paho.loop_misc
+
+        def counted() -> Any:
+            calls.append(time.monotonic())
+            return real()
+
+        paho.loop_misc = counted
+        await asyncio.sleep(7)
+        await link.publish("housekeeping/alive", b"1", qos=1)  # the session is still up
+    assert 2 <= len(calls) <= 3, calls  # every 3 s; aiomqtt's own loop would have made 7
