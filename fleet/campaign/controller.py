@@ -231,13 +231,15 @@ class Controller:
     async def run(self, campaign: Campaign, publish_interval: float = 0.5) -> Campaign:
         """Drive ``campaign`` to its end, publishing its retained state; return it."""
         loop = asyncio.get_running_loop()
-        last_publish = 0.0
+        last_publish, last_decide = 0.0, -self.tick
         interval = max(publish_interval, len(campaign.members) / 5000)
         await self._resend_running(campaign)
         while True:
             self._drain(campaign)
-            for action in campaign.decide(self.clock.now()):
-                self._send(campaign, action)
+            if loop.time() - last_decide >= self.tick:  # once a tick: a decision walks every member
+                for action in campaign.decide(self.clock.now()):
+                    self._send(campaign, action)
+                last_decide = loop.time()
             if loop.time() - last_publish >= interval:
                 await self.publish(campaign)
                 last_publish = loop.time()
@@ -245,7 +247,7 @@ class Controller:
             if campaign.finished and not self._tasks:
                 break
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.tick):
+                async with asyncio.timeout(max(0.0, last_decide + self.tick - loop.time())):
                     self._absorb(await self._next(), campaign)
         await self.publish(campaign)
         self.on_change(campaign)
