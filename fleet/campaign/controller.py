@@ -232,7 +232,7 @@ class Controller:
         """Drive ``campaign`` to its end, publishing its retained state; return it."""
         loop = asyncio.get_running_loop()
         last_publish, last_decide = 0.0, -self.tick
-        interval = max(publish_interval, len(campaign.members) / 5000)
+        interval = max(publish_interval, len(campaign.members) / 1000)  # the document grows with the fleet
         await self._resend_running(campaign)
         while True:
             self._drain(campaign)
