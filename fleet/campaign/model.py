@@ -78,6 +78,26 @@ class Member:
         return member
 
 
+def _committed_between(member: Member, release: str) -> list[str]:
+    """The releases ``member`` committed to go from its last reported release to ``release``.
+
+    One retained-state publish can carry two commits (the state is read when it is sent), so a
+    jump along the planned chain (SEQ-1: every release in order) counts each release passed;
+    a release off the plan counts as one step.
+    """
+    chain = list(member.prediction.steps) if member.prediction is not None else []
+    if release not in chain:
+        return [release]
+    if member.current in chain:
+        start = chain.index(member.current) + 1
+    elif member.current == member.release:
+        start = 0
+    else:
+        return [release]
+    end = chain.index(release) + 1
+    return chain[start:end] if start < end else [release]
+
+
 @dataclass
 class Campaign:
     """A campaign in progress."""
@@ -261,7 +281,8 @@ class Campaign:
             return
         release = str(doc.get("release", ""))
         if member.current and release and release != member.current and not member.done:
-            member.steps.append((self.seconds(now), release))
+            t = self.seconds(now)
+            member.steps.extend((t, passed) for passed in _committed_between(member, release))
         member.current = release or member.current
         last = doc.get("last_result") or {}
         member.last_at = last.get("at") or member.last_at

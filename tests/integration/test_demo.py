@@ -43,6 +43,12 @@ def test_demo_small_fleet_report_adds_up(tmp_path: Path) -> None:
     assert len({s["serial"] for s in report["per_server"]}) == 30
     assert sum(report["releases_before"].values()) == sum(report["releases_after"].values()) == 30
     assert report["outcomes"]["succeeded"] > 0
+    for member in report["per_server"]:  # the steps the controller saw are the steps committed
+        (folder,) = (tmp_path / "fleet" / "servers").glob(f"*-{member['serial']}")
+        result = folder / "last_result.json"
+        done_steps = json.loads(result.read_text())["steps"] if result.exists() else []
+        committed = sum(1 for step in done_steps if step["outcome"] == "committed")
+        assert member["steps"] == committed, (member, done_steps)
     reasons = {(r["reason"], r["rule"]) for r in report["refusals"]}
     assert ("MAINTENANCE_KEY_EXPIRED", "SWM-2") in reasons, "expired keys refuse under SWM-2"
     html = (tmp_path / "report" / "report.html").read_text()

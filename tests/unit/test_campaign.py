@@ -219,3 +219,20 @@ def test_a_late_result_overrides_offline() -> None:
     assert campaign.members["S000"].reason is None
     campaign.on_state("S001", state("S001", "8.2"), later)  # no new result: still offline
     assert campaign.members["S001"].status == "offline"
+
+
+def test_a_state_that_carries_two_commits_counts_both_steps() -> None:
+    """One retained state can jump two releases (it is read when sent): each release passed is a step."""
+    states = {"S1": state("S1", "7.2")}
+    plans = {"S1": plan_to("7.2", "7.6")}
+    spec = CampaignSpec(campaign_id="c", target="7.6")
+    campaign = create(spec, states, set(states), plans, catalog=CATALOG, now=NOW)
+    (action,) = campaign.decide(NOW)
+    assert action == ("upgrade", "S1", "7.6")
+    member = campaign.members["S1"]
+    running = {**state("S1", "7.3"), "state": "staging"}
+    campaign.on_state("S1", running, NOW + timedelta(minutes=5))
+    campaign.on_state("S1", {**running, "release": "7.5"}, NOW + timedelta(minutes=15))  # 7.4 and 7.5
+    assert [release for _, release in member.steps] == ["7.3", "7.4", "7.5"]
+    campaign.on_state("S1", {**running, "release": "9.9"}, NOW + timedelta(minutes=20))  # off the plan
+    assert [release for _, release in member.steps] == ["7.3", "7.4", "7.5", "9.9"]
