@@ -19,8 +19,6 @@ import base64
 import binascii
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -31,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from agent.errors import SignatureError
+from agent.memo import Memo
 from agent.reasons import Reason
 
 PURPOSES = ("keys", "releases", "revocations", "operator")
@@ -71,9 +70,7 @@ def sign(private: bytes, message: bytes) -> bytes:
     return _private(private).sign(message)
 
 
-_VERIFIED_SIZE = 32_768  # remembered valid signatures (a 32-byte digest each): a fleet host's keys
-_verified: OrderedDict[bytes, None] = OrderedDict()
-_verified_lock = threading.Lock()
+_verified: Memo[bytes, bool] = Memo(32_768)  # valid signatures by digest (32 bytes): a fleet host's keys
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
@@ -86,18 +83,13 @@ def verify(public: bytes, message: bytes, signature: bytes) -> bool:
     if len(public) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     seen = hashlib.sha256(public + signature + message).digest()
-    with _verified_lock:
-        if seen in _verified:
-            _verified.move_to_end(seen)
-            return True
+    if _verified.get(seen):
+        return True
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError, TypeError):
         return False
-    with _verified_lock:
-        _verified[seen] = None
-        while len(_verified) > _VERIFIED_SIZE:
-            _verified.popitem(last=False)
+    _verified.put(seen, True)
     return True
 
 

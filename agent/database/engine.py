@@ -21,9 +21,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -46,6 +44,7 @@ from agent.database.schema import (
     translated,
 )
 from agent.errors import DatabaseError
+from agent.memo import Memo
 from agent.reasons import Reason
 
 Progress = Callable[[int, int], None]  # (done_rows, total_rows)
@@ -143,9 +142,8 @@ def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | 
         progress(done, total)
 
 
-_MEMORY_SIZE = 20_000  # remembered digests (about half a KiB each): one per server of a fleet host
-_memory: OrderedDict[tuple[str, int, int, int], tuple[RecordDigest, int]] = OrderedDict()
-_memory_lock = threading.Lock()  # the copies run in worker threads
+# remembered digests and schemas (about half a KiB each): one per server of a fleet host
+_memory: Memo[tuple[str, int, int, int], tuple[RecordDigest, int]] = Memo(20_000)
 
 
 def _file_key(path: Path) -> tuple[str, int, int, int] | None:
@@ -160,20 +158,14 @@ def _file_key(path: Path) -> tuple[str, int, int, int] | None:
 def _remember(path: Path, verified: RecordDigest, schema: int) -> None:
     """Remember the digest and schema of a database this process just verified and published."""
     key = _file_key(path)
-    if key is None:
-        return
-    with _memory_lock:
-        _memory[key] = (verified, schema)
-        _memory.move_to_end(key)
-        while len(_memory) > _MEMORY_SIZE:
-            _memory.popitem(last=False)
+    if key is not None:
+        _memory.put(key, (verified, schema))
 
 
 def _recall(path: Path) -> tuple[RecordDigest, int] | None:
     """The digest and schema remembered for ``path`` as it is now (None when it changed or is unknown)."""
     key = _file_key(path)
-    with _memory_lock:
-        return _memory.get(key) if key is not None else None
+    return _memory.get(key) if key is not None else None
 
 
 def verified_unchanged(path: Path | str, schema: int) -> bool:
