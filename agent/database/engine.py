@@ -5,7 +5,7 @@ Invariants (rules DB-1 and DB-2):
 - the source is opened read-only (a ``mode=ro`` URI) and is never modified;
 - the new database is built at ``<dst>.tmp`` and becomes ``dst`` only after its logical digest
   (counts and checksums of every record) equals the source's, or, for a copy whose schema stays,
-  its bytes equal the source's (SHA-256), the file is fsynced, and
+  its bytes read back equal the source's, the file is fsynced, and
   ``os.replace`` has renamed it, with the directory fsynced after;
 - on any failure no ``dst`` is produced by the call and the ``.tmp`` file is removed; a power cut
   (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
@@ -18,7 +18,6 @@ Invariants (rules DB-1 and DB-2):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import time
@@ -323,7 +322,7 @@ def _copy_verbatim(source: Path, tmp: Path, expected: RecordDigest, progress: Pr
         return False
     tmp.write_bytes(data)
     hit("db.rebuild")
-    if hashlib.sha256(tmp.read_bytes()).digest() != hashlib.sha256(data).digest():
+    if tmp.read_bytes() != data:
         raise DatabaseError(
             "verification failed: the copy differs from its source", reason=Reason.DATABASE_VERIFY_FAILED
         )
@@ -339,7 +338,7 @@ def migrate_copy(
 
     The copy uses SQLite's backup API from a read-only connection; each schema step runs in one
     transaction; the result's digest must equal the source's. With an unchanged schema this is a
-    byte-for-byte copy verified by its SHA-256 (the backup path when the file is mid-write).
+    byte-for-byte copy, read back and compared (the backup path when the file is mid-write).
 
     Args:
         src: the current database (never modified).
