@@ -39,6 +39,7 @@ from releases.publish import default_repository
 from simulator.fleet.spec import FleetSpec, ServerPlan, expand
 from simulator.issuer import issue_key, ship_key
 from simulator.keyring import VendorKeyring
+from simulator.portal import damage
 from simulator.server import ServerSpec, create_server, mac_for, serial_for
 
 MANIFEST = "fleet.json"
@@ -115,9 +116,7 @@ def bad_repo(root: Path, repo: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix=".bad-repo.", dir=root))
     shutil.copytree(repo, work / "repo")
     for image in (work / "repo" / "images").glob("*.img"):
-        data = bytearray(image.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        image.write_bytes(bytes(data))
+        damage(work / "repo", image.stem, "byte")
     (work / "repo" / "ready").write_text("corrupted images for failure injection (SIMULATED)\n")
     shutil.rmtree(target, ignore_errors=True)
     (work / "repo").rename(target)
