@@ -9,9 +9,15 @@ are 12 lower-case hex digits, dates integer Unix seconds. An entity a schema lac
 
 Invariants: a database before and after the 7.1 rebuild or any migration digests equal exactly
 when every record is present and unchanged; rows are hashed in a stable key order; the hashing
-streams (SQLite renders each row as one line, text as quoted SQL literals and integers bare, and
-concatenates a page of rows; Python only hashes the page), so a million-row call log digests in
-about a second.
+streams (SQLite renders each row as one line, a JSON array of its fields, and concatenates a page
+of rows; Python only hashes the page), so a million-row call log digests in about half a second.
+
+A row's line is SQLite's ``json_array`` of its fields: text quoted and escaped, integers and reals
+bare and told apart (``5`` and ``5.0``), NULL as ``null``: unambiguous, and about 2.9 times
+cheaper than concatenating ``quote()`` literals (2.5 ms against 7.3 ms for a 5,000-row call log).
+JSON cannot hold a BLOB, which no field of these schemas should be; an entity whose rows hold one
+is hashed again with each field guarded, a blob as ``{"blob": "<hex>"}``. The guarded line of a
+row without blobs is the plain line, so both sides of a comparison agree whichever they took.
 """
 
 from __future__ import annotations
@@ -108,17 +114,24 @@ def canonical_select(schema: int, entity: str, db: str = "main") -> str | None:
     return table.format(db=db)
 
 
-def _line(entity: str) -> str:
-    # Text as an SQL literal (quoted, escaped: unambiguous); integers bare, NULL as '~' (cheaper
-    # than quote(), which formats integers through printf).
-    return " || ',' || ".join(
-        f"quote({name})" if name in _TEXT else f"ifnull({name}, '~')" for name in FIELDS[entity]
-    )
+def _line(entity: str, *, guarded: bool = False) -> str:
+    if not guarded:
+        return f"json_array({', '.join(FIELDS[entity])})"
+    guard = "iif(typeof({0}) = 'blob', json_object('blob', hex({0})), {0})"
+    return f"json_array({', '.join(guard.format(name) for name in FIELDS[entity])})"
 
 
 def _hash_entity(conn: sqlite3.Connection, select: str, entity: str) -> tuple[int, str]:
+    try:
+        return _hash_lines(conn, select, entity, _line(entity))
+    except sqlite3.OperationalError as exc:
+        if "BLOB" not in str(exc):
+            raise
+        return _hash_lines(conn, select, entity, _line(entity, guarded=True))
+
+
+def _hash_lines(conn: sqlite3.Connection, select: str, entity: str, line: str) -> tuple[int, str]:
     sha = hashlib.sha256()
-    line = _line(entity)
     if entity not in _PAGED:
         sql = f"SELECT count(*), group_concat(line, char(10)) FROM (SELECT {line} AS line FROM ({select}) ORDER BY k)"  # noqa: E501, S608 # reason: fixed identifiers, no user data
         count, text = conn.execute(sql).fetchone()

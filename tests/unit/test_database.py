@@ -245,6 +245,25 @@ def test_digest_sees_a_changed_field(tmp_path: Path) -> None:
     assert before.differences(after) == ["call_log"]
 
 
+def test_digest_survives_a_blob(tmp_path: Path) -> None:
+    """A blob (which JSON cannot hold) is hashed, not refused; a copy that keeps it digests equal,
+    and the same bytes as text digest differently."""
+    src = old_db(tmp_path, 20)
+    before = digest(src)
+    with closing(sqlite3.connect(src)) as conn:
+        conn.execute("UPDATE call_log SET caller = x'00ff' WHERE id = 5")
+        conn.commit()
+    with_blob = digest(src)  # the plain JSON line cannot hold it: the guarded one is used
+    assert with_blob.counts == before.counts
+    assert with_blob.differences(before) == ["call_log"]
+    report = migrate_copy(src, tmp_path / "copy.db", 23)
+    assert report.checksum == with_blob.checksum
+    with closing(sqlite3.connect(src)) as conn:
+        conn.execute("UPDATE call_log SET caller = '00FF' WHERE id = 5")
+        conn.commit()
+    assert digest(src).checksum not in (with_blob.checksum, before.checksum)
+
+
 def test_boot_check_fails_on_wrong_schema_corrupt_or_missing_file(tmp_path: Path) -> None:
     """check_opens is false for another schema, a corrupt file, a missing file; true otherwise."""
     good = old_db(tmp_path, 30)
