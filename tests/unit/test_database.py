@@ -220,6 +220,26 @@ def test_db_2_same_schema_copy_of_a_file_mid_write_takes_the_backup_path(
     assert digest(tmp_path / "copy.db") == digest(src)
 
 
+@pytest.mark.parametrize("mid_write", [False, True])
+def test_db_2_a_schema_step_starts_from_a_byte_copy_unless_the_file_is_mid_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mid_write: bool
+) -> None:
+    """The copy a schema step migrates is the source's bytes; SQLite's backup only when a journal
+    says a write is under way. Either way the migrated copy is digested against the source."""
+    from agent.database import engine
+
+    src = old_db(tmp_path, 22)
+    if mid_write:
+        Path(f"{src}-journal").write_bytes(b"")
+    backups: list[int] = []
+    real = engine._backup
+    monkeypatch.setattr(engine, "_backup", lambda *a, **k: backups.append(1) or real(*a, **k))
+    report = migrate_copy(src, tmp_path / "new.db", 23)
+    assert backups == ([1] if mid_write else [])
+    assert schema_of(tmp_path / "new.db") == 23
+    assert report.checksum == digest(tmp_path / "new.db").checksum == digest(src).checksum
+
+
 def test_db_2_verification_failure_leaves_source_and_no_dst(tmp_path: Path) -> None:
     """A record lost while migrating fails verification; the source is unchanged and no dst exists."""
     src, dst = old_db(tmp_path, 22), tmp_path / "new.db"
