@@ -11,8 +11,8 @@ Invariants (rules DB-1 and DB-2):
   (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
   discards before it starts;
 - the digest a copy must match is the source's: computed now, or remembered from when this
-  process verified that very file (same path, inode, size and modification time). A stale memory
-  can only fail a verification, never pass a copy that lost a record.
+  process verified that very file (same path, device, inode, size and modification time). A stale
+  memory can only fail a verification, never pass a copy that lost a record.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _publish(tmp: Path, dst: Path) -> None:
     with translated(f"publishing {dst}"):
         fsync_file(tmp)
         os.replace(tmp, dst)
-        fsync_dir(dst.resolve().parent)
+        fsync_dir(dst.parent)  # the folder the rename wrote (a link's own, not its target's)
 
 
 def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | None) -> None:
@@ -142,16 +142,21 @@ def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | 
 
 
 # remembered digests and schemas (about half a KiB each): one per server of a fleet host
-_memory: Memo[tuple[str, int, int, int], tuple[RecordDigest, int]] = Memo(20_000)
+_memory: Memo[tuple[str, int, int, int, int], tuple[RecordDigest, int]] = Memo(20_000)
 
 
-def _file_key(path: Path) -> tuple[str, int, int, int] | None:
-    """Path, inode, size and modification time: every write changes one of them."""
+def _file_key(path: Path) -> tuple[str, int, int, int, int] | None:
+    """Path, device, inode, size and modification time: every write changes one of them.
+
+    The path is made absolute, not resolved (``realpath`` walks every link: 2% of a fleet's CPU);
+    two names of one file only make a memory miss, and a name moved to another file changes the
+    device or inode.
+    """
     try:
         st = path.stat()
     except OSError:
         return None
-    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _remember(path: Path, verified: RecordDigest, schema: int) -> None:
