@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 REGISTRY: dict[str, str] = {
-    "journal.write": "mid-write of the persisted upgrade state (temp file half written, not yet renamed)",
+    "journal.write": "mid-write of the persisted upgrade state (a step's first: temp file half written, not"
+    " yet renamed; a later one: its line half appended)",
     "recover": "on restart: the journal was read, nothing resumed yet (a cut during recovery)",
     "stage.download": "mid-download of the release image into the Update Area (after each chunk)",
     "stage.promote": "staged image complete and fsynced as .part, not yet renamed into the Update Area",

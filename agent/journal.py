@@ -3,6 +3,9 @@
 Invariants:
 - a write is temp file in the same folder, fsync, ``os.replace``, fsync of the folder: a reader
   sees the old document or the new one, never a torn one;
+- the journal (:class:`Journal`) is JSON Lines, one document a persisted state: a step's first
+  state creates it by such a write, each later state is appended (one write and one fsync, no
+  rename), and a reader takes the last whole line, so a cut mid-append leaves the previous state;
 - ``persist_count`` counts every persisted step of one upgrade; past :data:`MAX_PERSISTS` the
   upgrade is ended as failed and rolled back (a crash-loop breaker, as Mender's
   ``kMaxStateDataStoreCount``).
@@ -17,6 +20,7 @@ or the new document. Power-cut tests, chaos and real servers keep it unset (docs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -171,35 +175,109 @@ _JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
 class Journal:
-    """The journal file of one server."""
+    """The journal file of one server: one compact JSON document a line, the last whole one counts.
+
+    A step's first state is written atomically (:func:`write_json`), creating the file; each later
+    state is appended as ``\\n{document}\\n`` and fsynced. A power cut mid-append leaves a torn
+    last line, which :meth:`load` skips (the previous state stands), and the next append starts on
+    a line of its own. An append the disk refuses is cut back off. :meth:`clear` ends the step by
+    removing the file, so it holds one step's states (:data:`MAX_PERSISTS` bounds them); past
+    :data:`COMPACT_BYTES` a save rewrites it with the latest state alone. A file of one state is a
+    plain JSON document, the format of earlier agents.
+
+    An append costs about a tenth of an atomic rewrite (no new inode, no rename): the journal was
+    10% of a fleet's CPU when every state was a rewrite.
+    """
+
+    COMPACT_BYTES = 64 * 1024
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def load(self) -> Job | None:
-        """Return the persisted job, or None when idle. A torn or alien file reads as unknown."""
-        if not self.path.exists():
-            return None
+        """Return the persisted job, or None when idle. A garbled or alien file reads as unknown."""
         try:
-            raw = read_json(self.path)
-            if not raw:
-                return None
-            job = Job(**raw)
-            if not isinstance(job.persist_count, int) or not isinstance(job.state, str):
-                raise TypeError("alien journal")
-            return job
-        except (StoreError, TypeError):
-            unreadable = {"reason": Reason.JOURNAL_UNREADABLE.value,
-                          "message": "the upgrade journal was unreadable; rolled back"}  # fmt: skip
-            return Job("unknown", "unknown", "", "", "", "", "", "", "", "", MAX_PERSISTS, error=unreadable)
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return _unknown()
+        for line in reversed(data.split(b"\n")):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                continue  # a torn append (a cut mid-write): the state before it stands
+            return _job(raw)
+        return _unknown()
 
     def save(self, job: Job) -> None:
-        """Persist ``job`` (counting the write) before the caller's side effect."""
+        """Persist ``job`` (counting the write) before the caller's side effect.
+
+        Raises:
+            StoreError: the disk refused; the journal still reads as the previous state.
+        """
         job.persist_count += 1
         document = {name: getattr(job, name) for name in _JOB_FIELDS}  # shallow: encoded at once
-        write_json(self.path, document, point="journal.write", compact=True)
+        line = b"\n" + json.dumps(document, sort_keys=True).encode() + b"\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            fd = None
+        except OSError as exc:
+            raise disk_error(exc, f"cannot write {self.path}") from exc
+        if fd is not None:
+            try:
+                if os.fstat(fd).st_size < self.COMPACT_BYTES:
+                    _append(fd, line)
+                    return
+            except OSError as exc:
+                raise disk_error(exc, f"cannot write {self.path}") from exc
+            finally:
+                os.close(fd)
+        write_atomic(self.path, line[1:], point="journal.write")  # the step's first state, or compacting
 
     def clear(self) -> None:
         """Remove the journal: the server is idle."""
         self.path.unlink(missing_ok=True)
         fsync_dir(self.path.parent)
+
+
+def _append(fd: int, line: bytes) -> None:
+    """Append ``line`` to the open journal and fsync it; cut it back off if the disk refuses.
+
+    Raises:
+        OSError: the write or the flush failed (the file is cut back to its size before it).
+    """
+    size = os.fstat(fd).st_size
+    half = len(line) // 2
+    try:
+        os.write(fd, line[:half])
+        crashpoints.hit("journal.write")  # a cut here leaves a torn last line
+        os.write(fd, line[half:])
+        fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
+def _job(raw: Any) -> Job | None:
+    """The job a journal line holds: None for an empty document, unknown for an alien one."""
+    if not raw:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("state"), str):
+        return _unknown()
+    if not isinstance(raw.get("persist_count", 0), int):
+        return _unknown()
+    try:
+        return Job(**raw)
+    except TypeError:
+        return _unknown()
+
+
+def _unknown() -> Job:
+    unreadable = {"reason": Reason.JOURNAL_UNREADABLE.value,
+                  "message": "the upgrade journal was unreadable; rolled back"}  # fmt: skip
+    return Job("unknown", "unknown", "", "", "", "", "", "", "", "", MAX_PERSISTS, error=unreadable)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import errno
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,23 +106,44 @@ def assert_intact(server: ServerDir, before: Snapshot, auditor: Auditor, release
 
 # --- torn writes -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("point", "nth", "file", "field", "old"),
-    [("journal.write", 3, "journal.json", "state", "staged"), ("boot.switch", 1, "boot.json", "trial", None)],
-    ids=["journal", "bootloader"],
+    ("point", "nth", "file", "old"),
+    [("journal.write", 1, "journal.json", None), ("boot.switch", 1, "boot.json", {"trial": None})],
+    ids=["journal-first-state", "bootloader"],
 )
 async def test_a_torn_temp_file_is_ignored_and_replaced(
-    server: ServerDir, before: Snapshot, auditor: Auditor, point: str, nth: int, file: str, field: str,
-    old: str | None,
+    server: ServerDir, before: Snapshot, auditor: Auditor, point: str, nth: int, file: str,
+    old: dict[str, Any] | None,
 ) -> None:  # fmt: skip
-    """A cut mid-write leaves a half-written temp file; readers see the old file; the restart finishes."""
+    """A cut mid-write leaves a half-written temp file; readers see the old file (or none, as before
+    the step's first state); the restart finishes."""
     with crashpoints.injecting(FaultAt(point, nth)), pytest.raises(PowerCut):
         await agent(server).upgrade(TARGET)
     torn = server.root / f".{file}.tmp"
     with pytest.raises(ValueError):  # half a JSON document
         json.loads(torn.read_bytes())
-    assert json.loads((server.root / file).read_bytes())[field] == old  # the previous document, whole
+    if old is None:
+        assert not (server.root / file).exists() and server.journal.load() is None
+    else:
+        assert json.loads((server.root / file).read_bytes()).items() >= old.items()  # the previous one, whole
     assert rolled_back(await agent(server).upgrade(TARGET)) is None
     assert not torn.exists()  # the next write of that file replaced it
+    assert_intact(server, before, auditor, TARGET)
+
+
+async def test_a_torn_journal_append_is_skipped(
+    server: ServerDir, before: Snapshot, auditor: Auditor
+) -> None:
+    """A cut mid-append leaves a torn last line: the journal reads as the state before it, the
+    next append starts a line of its own, and the restart finishes the step."""
+    with crashpoints.injecting(FaultAt("journal.write", 3)), pytest.raises(PowerCut):
+        await agent(server).upgrade(TARGET)
+    last = server.journal.path.read_bytes().rsplit(b"\n", 1)[-1]
+    assert last.startswith(b'{"') and not last.endswith(b"}")  # half a document, no newline after it
+    with pytest.raises(ValueError):
+        json.loads(last)
+    job = server.journal.load()
+    assert job is not None and (job.state, job.persist_count) == ("staged", 2)
+    assert rolled_back(await agent(server).upgrade(TARGET)) is None
     assert_intact(server, before, auditor, TARGET)
 
 
@@ -311,9 +334,9 @@ async def test_a_crash_loop_past_the_commit_point_finishes_committed(
     """Once the bootloader committed, the breaker finishes forward instead of rolling back."""
     with crashpoints.injecting(FaultAt("journal.write", 10)), pytest.raises(PowerCut):  # persisting committed
         await agent(server).upgrade(TARGET)
-    document = json.loads(server.journal.path.read_bytes())
-    assert document["state"] == "committing"
-    server.journal.path.write_text(json.dumps({**document, "persist_count": 40}))
+    job = server.journal.load()
+    assert job is not None and job.state == "committing"
+    server.journal.path.write_text(json.dumps({**asdict(job), "persist_count": 40}))
     step = await agent(server).recover()
     assert step is not None and step.outcome == "committed"
     assert server.offered_phone_firmware() == default_catalog().release(TARGET).phone_firmware

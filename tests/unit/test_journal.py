@@ -1,0 +1,131 @@
+"""The upgrade journal: JSON Lines, the first state written atomically, later states appended."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent import crashpoints
+from agent.crashpoints import FaultAt, PowerCut
+from agent.errors import StoreError
+from agent.journal import MAX_PERSISTS, Job, Journal
+from agent.reasons import Reason
+
+
+def job(state: str = "idle") -> Job:
+    return Job("j1", state, "8.0", "7.1", "7.1.4.7", "7.0", "7.0.0.18", "a", "b", "2024-03-01T00:00:00")
+
+
+def test_each_state_after_the_first_is_one_appended_line(tmp_path: Path) -> None:
+    """The first save creates the file (a plain JSON document); each later one appends a line."""
+    journal, current = Journal(tmp_path / "journal.json"), job()
+    journal.save(current)
+    assert json.loads(journal.path.read_bytes())["state"] == "idle"  # one state: plain JSON
+    inode = journal.path.stat().st_ino
+    for state in ("downloading", "staged", "writing_slot"):
+        current.state = state
+        journal.save(current)
+    assert journal.path.stat().st_ino == inode  # appended, never renamed over
+    lines = [json.loads(line) for line in journal.path.read_bytes().split(b"\n") if line]
+    assert [line["state"] for line in lines] == ["idle", "downloading", "staged", "writing_slot"]
+    loaded = journal.load()
+    assert loaded is not None and (loaded.state, loaded.persist_count) == ("writing_slot", 4)
+    journal.clear()
+    assert journal.load() is None and not journal.path.exists()
+
+
+def test_a_torn_append_reads_as_the_state_before_and_the_next_append_is_whole(tmp_path: Path) -> None:
+    """A cut mid-append: load returns the previous state; the next save starts a line of its own."""
+    journal, current = Journal(tmp_path / "journal.json"), job()
+    journal.save(current)
+    current.state = "staged"
+    with crashpoints.injecting(FaultAt("journal.write")), pytest.raises(PowerCut):
+        journal.save(current)
+    assert not journal.path.read_bytes().endswith(b"\n")  # torn
+    loaded = journal.load()
+    assert loaded is not None and loaded.state == "idle"
+    loaded.state = "downloading"
+    journal.save(loaded)
+    after = journal.load()
+    assert after is not None and (after.state, after.persist_count) == ("downloading", 2)
+
+
+def test_an_append_the_disk_refuses_is_cut_back_off(tmp_path: Path) -> None:
+    """ENOSPC mid-append: StoreError(NO_SPACE), and the file is byte for byte as before."""
+    journal, current = Journal(tmp_path / "journal.json"), job()
+    journal.save(current)
+    before = journal.path.read_bytes()
+
+    def full(point: str) -> None:
+        if point == "journal.write":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    current.state = "staged"
+    with crashpoints.injecting(full), pytest.raises(StoreError) as caught:
+        journal.save(current)
+    assert caught.value.reason is Reason.NO_SPACE
+    assert journal.path.read_bytes() == before
+
+
+def test_a_long_journal_is_rewritten_with_its_latest_state(tmp_path: Path) -> None:
+    """Past COMPACT_BYTES a save rewrites the file atomically with the latest state alone."""
+    journal, current = Journal(tmp_path / "journal.json"), job()
+    current.extra = {"pad": "x" * 2000}
+    saves = Journal.COMPACT_BYTES // 2000 + 2
+    for n in range(saves):
+        current.state = f"s{n}"
+        journal.save(current)
+    lines = [line for line in journal.path.read_bytes().split(b"\n") if line]
+    assert len(lines) < saves
+    loaded = journal.load()
+    assert loaded is not None and (loaded.state, loaded.persist_count) == (f"s{saves - 1}", saves)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"job_id": "x", "sta',
+        b"\x00" * 40,
+        b'["a list"]\n',
+        b'{"state": 3}\n',
+        b'{"job_id": "x", "state": "idle"}\n',
+    ],
+    ids=["torn-only", "zeros", "not-an-object", "wrong-type", "missing-fields"],
+)
+def test_a_journal_with_no_whole_state_reads_as_unknown(tmp_path: Path, content: bytes) -> None:
+    """Nothing readable (or an alien document): the unknown job, which rolls back."""
+    path = tmp_path / "journal.json"
+    path.write_bytes(content)
+    loaded = Journal(path).load()
+    assert loaded is not None and loaded.state == "unknown" and loaded.persist_count == MAX_PERSISTS
+    assert loaded.error is not None and loaded.error["reason"] == Reason.JOURNAL_UNREADABLE.value
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    states=st.lists(st.sampled_from(["idle", "staged", "committing"]), min_size=1, max_size=12), cut=st.data()
+)
+def test_load_returns_the_last_whole_state_wherever_an_append_is_cut(
+    states: list[str], cut: st.DataObject
+) -> None:
+    """Property: after saves and one torn append at any byte, load returns the last saved state."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        journal, current = Journal(Path(folder) / "journal.json"), job()
+        for state in states:
+            current.state = state
+            journal.save(current)
+        whole = journal.path.read_bytes()
+        current.state = "rolling_back"
+        line = b"\n" + json.dumps({"state": "rolling_back", "job_id": "j1"}).encode() + b"\n"
+        keep = cut.draw(st.integers(0, len(line) - 2))  # never the whole line
+        journal.path.write_bytes(whole + line[:keep])
+        loaded = journal.load()
+        assert loaded is not None and (loaded.state, loaded.persist_count) == (states[-1], len(states))
