@@ -143,7 +143,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     Raises:
         sqlite3.Error: the file cannot be opened.
     """
-    uri = Path(path).resolve().as_uri() + ("?mode=ro" if readonly else "")
+    uri = Path(os.path.abspath(path)).as_uri() + ("?mode=ro" if readonly else "")  # links: SQLite follows
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
