@@ -190,6 +190,7 @@ class Mosquitto:
         self, port: int | None = None, workdir: Path | None = None, *, persistence: bool = False
     ) -> None:
         self.port = port or free_port()
+        self._owns_workdir = workdir is None  # a folder of its own goes with :meth:`close`
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="allworx-mosquitto-"))
         self.persistence = persistence
         self.config = self.workdir / "mosquitto.conf"
@@ -229,6 +230,12 @@ class Mosquitto:
             process.kill()
             process.wait()
 
+    def close(self) -> None:
+        """Stop the process and remove the folder it made for itself (not one it was given)."""
+        self.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     @property
     def running(self) -> bool:
         """Whether the process is alive."""
@@ -253,7 +260,7 @@ def broker_command(port: int, use_mosquitto: bool) -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            server.stop()
+            server.close()
         return
 
     async def serve() -> None:

@@ -54,7 +54,7 @@ def mosquitto() -> Iterator[Mosquitto]:
     server = Mosquitto()
     server.start()
     yield server
-    server.stop()
+    server.close()
 
 
 @dataclass
