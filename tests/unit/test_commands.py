@@ -45,9 +45,12 @@ def signed(name: str = "upgrade", args: dict[str, Any] | None = None, **override
     return document
 
 
+_SCRATCH = tempfile.TemporaryDirectory(prefix="test-commands-")  # removed when the session ends
+
+
 def check(payload: bytes | dict[str, Any], name: str = "upgrade", window: NonceWindow | None = None) -> Any:
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    window = window or NonceWindow(Path(tempfile.mkdtemp()) / "nonces.json")
+    window = window or NonceWindow(Path(tempfile.mkdtemp(dir=_SCRATCH.name)) / "nonces.json")
     return check_command(raw, name, trusted=TRUSTED, site="lab", serial="AWX1", now=NOW, window=window)
 
 
@@ -157,7 +160,7 @@ def test_any_tampered_field_is_refused(field: str, value: Any, topic: str) -> No
 def _server() -> ServerDir:
     from simulator.server import ServerSpec, create_server
 
-    root = Path(tempfile.mkdtemp()) / "server"
+    root = Path(tempfile.mkdtemp(dir=_SCRATCH.name)) / "server"
     return create_server(root, ServerSpec(model="6x", release="7.0", users=5, call_log_rows=50, site="lab"))
 
 

@@ -59,19 +59,20 @@ def test_any_mix_of_appends_acks_and_restarts_keeps_order_without_gaps(
     """Appends, acknowledgements and restarts in any order never repeat, skip or reorder a number."""
     import tempfile
 
-    folder = Path(tempfile.mkdtemp())
-    box, assigned, acked = Outbox(folder), list[int](), 0
-    for appends, ack, restart in script:
-        assigned += [box.append({"x": 1})["seq"] for _ in range(appends)]
-        if ack and box.pending():
-            acked = box.pending()[-1]["seq"]
-            box.delivered(acked)
-        if restart:
-            box.close()
-            box = Outbox(folder)
-        assert [e["seq"] for e in box.pending()] == [s for s in assigned if s > acked]
-    assert assigned == list(range(1, len(assigned) + 1))
-    box.close()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        box, assigned, acked = Outbox(folder), list[int](), 0
+        for appends, ack, restart in script:
+            assigned += [box.append({"x": 1})["seq"] for _ in range(appends)]
+            if ack and box.pending():
+                acked = box.pending()[-1]["seq"]
+                box.delivered(acked)
+            if restart:
+                box.close()
+                box = Outbox(folder)
+            assert [e["seq"] for e in box.pending()] == [s for s in assigned if s > acked]
+        assert assigned == list(range(1, len(assigned) + 1))
+        box.close()
 
 
 def test_a_lazy_cursor_is_written_at_most_every_interval_and_a_crash_only_resends(tmp_path: Path) -> None:
