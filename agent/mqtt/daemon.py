@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import threading
@@ -302,7 +301,7 @@ class Agent:
 
     async def _pump_events(self, link: Link) -> None:
         while True:
-            batch = self.outbox.pending(limit=BATCH)
+            batch = self.outbox.pending_payloads(limit=BATCH)
             if not batch:
                 self._events_ready.clear()
                 if self.outbox.cursor_behind:  # quiet for a while: bring the cursor up to date
@@ -314,10 +313,13 @@ class Agent:
                     continue
                 await self._events_ready.wait()
                 continue
-            async with asyncio.TaskGroup() as tasks:  # in flight together; paho keeps their order
-                for event in batch:
-                    tasks.create_task(link.publish(self.topics.events, _json(event), qos=1))
-            self.outbox.delivered(batch[-1]["seq"])
+            if len(batch) == 1:  # the common case: events come one at a time
+                await link.publish(self.topics.events, batch[0][1], qos=1)
+            else:
+                async with asyncio.TaskGroup() as tasks:  # in flight together; paho keeps their order
+                    for _seq, payload in batch:
+                        tasks.create_task(link.publish(self.topics.events, payload, qos=1))
+            self.outbox.delivered(batch[-1][0])
 
     async def _pump_state(self, link: Link) -> None:
         """Publish the retained state whenever it changed, at most once per ``state_interval``.
@@ -351,7 +353,3 @@ def _first(group: BaseExceptionGroup[BrokerError]) -> BrokerError:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first if isinstance(first, BrokerError) else BrokerError(str(first))
-
-
-def _json(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()

@@ -35,6 +35,11 @@ from agent.reasons import Reason
 COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
 
 
+def encode(event: dict[str, Any]) -> bytes:
+    """An event's JSON: compact, keys sorted (its line in the log and its MQTT payload)."""
+    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+
+
 class Outbox:
     """An ordered, durable queue of events with per-server sequence numbers.
 
@@ -61,7 +66,7 @@ class Outbox:
         cursor = read_json(self.cursor_path) if self.cursor_path.exists() else {}
         self._delivered = int(cursor.get("delivered", 0))
         self._last = int(cursor.get("last", self._delivered))
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[tuple[dict[str, Any], bytes]] = deque()  # (event, its JSON as logged)
         self._load()
 
     def _load(self) -> None:
@@ -78,7 +83,7 @@ class Outbox:
                 good += len(line)
                 self._last = max(self._last, event["seq"])
                 if event["seq"] > self._delivered:
-                    self._pending.append(event)
+                    self._pending.append((event, line.rstrip(b"\n")))
             if good < len(data):
                 os.truncate(self.log_path, good)
         self._log = self.log_path.open("ab")
@@ -100,22 +105,28 @@ class Outbox:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
         stamped = {**event, "seq": self._last + 1}
-        line = json.dumps(stamped, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        payload = encode(stamped)
         try:
-            self._log.write(line)
+            self._log.write(payload + b"\n")
             self._log.flush()
             fsync(self._log.fileno())
         except OSError as exc:
             reason = Reason.NO_SPACE if exc.errno == 28 else Reason.BAD_INPUT
             raise StoreError(f"cannot write {self.log_path}: {exc.strerror}", reason=reason) from exc
         self._last += 1
-        self._pending.append(stamped)
+        self._pending.append((stamped, payload))
         return stamped
 
     def pending(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The undelivered events in sequence order (at most ``limit``)."""
         count = len(self._pending) if limit is None else min(limit, len(self._pending))
-        return [self._pending[i] for i in range(count)]
+        return [self._pending[i][0] for i in range(count)]
+
+    def pending_payloads(self, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """The undelivered events as ``(seq, payload)``, the payload the JSON line in the log
+        (:func:`encode`): what is published is what was made durable, encoded once."""
+        count = len(self._pending) if limit is None else min(limit, len(self._pending))
+        return [(self._pending[i][0]["seq"], self._pending[i][1]) for i in range(count)]
 
     def delivered(self, seq: int) -> None:
         """Record that every event up to ``seq`` was acknowledged; compact a delivered log.
@@ -123,7 +134,7 @@ class Outbox:
         Raises:
             StoreError: the cursor cannot be written.
         """
-        while self._pending and self._pending[0]["seq"] <= seq:
+        while self._pending and self._pending[0][0]["seq"] <= seq:
             self._pending.popleft()
         self._delivered = max(self._delivered, seq)
         compact = not self._pending and self._log.tell() > COMPACT_BYTES

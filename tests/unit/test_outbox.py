@@ -97,3 +97,25 @@ def test_a_lazy_cursor_is_written_at_most_every_interval_and_a_crash_only_resend
     box.close()  # a clean stop writes what is behind
     with Outbox(tmp_path) as last:
         assert last.pending() == [] and last.append({"n": 4})["seq"] == 5
+
+
+def test_the_payload_published_is_the_line_logged_before_and_after_a_restart(tmp_path: Path) -> None:
+    """pending_payloads gives each event's JSON as written to the log (encoded once, the same
+    bytes a reader of events.log sees), in order, also when read back after a restart."""
+    import json
+
+    from agent.mqtt.outbox import encode
+
+    with Outbox(tmp_path) as box:
+        for n in range(3):
+            box.append({"n": n, "text": "é"})
+        box.delivered(1)
+        first = box.pending_payloads()
+        assert [seq for seq, _ in first] == [2, 3]
+        assert [payload for _, payload in first] == [encode(e) for e in box.pending()]
+        assert [json.loads(payload) for _, payload in first] == box.pending()
+    logged = (tmp_path / "events.log").read_bytes().splitlines()
+    assert [payload for _, payload in first] == logged[1:]
+    with Outbox(tmp_path) as again:
+        assert again.pending_payloads() == first
+        assert again.pending_payloads(limit=1) == first[:1]
