@@ -202,6 +202,10 @@ class Journal:
             return None
         except OSError:
             return _unknown()
+        try:
+            return _job(json.loads(data))  # one document: a single state, or an earlier agent's file
+        except ValueError:
+            pass
         for line in reversed(data.split(b"\n")):
             if not line.strip():
                 continue
@@ -253,14 +257,25 @@ def _append(fd: int, line: bytes) -> None:
     size = os.fstat(fd).st_size
     half = len(line) // 2
     try:
-        os.write(fd, line[:half])
+        _write_all(fd, line[:half])
         crashpoints.hit("journal.write")  # a cut here leaves a torn last line
-        os.write(fd, line[half:])
+        _write_all(fd, line[half:])
         fsync(fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, size)
         raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (``os.write`` may write fewer; the next call then raises why).
+
+    Raises:
+        OSError: the disk refused.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _job(raw: Any) -> Job | None:

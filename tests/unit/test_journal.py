@@ -129,3 +129,30 @@ def test_load_returns_the_last_whole_state_wherever_an_append_is_cut(
         journal.path.write_bytes(whole + line[:keep])
         loaded = journal.load()
         assert loaded is not None and (loaded.state, loaded.persist_count) == (states[-1], len(states))
+
+
+def test_an_earlier_agents_indented_journal_still_loads(tmp_path: Path) -> None:
+    """A journal written whole and indented (as agents before JSON Lines did) reads as its state."""
+    path = tmp_path / "journal.json"
+    document = {**job("staged").__dict__, "persist_count": 3}
+    path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    loaded = Journal(path).load()
+    assert loaded is not None and (loaded.state, loaded.persist_count) == ("staged", 3)
+    loaded.state = "writing_slot"
+    Journal(path).save(loaded)  # appended after the indented document: still read as the last state
+    again = Journal(path).load()
+    assert again is not None and (again.state, again.persist_count) == ("writing_slot", 4)
+
+
+def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write may write fewer bytes than asked: the append writes the rest, never a torn line."""
+    journal, current = Journal(tmp_path / "journal.json"), job()
+    journal.save(current)
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:3])))
+    current.state = "staged"
+    journal.save(current)
+    monkeypatch.undo()
+    assert journal.path.read_bytes().endswith(b"}\n")
+    loaded = journal.load()
+    assert loaded is not None and (loaded.state, loaded.persist_count) == ("staged", 2)
