@@ -282,15 +282,16 @@ def _check_step(current: int, target: int) -> None:
         )
 
 
-def _backup(source: sqlite3.Connection, tmp: Path, total: int, progress: Progress | None) -> None:
-    """Copy ``source`` into ``tmp`` with SQLite's backup API (consistent even while it is written)."""
+def _backup(
+    source: sqlite3.Connection, out: sqlite3.Connection, total: int, progress: Progress | None
+) -> None:
+    """Copy ``source`` into ``out`` with SQLite's backup API (consistent even while it is written)."""
 
     def pages_copied(_status: int, remaining: int, pages: int) -> None:
         if progress is not None and pages:
             progress(total * (pages - remaining) // pages, total)
 
-    with closing(connect(tmp)) as out:
-        source.backup(out, pages=1024, progress=pages_copied)
+    source.backup(out, pages=1024, progress=pages_copied)
 
 
 def _copy_bytes(source: Path, tmp: Path) -> bytes | None:
@@ -311,16 +312,15 @@ def _copy_bytes(source: Path, tmp: Path) -> bytes | None:
     return data
 
 
-def _step(tmp: Path, target_schema: int) -> None:
-    """Apply each schema step to the copy at ``tmp``, one transaction a step (rule DB-2)."""
-    with closing(connect(tmp)) as out:
-        out.execute("PRAGMA synchronous = OFF")  # fsynced once, before the rename
-        for number, statements in steps_between(read_schema(out), target_schema):
-            out.execute("BEGIN")  # rule DB-2: one step, one transaction
-            for statement in statements:
-                out.execute(statement)
-            stamp(out, number)
-            out.execute("COMMIT")
+def _step(out: sqlite3.Connection, target_schema: int) -> None:
+    """Apply each schema step to the copy open as ``out``, one transaction a step (rule DB-2)."""
+    out.execute("PRAGMA synchronous = OFF")  # fsynced once, before the rename
+    for number, statements in steps_between(read_schema(out), target_schema):
+        out.execute("BEGIN")  # rule DB-2: one step, one transaction
+        for statement in statements:
+            out.execute(statement)
+        stamp(out, number)
+        out.execute("COMMIT")
 
 
 def _copy_and_verify(
@@ -337,22 +337,24 @@ def _copy_and_verify(
     The verification is the logical digest against the source's whenever the schema changed or
     the copy was not byte for byte; a byte copy that keeps its schema is read back and compared
     with the bytes read instead (a stronger check than the digest, at a fraction of its cost).
+    The copy is opened once for the backup, the steps and the digest.
     """
     data = _copy_bytes(source_path, tmp)
-    if data is None:
-        _backup(source, tmp, expected.rows, progress)
     current, target_schema = steps
-    stepped = current != target_schema
-    if stepped:
-        _step(tmp, target_schema)
-    hit("db.rebuild")
-    if stepped or data is None:
-        with translated(f"verifying {tmp}"), closing(connect(tmp, readonly=True)) as out:
+    if data is not None and current == target_schema:
+        hit("db.rebuild")
+        if tmp.read_bytes() != data:
+            raise DatabaseError(
+                "verification failed: the copy differs from its source", reason=Reason.DATABASE_VERIFY_FAILED
+            )
+    else:
+        with closing(connect(tmp)) as out:
+            if data is None:
+                _backup(source, out, expected.rows, progress)
+            if current != target_schema:
+                _step(out, target_schema)
+            hit("db.rebuild")
             _verify(expected, digest_connection(out))  # rule DB-2: same guarantee as DB-1
-    elif tmp.read_bytes() != data:
-        raise DatabaseError(
-            "verification failed: the copy differs from its source", reason=Reason.DATABASE_VERIFY_FAILED
-        )
     if progress is not None:
         progress(expected.rows, expected.rows)
 
