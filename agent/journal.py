@@ -177,7 +177,7 @@ _JOB_FIELDS = tuple(f.name for f in fields(Job))
 class Journal:
     """The journal file of one server: one compact JSON document a line, the last whole one counts.
 
-    A step's first state is written atomically (:func:`write_json`), creating the file; each later
+    A step's first state is written atomically (:func:`write_atomic`), creating the file; each later
     state is appended as ``\\n{document}\\n`` and fsynced. A power cut mid-append leaves a torn
     last line, which :meth:`load` skips (the previous state stands), and the next append starts on
     a line of its own. An append the disk refuses is cut back off. :meth:`clear` ends the step by
@@ -233,8 +233,9 @@ class Journal:
             raise disk_error(exc, f"cannot write {self.path}") from exc
         if fd is not None:
             try:
-                if os.fstat(fd).st_size < self.COMPACT_BYTES:
-                    _append(fd, line)
+                size = os.fstat(fd).st_size
+                if size < self.COMPACT_BYTES:
+                    _append(fd, line, size)
                     return
             except OSError as exc:
                 raise disk_error(exc, f"cannot write {self.path}") from exc
@@ -248,13 +249,13 @@ class Journal:
         fsync_dir(self.path.parent)
 
 
-def _append(fd: int, line: bytes) -> None:
-    """Append ``line`` to the open journal and fsync it; cut it back off if the disk refuses.
+def _append(fd: int, line: bytes, size: int) -> None:
+    """Append ``line`` to the open journal of ``size`` bytes and fsync it; cut it back to ``size``
+    if the disk refuses.
 
     Raises:
         OSError: the write or the flush failed (the file is cut back to its size before it).
     """
-    size = os.fstat(fd).st_size
     half = len(line) // 2
     try:
         _write_all(fd, line[:half])

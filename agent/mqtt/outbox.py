@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
-from agent.journal import fsync, read_json, write_json
-from agent.reasons import Reason
+from agent.journal import disk_error, fsync, read_json, write_json
 
 COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
 
@@ -111,8 +110,7 @@ class Outbox:
             self._log.flush()
             fsync(self._log.fileno())
         except OSError as exc:
-            reason = Reason.NO_SPACE if exc.errno == 28 else Reason.BAD_INPUT
-            raise StoreError(f"cannot write {self.log_path}: {exc.strerror}", reason=reason) from exc
+            raise disk_error(exc, f"cannot write {self.log_path}") from exc
         self._last += 1
         self._pending.append((stamped, payload))
         return stamped
