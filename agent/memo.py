@@ -38,3 +38,8 @@ class Memo(Generic[K, V]):
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget everything (tests start from an empty memory)."""
+        with self._lock:
+            self._items.clear()

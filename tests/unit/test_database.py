@@ -514,3 +514,71 @@ def test_a_remembered_digest_saves_the_source_read_and_never_passes_a_changed_fi
         migrate_copy(tmp_path / "s22.db", tmp_path / "s23.db", 23)
     assert caught.value.reason is Reason.DATABASE_VERIFY_FAILED
     assert not (tmp_path / "s23.db").exists()
+
+
+def _counting_digests(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every full digest the engine computes (of a connection or of a file)."""
+    from agent.database import engine
+
+    calls: list[int] = []
+    real_connection, real_file = engine.digest_connection, engine.digest
+    monkeypatch.setattr(engine, "digest_connection", lambda conn: calls.append(1) or real_connection(conn))
+    monkeypatch.setattr(engine, "digest", lambda path: calls.append(1) or real_file(path))
+    return calls
+
+
+def test_servers_with_byte_identical_databases_digest_each_content_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers copied from one template: the second one's rebuild and migration digest nothing,
+    and each still ends verified, in the right schema, with every record."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    template = old_db(tmp_path, 11)
+    for server in (first, second):
+        (server / "pbx.db").write_bytes(template.read_bytes())
+    calls = _counting_digests(monkeypatch)
+
+    rebuild(first / "pbx.db", first / "s20.db", 20)
+    migrate_copy(first / "s20.db", first / "s23.db", 23)
+    assert len(calls) == 3, "the source, the rebuilt database, the migrated copy"
+    calls.clear()
+    report = migrate_copy(second / "pbx.db", second / "s11.db", 11)  # same schema: compared bytes
+    rebuild(second / "pbx.db", second / "s20.db", 20)
+    migrated = migrate_copy(second / "s20.db", second / "s23.db", 23)
+    assert calls == [], "every content was digested on the first server"
+    assert schema_of(second / "s23.db") == 23
+    assert migrated.checksum == report.checksum == digest(template).checksum
+    assert file_hash(second / "s23.db") == file_hash(first / "s23.db")
+
+
+def test_a_copy_that_lost_a_record_fails_even_after_an_identical_one_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory holds the digest of the bytes that were verified: a copy damaged before its check
+    has other bytes, is digested in full and fails; the source is untouched."""
+    template = old_db(tmp_path, 22)
+    (tmp_path / "other.db").write_bytes(template.read_bytes())
+    migrate_copy(template, tmp_path / "good.db", 23)
+    calls = _counting_digests(monkeypatch)
+    dst = tmp_path / "bad.db"
+    with injecting(corrupt_tmp_of(dst)), pytest.raises(DatabaseError) as caught:
+        migrate_copy(tmp_path / "other.db", dst, 23)
+    assert caught.value.reason is Reason.DATABASE_VERIFY_FAILED
+    assert len(calls) == 1, "the source was known by its bytes; the damaged copy was digested"
+    assert not dst.exists() and not build_path(dst).exists()
+    assert file_hash(tmp_path / "other.db") == file_hash(template)
+
+
+def test_a_database_mid_write_is_not_remembered_by_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a journal beside it, a file's bytes are not what SQLite reads: its digest is computed
+    each time and never filed under those bytes."""
+    src = old_db(tmp_path, 22)
+    Path(f"{src}-journal").write_bytes(b"")
+    calls = _counting_digests(monkeypatch)
+    migrate_copy(src, tmp_path / "one.db", 23)
+    migrate_copy(src, tmp_path / "two.db", 23)
+    assert len(calls) == 3, "the source twice (mid-write), the migrated copy once (its bytes are known)"
