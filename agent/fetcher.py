@@ -36,7 +36,7 @@ from typing import Protocol
 from agent.clock import Clock, exponential_backoff
 from agent.crashpoints import hit
 from agent.errors import CancelledUpgrade, DigestError, StoreError, TransportError, VerificationError
-from agent.journal import fsync, fsync_dir
+from agent.journal import fsync, fsync_dir, replace
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.reasons import Reason
 
@@ -354,7 +354,7 @@ def _promote(part: Path, final: Path) -> None:
     with part.open("rb") as handle:
         fsync(handle.fileno())  # skipped only in a no-fsync simulation (agent.journal.durable)
     hit("stage.promote")
-    os.replace(part, final)
+    replace(part, final)
     fsync_dir(final.parent)
 
 

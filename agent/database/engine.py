@@ -6,7 +6,7 @@ Invariants (rules DB-1 and DB-2):
 - the new database is built at ``<dst>.tmp`` and becomes ``dst`` only after its logical digest
   (counts and checksums of every record) equals the source's, or, for a copy whose schema stays,
   its bytes read back equal the source's, the file is fsynced, and
-  ``os.replace`` has renamed it, with the directory fsynced after;
+  the atomic rename (``agent.journal.replace``) has renamed it, with the directory fsynced after;
 - on any failure no ``dst`` is produced by the call and the ``.tmp`` file is removed; a power cut
   (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
   discards before it starts;
@@ -49,6 +49,7 @@ from agent.database.schema import (
     translated,
 )
 from agent.errors import DatabaseError
+from agent.journal import replace
 from agent.memo import Memo
 from agent.reasons import Reason
 
@@ -119,7 +120,7 @@ def _publish(tmp: Path, dst: Path) -> None:
     """fsync the verified file, rename it over ``dst`` and fsync the directory (rules DB-1, DB-2)."""
     with translated(f"publishing {dst}"):
         fsync_file(tmp)
-        os.replace(tmp, dst)
+        replace(tmp, dst)
         fsync_dir(dst.parent)  # the folder the rename wrote (a link's own, not its target's)
 
 

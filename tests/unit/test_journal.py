@@ -156,3 +156,59 @@ def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert journal.path.read_bytes().endswith(b"}\n")
     loaded = journal.load()
     assert loaded is not None and (loaded.state, loaded.persist_count) == ("staged", 2)
+
+
+@pytest.mark.parametrize("durable_writes", [True, False])
+def test_an_atomic_write_over_a_file_leaves_the_new_one_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable_writes: bool
+) -> None:
+    """A durable write renames over the old file; a no-fsync simulation swaps the two names
+    (``renameat2`` exchange: no ext4 write-out forced by the rename) and unlinks the old file.
+    Either way the path holds the new bytes, and no temp file stays."""
+    from agent import journal
+
+    assert journal._exchange is not None, "Linux with glibc 2.28 or later has renameat2"
+    if not durable_writes:
+        monkeypatch.setenv(journal.NO_FSYNC_ENV, "1")
+    swaps: list[tuple[str, str]] = []
+    real = journal._exchange
+    monkeypatch.setattr(journal, "_exchange", lambda src, dst: swaps.append((src, dst)) or real(src, dst))
+    path = tmp_path / "state.json"
+    journal.write_atomic(path, b"old")
+    journal.write_atomic(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    assert [Path(dst).name for _src, dst in swaps] == ([] if durable_writes else ["state.json", "state.json"])
+
+    tmp = tmp_path / "fresh.tmp"  # a new name: nothing to exchange with, a plain rename
+    tmp.write_bytes(b"first")
+    inode = tmp.stat().st_ino
+    journal.replace(tmp, tmp_path / "fresh.json")
+    assert (tmp_path / "fresh.json").read_bytes() == b"first"
+    assert (tmp_path / "fresh.json").stat().st_ino == inode and not tmp.exists()
+
+
+def test_a_kill_between_the_exchange_and_the_unlink_leaves_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old bytes then sit in the temp file, which no reader opens and the next write truncates."""
+    from agent import journal
+
+    assert journal._exchange is not None, "Linux with glibc 2.28 or later has renameat2"
+    monkeypatch.setenv(journal.NO_FSYNC_ENV, "1")
+    path = tmp_path / "state.json"
+    journal.write_atomic(path, b'{"state": "old"}')
+
+    def killed(_path: str) -> None:
+        raise PowerCut("between exchange and unlink")
+
+    monkeypatch.setattr(journal.os, "unlink", killed)
+    with pytest.raises(PowerCut):
+        journal.write_atomic(path, b'{"state": "new"}')
+    monkeypatch.undo()
+    monkeypatch.setenv(journal.NO_FSYNC_ENV, "1")
+    assert journal.read_json(path) == {"state": "new"}
+    assert (tmp_path / ".state.json.tmp").read_bytes() == b'{"state": "old"}'
+    journal.write_atomic(path, b'{"state": "next"}')
+    assert journal.read_json(path) == {"state": "next"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
