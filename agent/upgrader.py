@@ -36,7 +36,7 @@ from agent.clock import Clock
 from agent.database.schema import fsync_file
 from agent.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
 from agent.fetcher import fetch_image, require_verified
-from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir
+from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir, replace
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.machine import Event, State, next_state, resume_state
 from agent.planner import candidates
@@ -409,7 +409,7 @@ class Upgrader:
             staged.unlink(missing_ok=True)  # a retry downloads it again
             raise
         fsync_file(tmp)
-        tmp.replace(slot / "image.img")
+        replace(tmp, slot / "image.img")
         fsync_dir(slot)
         self.server.write_slot_info(job.new_slot, SlotInfo(job.release, job.build, job.db_schema))
         crashpoints.hit("slot.written")
