@@ -14,10 +14,11 @@ Invariants (rules DB-1 and DB-2):
   process verified that very file (same path, device, inode, size and modification time). A stale
   memory can only fail a verification, never pass a copy that lost a record;
 - a digest is a function of the database file's bytes alone (no journal beside it), so it is also
-  remembered by content: the SHA-256 of the bytes read, kept only when the file did not change
-  while it was read and digested. Virtual servers copied from one template hold byte-identical
-  databases and stay identical step after step, so a fleet host digests each distinct content
-  once; a copy that lost or altered a record has other bytes and is digested in full.
+  remembered by content: the SHA-256 of the bytes read (streamed: a large database is never held
+  in memory), kept only when the file did not change while it was read and digested. Virtual
+  servers copied from one template hold byte-identical databases and stay identical step after
+  step, so a fleet host digests each distinct content once; a copy that lost or altered a record
+  has other bytes and is digested in full.
 """
 
 from __future__ import annotations
@@ -189,33 +190,47 @@ def _recall(path: Path) -> tuple[RecordDigest, int] | None:
     return _memory.get(key) if key is not None else None
 
 
-def _read_stable(path: Path) -> tuple[bytes, FileKey] | None:
-    """The bytes of a database file and its key as read, or None when they may not be its content.
+_CHUNK = 1 << 20  # bytes read at a time: a large database is hashed and copied in pieces
 
-    None when a journal is beside the file (a write was under way: SQLite would roll it back on
-    open, so the bytes are not what a connection reads) or the file changed while it was read.
+
+def _read_stable(path: Path, copy_to: Path | None = None) -> tuple[bytes, FileKey] | None:
+    """The SHA-256 of a database file's bytes and its key as read, or None when they may not be
+    its content; with ``copy_to``, the bytes are also written there as they are read.
+
+    None (and no ``copy_to`` left) when a journal is beside the file (a write was under way:
+    SQLite would roll it back on open, so the bytes are not what a connection reads) or the file
+    changed while it was read.
     """
     if any(Path(f"{path}{suffix}").exists() for suffix in ("-journal", "-wal")):
         return None
     before = _file_key(path)
-    data = path.read_bytes()
-    if before is None or _file_key(path) != before:
+    if before is None:
         return None
-    return data, before
+    sha = hashlib.sha256()
+    with path.open("rb") as source, copy_to.open("wb") if copy_to else contextlib.nullcontext() as out:
+        while chunk := source.read(_CHUNK):
+            sha.update(chunk)
+            if out is not None:
+                out.write(chunk)
+    if _file_key(path) != before:
+        if copy_to is not None:
+            copy_to.unlink(missing_ok=True)
+        return None
+    return sha.digest(), before
 
 
 def _content_digest(
     read: tuple[bytes, FileKey] | None, path: Path, compute: Callable[[], RecordDigest]
 ) -> RecordDigest:
-    """The digest of the database ``read`` from ``path``: remembered by content, or ``compute()``.
+    """The digest of the database ``read`` from ``path`` (its bytes' SHA-256 and its key):
+    remembered by content, or ``compute()``.
 
     A computed digest is remembered only when ``path`` kept the key it had when it was read, so it
     is the digest of exactly the bytes hashed. ``read`` None: computed, not remembered.
     """
     if read is None:
         return compute()
-    data, key = read
-    content = hashlib.sha256(data).digest()
+    content, key = read
     found = _by_content.get(content)
     if found is None:
         found = compute()
@@ -357,17 +372,14 @@ def _backup(
 
 
 def _copy_bytes(source: Path, tmp: Path) -> tuple[bytes, FileKey] | None:
-    """Copy the database file byte for byte; return the bytes written and the source's key.
+    """Copy the database file byte for byte; return the SHA-256 of the bytes and the source's key.
 
-    Returns None, having written nothing, when the file cannot be copied that way: a journal beside
-    it (a write was under way) or the file changed while it was read; the caller then takes
+    Returns None, leaving no copy, when the file cannot be copied that way: a journal beside it (a
+    write was under way) or the file changed while it was read; the caller then takes
     :func:`_backup`. A byte copy costs about a twentieth of a backup (0.13 ms against 2.1 ms for a
     300 KB database).
     """
-    read = _read_stable(source)
-    if read is not None:
-        tmp.write_bytes(read[0])
-    return read
+    return _read_stable(source, copy_to=tmp)
 
 
 def _step(out: sqlite3.Connection, target_schema: int) -> None:
@@ -385,29 +397,31 @@ def _copy_and_verify(
     source: sqlite3.Connection,
     tmp: Path,
     *,
-    data: bytes | None,
+    copied: bytes | None,
     steps: tuple[int, int],
     expected: RecordDigest,
     progress: Progress | None,
 ) -> None:
-    """Step the schema of the copy at ``tmp`` (``data``, its bytes; None: not copied yet), verify it.
+    """Step the schema of the copy at ``tmp`` (``copied``: the SHA-256 of the source bytes it holds;
+    None: not copied yet), verify it.
 
     The verification is the logical digest against the source's whenever the schema changed or
     the copy was not byte for byte (then it is made with the backup API first); a byte copy that
-    keeps its schema is read back and compared with the bytes read instead (a stronger check than
-    the digest, at a fraction of its cost). The copy is opened once for the backup, the steps and
-    the digest.
+    keeps its schema is read back and its SHA-256 compared with the source's instead (a stronger
+    check than the digest, at a fraction of its cost). The copy is opened once for the backup, the
+    steps and the digest.
     """
     current, target_schema = steps
-    if data is not None and current == target_schema:
+    if copied is not None and current == target_schema:
         hit("db.rebuild")
-        if tmp.read_bytes() != data:
+        read_back = _read_stable(tmp)
+        if read_back is None or read_back[0] != copied:
             raise DatabaseError(
                 "verification failed: the copy differs from its source", reason=Reason.DATABASE_VERIFY_FAILED
             )
     else:
         with closing(connect(tmp)) as out:
-            if data is None:
+            if copied is None:
                 _backup(source, out, expected.rows, progress)
             if current != target_schema:
                 _step(out, target_schema)
@@ -460,7 +474,7 @@ def migrate_copy(
             _copy_and_verify(
                 source,
                 tmp,
-                data=copied[0] if copied else None,
+                copied=copied[0] if copied else None,
                 steps=(current, target_schema),
                 expected=expected,
                 progress=progress,

@@ -582,3 +582,32 @@ def test_a_database_mid_write_is_not_remembered_by_its_bytes(
     migrate_copy(src, tmp_path / "one.db", 23)
     migrate_copy(src, tmp_path / "two.db", 23)
     assert len(calls) == 3, "the source twice (mid-write), the migrated copy once (its bytes are known)"
+
+
+def test_a_migrated_copy_never_holds_the_database_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The byte copy, its SHA-256 and the read-back of the copy stream the file in pieces: the
+    Python memory a migration takes stays well under the database's size."""
+    import importlib
+    import tracemalloc
+
+    from agent.database import engine
+
+    digest_module = importlib.import_module("agent.database.digest")  # the module, not the function
+
+    monkeypatch.setattr(engine, "_CHUNK", 64 * 1024)
+    monkeypatch.setattr(digest_module, "PAGE_ROWS", 1_000)  # the digest's own pages of rows, small too
+    src = old_db(tmp_path, 22, rows=40_000)
+    size = src.stat().st_size
+    assert size > 2_000_000
+    tracemalloc.start()
+    try:
+        migrate_copy(src, tmp_path / "same.db", 22)  # a byte copy, read back and compared
+        migrate_copy(src, tmp_path / "next.db", 23)  # a byte copy, stepped and digested
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < size / 4, f"{peak} bytes of Python memory for a {size}-byte database"
+    assert file_hash(tmp_path / "same.db") == file_hash(src)
+    assert digest(tmp_path / "next.db") == digest(src)
