@@ -207,7 +207,8 @@ def _read_stable(path: Path, copy_to: Path | None = None) -> tuple[bytes, FileKe
     if before is None:
         return None
     sha = hashlib.sha256()
-    with path.open("rb") as source, copy_to.open("wb") if copy_to else contextlib.nullcontext() as out:
+    copy = copy_to.open("wb") if copy_to is not None else contextlib.nullcontext()
+    with path.open("rb", buffering=0) as source, copy as out:  # raw reads: no second buffer
         while chunk := source.read(_CHUNK):
             sha.update(chunk)
             if out is not None:
