@@ -84,10 +84,10 @@ def replace(src: Path | str, dst: Path | str) -> None:
     an existing file makes ext4 write the new file's blocks out at once (``auto_da_alloc``, its
     guard for programs that do not fsync), which cost a fleet host about 0.1 ms of each of its
     many atomic writes (105 us against 15 us for a 300-byte file; a 2,000-server fleet benchmark
-    10-13% of its wall time, measured on the 2-core machine). A kill
-    between the two calls leaves the new ``dst`` and the old file as the temp file, which readers
-    never read and the next write truncates. Durable writes (real servers, tests of power cuts)
-    keep the plain ``os.replace`` after their fsync, as do filesystems without the exchange.
+    10-13% of its wall time, measured on the 2-core machine). A kill between the two calls leaves
+    the new ``dst`` and the old file as the temp file, which readers never read and the next write
+    truncates. Durable writes (real servers, tests of power cuts) keep the plain ``os.replace``
+    after their fsync, as do filesystems without the exchange.
 
     Raises:
         OSError: the rename failed.

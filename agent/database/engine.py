@@ -5,7 +5,7 @@ Invariants (rules DB-1 and DB-2):
 - the source is opened read-only (a ``mode=ro`` URI) and is never modified;
 - the new database is built at ``<dst>.tmp`` and becomes ``dst`` only after its logical digest
   (counts and checksums of every record) equals the source's, or, for a copy whose schema stays,
-  its bytes read back equal the source's, the file is fsynced, and
+  its bytes read back hash (SHA-256) as the source's did, the file is fsynced, and
   the atomic rename (``agent.journal.replace``) has renamed it, with the directory fsynced after;
 - on any failure no ``dst`` is produced by the call and the ``.tmp`` file is removed; a power cut
   (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
@@ -439,7 +439,7 @@ def migrate_copy(
 
     The copy is byte for byte (SQLite's backup API from a read-only connection when the file is
     mid-write); each schema step runs in one transaction; the result's digest must equal the
-    source's. A byte copy whose schema stays is read back and compared with the source's bytes.
+    source's. A byte copy whose schema stays is read back and its SHA-256 compared with the source's.
 
     Args:
         src: the current database (never modified).
