@@ -5,7 +5,7 @@ A block is ``-----BEGIN <NAME>-----``, ``Field: value`` lines, then ``Certificat
 
 Invariant: parsing tolerates what copy-and-paste and email do to text (CRLF or CR line ends,
 a byte-order mark, blank lines, indentation, ``>`` quote markers, junk before BEGIN and after
-END) and raises only :class:`~agent.errors.KeyFormatError`, with a message saying what is wrong.
+END) and raises only :class:`~common.errors.KeyFormatError`, with a message saying what is wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import date
 
 from agent import crypto
 from agent.crypto import Certificate
-from agent.errors import KeyFormatError
+from common.errors import KeyFormatError
 
 MAX_TEXT = 64 * 1024  # characters: a key or revocation list larger than this is not one of ours
 BLOCK_FIELDS = ("Certificate", "Signature")

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.errors import StoreError
 from agent.journal import read_json, write_json
+from common.errors import StoreError
 
 SLOTS = ("a", "b")
 MAX_BOOT_ATTEMPTS = 3

@@ -26,13 +26,13 @@ from agent.cliutil import (
     open_server,
     server_options,
 )
-from agent.errors import VerificationError
 from agent.logs import configure_logging
 from agent.planner import plan as make_plan
 from agent.results import UpgradeResult
 from agent.status import status_document
 from agent.store import checks_json
 from agent.upgrader import Upgrader
+from common.errors import VerificationError
 from releases.catalog import default_catalog
 
 

@@ -17,8 +17,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from agent.clock import SimClock, parse_now
-from agent.errors import AllworxError
 from agent.store import ServerDir
+from common.errors import AllworxError
 
 
 class AllworxGroup(click.Group):

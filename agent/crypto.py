@@ -1,7 +1,7 @@
 """Ed25519 keys, root-signed certificates and signed documents: the one module importing ``cryptography``.
 
 Every third-party exception is translated here (STYLE 7): callers see ``ValueError`` for bad key
-material of their own, and :class:`~agent.errors.SignatureError` from :func:`require_document`.
+material of their own, and :class:`~common.errors.SignatureError` from :func:`require_document`.
 
 Trust model: one pinned vendor *root* (a raw Ed25519 public key) signs :class:`Certificate` s for
 signing keys, each limited to purposes ("keys", "releases", "revocations", "operator") and a
@@ -28,9 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from agent.errors import SignatureError
 from agent.memo import Memo
-from agent.reasons import Reason
+from common.errors import SignatureError
+from common.reasons import Reason
 
 PURPOSES = ("keys", "releases", "revocations", "operator")
 KEY_SIZE = 32  # bytes, raw Ed25519 private and public keys

@@ -6,7 +6,7 @@ Invariants (STYLE 9):
   source: the count passing ``size`` stops the download at once (``IMAGE_TOO_LARGE``).
 - Only a file whose size and SHA-256 match the signed values is renamed from ``<name>.part`` to
   ``<name>``; the rename is atomic (fsync the file, ``os.replace``, fsync the folder).
-- Bad data (:class:`~agent.errors.VerificationError`) is never retried and deletes the ``.part``;
+- Bad data (:class:`~common.errors.VerificationError`) is never retried and deletes the ``.part``;
   transport trouble (an ``OSError`` from the source) is retried with jittered exponential backoff
   on the injected clock, resuming from the bytes already written. A cancel or a power cut keeps
   the ``.part`` so the next run resumes from it (its bytes are hashed again first).
@@ -35,10 +35,10 @@ from typing import Protocol
 
 from agent.clock import Clock, exponential_backoff
 from agent.crashpoints import hit
-from agent.errors import CancelledUpgrade, DigestError, StoreError, TransportError, VerificationError
 from agent.journal import fsync, fsync_dir, replace
 from agent.limits import DEFAULT_LIMITS, Limits
-from agent.reasons import Reason
+from common.errors import CancelledUpgrade, DigestError, StoreError, TransportError, VerificationError
+from common.reasons import Reason
 
 PART_SUFFIX = ".part"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import crashpoints
-from agent.errors import StoreError
-from agent.reasons import Reason
+from common.errors import StoreError
+from common.reasons import Reason
 
 MAX_PERSISTS = 28  # as Mender: more persisted steps than this in one upgrade is a crash loop
 NO_FSYNC_ENV = "ALLWORX_SIM_NO_FSYNC"  # "1": a simulated server that no power cut can hit skips fsync

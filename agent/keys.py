@@ -6,7 +6,7 @@ is vendor-signed and bound to one serial.
 
 Invariant: verification never raises for a bad key; it returns a :class:`KeyCheck` saying why.
 The ordered checks are: format, signature chain, serial, revocation, validity window.
-Parsing raises only :class:`~agent.errors.KeyFormatError`, whatever the input.
+Parsing raises only :class:`~common.errors.KeyFormatError`, whatever the input.
 
 The key file is text a partner can paste into an email::
 
@@ -35,8 +35,6 @@ from typing import Any, Literal
 
 from agent import armor, crypto
 from agent.crypto import Certificate, SignedDocument
-from agent.errors import KeyFormatError, SignatureError
-from agent.reasons import Reason
 from agent.revocation import (
     REVOCATIONS_FILE,
     ROOT_FILE,
@@ -48,6 +46,8 @@ from agent.revocation import (
     sign_revocation_list,
     write_trust,
 )
+from common.errors import KeyFormatError, SignatureError
+from common.reasons import Reason
 
 
 class KeyKind(StrEnum):

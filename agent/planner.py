@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.keys import KeyCheck
 from agent.policy import ServerFacts, Verdict, judge_step
-from agent.reasons import Reason, Refusal
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog, version_key
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.keys import KeyCheck, KeyKind, Plan
-from agent.reasons import Reason, Refusal
+from common.reasons import Reason, Refusal
 from releases.catalog import REBUILD_RELEASE, Catalog, Release, version_key
 
 

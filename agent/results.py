@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.reasons import Reason, Refusal
+from common.reasons import Reason, Refusal
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A revocation list names revoked key ids; it is signed by a certificate with purpose
 "revocations" that chains to the pinned vendor root, and carries an issue date and a sequence
 number. Invariant: an installed list is only ever replaced by one with a higher sequence, so an
-older list can never un-revoke a key (raises :class:`~agent.errors.StaleRevocationError`).
+older list can never un-revoke a key (raises :class:`~common.errors.StaleRevocationError`).
 
 Files in a server's trust directory: ``vendor-root.pub`` (the pinned root, raw Ed25519 public key
 in hex) and the optional ``revocations.key`` (the newest installed list, text).
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agent import armor, crypto
 from agent.crypto import Certificate, SignedDocument
-from agent.errors import KeyFormatError, StaleRevocationError, StoreError
+from common.errors import KeyFormatError, StaleRevocationError, StoreError
 
 REVOCATIONS_BEGIN = "-----BEGIN ALLWORX REVOCATION LIST-----"
 REVOCATIONS_END = "-----END ALLWORX REVOCATION LIST-----"

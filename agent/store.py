@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.bootloader import Bootloader
-from agent.errors import KeyFormatError, StoreError
 from agent.journal import Journal, read_json, write_atomic, write_json
 from agent.keys import (
     REVOCATIONS_FILE,
@@ -37,7 +36,8 @@ from agent.keys import (
     parse_key_text,
 )
 from agent.policy import ServerFacts
-from agent.reasons import Reason
+from common.errors import KeyFormatError, StoreError
+from common.reasons import Reason
 
 
 def fingerprint(folder: Path, suffix: str = "") -> bytes:

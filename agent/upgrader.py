@@ -34,18 +34,18 @@ from agent import crashpoints, database
 from agent.bootloader import SLOTS
 from agent.clock import Clock
 from agent.database.schema import fsync_file
-from agent.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
 from agent.fetcher import fetch_image, require_verified
 from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir, replace
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.machine import Event, State, next_state, resume_state
+from agent.manifest import Manifest, load_manifest
 from agent.planner import candidates
 from agent.policy import Verdict, judge_step
-from agent.reasons import Reason, Refusal
 from agent.results import StepResult, UpgradeResult, failure_rule
 from agent.store import ServerDir, SlotInfo
+from common.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog
-from releases.manifest import Manifest, load_manifest
 
 log = structlog.get_logger("agent.upgrader")
 EventSink = Callable[[dict[str, Any]], None]

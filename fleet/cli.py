@@ -17,48 +17,14 @@ from typing import Any, TypeVar
 import click
 
 from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail
-from agent.errors import AllworxError
-from agent.mqtt.connection import BrokerSettings
+from common.errors import AllworxError
+from fleet.campaign.cli import campaign, watch_command
 from fleet.client import FleetClient
 from fleet.operator import OperatorKey, default_operator, load_key_file
+from fleet.options import broker_options, broker_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as everywhere
-
-
-def broker_options(func: F) -> F:
-    """``--broker`` and its TLS/credential companions."""
-    func = click.option(
-        "--broker",
-        default="mqtt://127.0.0.1:1883",
-        show_default=True,
-        help="mqtt://host:port or mqtts://host:port.",
-    )(func)
-    func = click.option("--ca", default=None, help="CA bundle for mqtts://.")(func)
-    func = click.option("--cert", default=None, help="Client certificate (mqtts://).")(func)
-    func = click.option("--key", "cert_key", default=None, help="Client certificate's key.")(func)
-    func = click.option("--username", default=None, help="Broker user name.")(func)
-    func = click.option(
-        "--password",
-        default=None,
-        envvar="ALLWORX_MQTT_PASSWORD",
-        help="Broker password (or ALLWORX_MQTT_PASSWORD).",
-    )(func)
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
-
-
-def _settings(params: dict[str, Any]) -> BrokerSettings:
-    try:
-        return BrokerSettings(
-            url=params["broker"],
-            ca=params["ca"],
-            cert=params["cert"],
-            key=params["cert_key"],
-            username=params["username"],
-            password=params["password"],
-        )
-    except ValueError as exc:
-        fail("BAD_INPUT", str(exc))
 
 
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +61,7 @@ def _operator(path: Path | None) -> OperatorKey:
 
 
 def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: float | None) -> None:
-    settings, operator = _settings(params), _operator(params["operator_key"])
+    settings, operator = broker_settings(params), _operator(params["operator_key"])
     as_json = params["as_json"]
 
     def show(event: dict[str, Any]) -> None:
@@ -205,7 +171,7 @@ def send_report(**params: Any) -> None:
 @click.option("--site", default=None, help="Only this site's servers.")
 def status(site: str | None, **params: Any) -> None:
     """List every server's retained state."""
-    settings = _settings(params)
+    settings = broker_settings(params)
 
     async def go() -> list[dict[str, Any]]:
         async with FleetClient.open(settings) as client:
@@ -228,11 +194,5 @@ def status(site: str | None, **params: Any) -> None:
         )
 
 
-def _attach_campaigns() -> None:  # issue #5: campaigns and the live view
-    from fleet.campaign.cli import campaign, watch_command
-
-    main.add_command(campaign)
-    main.add_command(watch_command, "watch")
-
-
-_attach_campaigns()
+main.add_command(campaign)
+main.add_command(watch_command, "watch")

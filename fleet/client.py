@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import BrokerError
 from agent.mqtt.commands import sign_command
 from agent.mqtt.connection import BrokerSettings, Inbound, Link, Protocol, connect
 from agent.mqtt.topics import ServerTopics, all_states
+from common.errors import BrokerError
 from fleet.operator import OperatorKey
 
 Matcher = Callable[[Inbound], bool]

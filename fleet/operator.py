@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import crypto
-from agent.errors import StoreError
 from agent.journal import create_folder_once
+from common.errors import StoreError
 
 HOME_VARIABLE = "ALLWORX_SIM_HOME"
 PRIVATE_FILE = "operator.key"

@@ -2,7 +2,7 @@
 
 Invariants: releases form one ordered chain (catalogue order is upgrade order, dates strictly
 increase); every model a release names exists in the model table; at most one release rebuilds
-the database (7.1, rule DB-1). A broken file raises :class:`~agent.errors.CatalogError` naming
+the database (7.1, rule DB-1). A broken file raises :class:`~common.errors.CatalogError` naming
 the file, the entry and the problem.
 """
 
@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.errors import CatalogError
+from common.errors import CatalogError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CATALOG_FILE = DATA_DIR / "catalog.toml"

@@ -52,13 +52,13 @@ from agent.clock import SimClock
 from agent.crashpoints import PowerCut
 from agent.database import RecordDigest
 from agent.limits import Limits
+from agent.manifest import Manifest, load_manifest
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
 from releases.catalog import Catalog, default_catalog
-from releases.manifest import Manifest, load_manifest
-from releases.publish import default_repository
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
+from simulator.publish import default_repository
 from simulator.server import ServerSpec, create_server, serial_for
 
 CHAOS_LIMITS = Limits(chunk_size=64 * 1024, bandwidth=None)  # several chunks per image: mid-download cuts

@@ -91,7 +91,7 @@ def releases() -> None:
 
 
 def _attach_publish() -> None:
-    from releases.publish import publish_command
+    from simulator.publish import publish_command
 
     releases.add_command(publish_command, "publish")
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from datetime import date, timedelta
 from typing import TypeVar
 
-from agent.errors import KeyFormatError, KeyIssueError
 from agent.keys import KeyInfo, KeyKind, Plan, parse_key, sign_key, validate_info
+from common.errors import KeyFormatError, KeyIssueError
 from releases.catalog import REBUILD_RELEASE, Catalog, default_catalog
 from simulator.keyring import VendorKeyring
 

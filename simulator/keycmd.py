@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.errors import AllworxError
 from agent.keys import KeyKind, Plan, parse_key, parse_revocation_list
+from common.errors import AllworxError
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
 

@@ -29,7 +29,6 @@ from typing import Any
 from agent import crypto
 from agent.armor import parse_token
 from agent.crypto import Certificate, SignedDocument
-from agent.errors import KeyFormatError, StoreError
 from agent.journal import create_folder_once
 from agent.revocation import (
     REVOCATIONS_FILE,
@@ -39,6 +38,7 @@ from agent.revocation import (
     sign_revocation_list,
     write_trust,
 )
+from common.errors import KeyFormatError, StoreError
 
 HOME_VARIABLE = "ALLWORX_SIM_HOME"
 KEYRING_FILE = "keyring.json"

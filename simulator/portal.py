@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Literal, get_args
 
-from agent.errors import StoreError
-from agent.reasons import Reason
-from releases.publish import image_path, manifest_path
+from common.errors import StoreError
+from common.reasons import Reason
+from simulator.publish import image_path, manifest_path
 
 Damage = Literal["byte", "truncate", "extend", "manifest"]
 DAMAGES: tuple[str, ...] = get_args(Damage)

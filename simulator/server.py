@@ -19,17 +19,17 @@ from datetime import date
 from pathlib import Path
 
 from agent.bootloader import BootEnv
-from agent.errors import StoreError
 from agent.journal import write_json
 from agent.opkeys import trust_operator
-from agent.reasons import Reason
 from agent.store import ServerDir, SlotInfo
+from common.errors import StoreError
+from common.reasons import Reason
 from fleet.operator import default_operator
 from releases.catalog import Catalog, default_catalog
-from releases.publish import default_repository
 from simulator.issuer import ship_key
 from simulator.keyring import VendorKeyring
 from simulator.pbxdata import populate
+from simulator.publish import default_repository
 
 ALLWORX_OUI = "00:0A:DD"  # the vendor's MAC prefix, as on real Allworx hardware
 

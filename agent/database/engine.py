@@ -49,10 +49,10 @@ from agent.database.schema import (
     steps_between,
     translated,
 )
-from agent.errors import DatabaseError
 from agent.journal import replace
 from agent.memo import Memo
-from agent.reasons import Reason
+from common.errors import DatabaseError
+from common.reasons import Reason
 
 Progress = Callable[[int, int], None]  # (done_rows, total_rows)
 

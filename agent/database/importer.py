@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.database.schema import connect, read_schema, translated
-from agent.errors import DatabaseError
+from common.errors import DatabaseError
 
 MIN_IMPORT_SCHEMA = 30  # both sides run 8.0 or newer (the caller checks MIG-1)
 FIRST_EXTENSION = 100

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from agent.errors import DatabaseError
 from agent.journal import durable
-from agent.reasons import Reason
+from common.errors import DatabaseError
+from common.reasons import Reason
 
 NEW_MODEL = 20  # rule DB-1: the first schema of the data model introduced by 7.1
 KNOWN_SCHEMAS = (10, 11, 20, 21, 22, 23, 30, 31, 32, 40)

@@ -31,10 +31,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent import crypto
-from agent.errors import CommandError, StoreError
 from agent.journal import read_json, write_json
 from agent.mqtt.messages import ARGS_MODELS, MAX_COMMAND_BYTES, SCHEMA_VERSION, Command
-from agent.reasons import Reason, Refusal
+from common.errors import CommandError, StoreError
+from common.reasons import Reason, Refusal
 
 MAX_LIFETIME = timedelta(minutes=15)  # the longest a signed command may stay valid
 CLOCK_SKEW = timedelta(minutes=2)  # how far in the future ``issued_at`` may be

@@ -1,6 +1,6 @@
 """The broker link: the one module that touches aiomqtt and paho-mqtt (STYLE 7).
 
-Every aiomqtt/paho error is translated to :class:`~agent.errors.BrokerError` here
+Every aiomqtt/paho error is translated to :class:`~common.errors.BrokerError` here
 (``raise ... from exc``); callers never import either library. One :func:`connect` call is one
 connection attempt (STYLE 5): the reconnect loop, backoff and protocol fallback live in the caller.
 
@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.errors import BrokerError
+from common.errors import BrokerError
 
 _REFUSED_PROTOCOL = {1, 132}  # CONNACK: 3.1.1 "unacceptable protocol version", MQTT 5 "unsupported"
 

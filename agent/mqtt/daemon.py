@@ -30,7 +30,6 @@ from typing import Any
 import structlog
 
 from agent.clock import Clock, SystemClock, exponential_backoff
-from agent.errors import AllworxError, BrokerError
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
@@ -41,6 +40,7 @@ from agent.mqtt.report import event_message, state_document
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from agent.upgrader import Timing, Upgrader
+from common.errors import AllworxError, BrokerError
 from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")

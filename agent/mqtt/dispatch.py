@@ -12,32 +12,63 @@ request of one moment, never state); a refusal carries a reason code and a rule 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from agent.errors import AllworxError, StoreError
 from agent.mqtt.commands import NonceWindow, check_command
 from agent.mqtt.connection import Inbound, Link
 from agent.mqtt.messages import Command, Reply, Status, dump
 from agent.mqtt.report import state_document
 from agent.opkeys import load_operator_keys
 from agent.planner import plan as make_plan
-from agent.reasons import Reason, Refusal
 from agent.store import checks_json
+from common.errors import AllworxError, StoreError
+from common.reasons import Reason, Refusal
 
 if TYPE_CHECKING:
-    from agent.mqtt.daemon import Agent
+    from collections.abc import Awaitable, Callable
+
+    from agent.clock import Clock
+    from agent.mqtt.topics import ServerTopics
+    from agent.store import ServerDir
     from agent.upgrader import Upgrader
+    from releases.catalog import Catalog
 
 log = structlog.get_logger("agent.mqtt.commands")
 Outcome = tuple[Refusal | None, dict[str, Any] | None]
 
 
+class Host(Protocol):
+    """What the dispatcher needs of the agent it answers for (``agent.mqtt.daemon.Agent`` fits)."""
+
+    server: ServerDir
+    clock: Clock  # the policy clock
+    wall: Clock  # real time: command expiry
+    catalog: Catalog
+    topics: ServerTopics
+
+    @property
+    def upgrading(self) -> bool: ...  # a job is running
+
+    @property
+    def staging(self) -> bool: ...  # the running job only stages
+
+    def start_job(
+        self, work: Callable[[Upgrader], Awaitable[object]], what: str, *, staging: bool = False
+    ) -> None: ...
+
+    def cancel_job(self) -> bool: ...
+
+    def mark_state_dirty(self, *, urgent: bool = True) -> None: ...
+
+    def record(self, event: dict[str, Any]) -> int: ...
+
+
 class Dispatcher:
     """Receives the commands of one agent."""
 
-    def __init__(self, agent: Agent, window: NonceWindow) -> None:
+    def __init__(self, agent: Host, window: NonceWindow) -> None:
         self.agent = agent
         self.window = window
 

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.errors import StoreError
 from agent.journal import disk_error, fsync, read_json, write_json
+from common.errors import StoreError
 
 COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
 

@@ -20,12 +20,13 @@ import click
 
 from agent.cliutil import fail, guarded
 from agent.clock import Clock, SimClock, SystemClock, parse_now
-from agent.errors import AllworxError
+from common.errors import AllworxError
 from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
 from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import AbortRule, CampaignSpec, Window
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
+from fleet.options import broker_options, broker_settings
 
 
 def _clock(now: str | None, speed: float) -> Clock:
@@ -62,8 +63,6 @@ def campaign() -> None:
 
 
 def _common(func: Any) -> Any:
-    from fleet.cli import broker_options
-
     func = click.option("--id", "campaign_id", required=True, help="The campaign's id.")(func)
     func = click.option(
         "--operator-key",
@@ -100,9 +99,7 @@ def _common(func: Any) -> Any:
 @guarded
 def start(**p: Any) -> None:
     """Start (or continue) a campaign and drive it to its end."""
-    from fleet.cli import _settings
-
-    settings = _settings(p)
+    settings = broker_settings(p)
     operator = load_key_file(p["operator_key"]) if p["operator_key"] else default_operator()
 
     async def go() -> Any:
@@ -141,10 +138,9 @@ def start(**p: Any) -> None:
 @guarded
 def status(**p: Any) -> None:
     """Print a campaign's retained state (counts, phase, refusals)."""
-    from fleet.cli import _settings
 
     async def go() -> Any:
-        async with FleetClient.open(_settings(p)) as client:
+        async with FleetClient.open(broker_settings(p)) as client:
             return await load(client, p["campaign_id"])
 
     found = asyncio.run(go())
@@ -157,12 +153,10 @@ def _request(action: str) -> Any:
     @_common
     @guarded
     def command(**p: Any) -> None:
-        from fleet.cli import _settings
-
         operator = load_key_file(p["operator_key"]) if p["operator_key"] else default_operator()
 
         async def go() -> None:
-            async with FleetClient.open(_settings(p), operator) as client:
+            async with FleetClient.open(broker_settings(p), operator) as client:
                 payload = sign_control(operator, p["campaign_id"], action)
                 await client.link.publish(control_topic(p["campaign_id"]), payload, qos=1, retain=True)
 

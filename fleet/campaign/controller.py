@@ -28,8 +28,8 @@ import structlog
 
 from agent import crypto
 from agent.clock import Clock
-from agent.errors import BrokerError
 from agent.mqtt.connection import Inbound
+from common.errors import BrokerError
 from fleet.campaign import setup
 from fleet.campaign.model import RUNNING, Campaign
 from fleet.campaign.spec import CampaignSpec

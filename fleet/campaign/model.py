@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent.reasons import Reason
+from common.reasons import Reason
 from fleet.campaign.plan import Prediction
 from fleet.campaign.spec import CampaignSpec
 

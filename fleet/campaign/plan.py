@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from agent.reasons import Reason
+from common.reasons import Reason
 from fleet.campaign.spec import NEWEST, CampaignSpec
 from releases.catalog import Catalog
 

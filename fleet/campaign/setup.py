@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from agent.reasons import Reason
+from common.reasons import Reason
 from fleet.campaign.model import Campaign, Member
 from fleet.campaign.plan import Prediction, align_targets, apply_site_rule, assign_phases, predict
 from fleet.campaign.spec import CampaignSpec

@@ -30,16 +30,16 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from agent.errors import StoreError
 from agent.journal import read_json, write_json
-from agent.reasons import Reason
 from agent.store import ServerDir
+from common.errors import StoreError
+from common.reasons import Reason
 from releases.catalog import default_catalog
-from releases.publish import default_repository
 from simulator.fleet.spec import FleetSpec, ServerPlan, expand
 from simulator.issuer import issue_key, ship_key
 from simulator.keyring import VendorKeyring
 from simulator.portal import damage
+from simulator.publish import default_repository
 from simulator.server import ServerSpec, create_server, mac_for, serial_for
 
 MANIFEST = "fleet.json"

@@ -3,7 +3,7 @@
 Checked here (types are checked by the parser): server declarations against the catalogue;
 every reference to a server, an order, an issued key or a network is to one declared *earlier*
 (``[[server]]`` tables, an ``order``'s ``as``, an ``issue-key``'s ``as``); reason codes are
-:class:`~agent.reasons.Reason` values; rule IDs are SPEC's; ``advance`` never goes back in time;
+:class:`~common.reasons.Reason` values; rule IDs are SPEC's; ``advance`` never goes back in time;
 each step carries only the fields that make sense for it (a ceiling only on a temporary key...).
 
 Invariant: :func:`check_scenario` raises one :class:`ScenarioFileError` listing every problem.
@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from agent.crashpoints import REGISTRY
-from agent.reasons import PRODUCT_RULES, Reason
+from common.reasons import PRODUCT_RULES, Reason
 from releases.catalog import Catalog, default_catalog
 from simulator.scenario.model import (
     ORDER_CHECKS,

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from agent.errors import AllworxError
+from common.errors import AllworxError
 from simulator.scenario.junit import render_junit, write_junit
 from simulator.scenario.model import ScenarioFileError
 from simulator.scenario.results import ScenarioResult

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from agent.errors import AllworxError
+from common.errors import AllworxError
 from simulator.portal import Damage
 
 

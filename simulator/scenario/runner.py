@@ -23,12 +23,12 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from agent.errors import AllworxError
 from agent.logs import configure_logging
-from agent.reasons import Refusal
+from common.errors import AllworxError
+from common.reasons import Refusal
 from releases.catalog import Catalog, default_catalog
-from releases.publish import default_repository
 from simulator.keyring import VendorKeyring
+from simulator.publish import default_repository
 from simulator.scenario import model as m
 from simulator.scenario.checks import NONE
 from simulator.scenario.expect import check_expect

@@ -1,7 +1,7 @@
 """The simulated world one scenario runs in: its servers, the vendor desk, the keys, the clock.
 
 Each step kind has one handler that does what the step says and returns the step's refusal
-(a :class:`~agent.reasons.Refusal`, or None); :mod:`simulator.scenario.runner` compares it with
+(a :class:`~common.reasons.Refusal`, or None); :mod:`simulator.scenario.runner` compares it with
 ``expect_refused``. Every server remembers what later ``expect`` steps read: its last refusal,
 the releases its last request went through, a pending dry-run plan, its last site-check status,
 and the baselines taken when it was created (record digest, key files).
@@ -23,18 +23,18 @@ from typing import Any
 from agent import database
 from agent.clock import SimClock
 from agent.database import RecordDigest
-from agent.errors import KeyFormatError
 from agent.keys import parse_key_text
 from agent.planner import Plan, plan
-from agent.reasons import Reason, Refusal
 from agent.results import StepResult, UpgradeResult
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
+from common.errors import KeyFormatError
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog
-from releases.publish import default_repository
 from simulator.issuer import issue_key, tamper
 from simulator.keyring import VendorKeyring
 from simulator.portal import damage, private_copy
+from simulator.publish import default_repository
 from simulator.scenario import model as m
 from simulator.scenario.powercut import run_with_power_cut
 from simulator.server import ServerSpec, create_server, serial_for

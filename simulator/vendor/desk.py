@@ -27,11 +27,11 @@ from pathlib import Path
 
 from agent import database
 from agent.clock import as_date
-from agent.errors import StoreError
 from agent.journal import read_json, write_json
 from agent.keys import KeyInfo, parse_key
-from agent.reasons import Reason, Refusal
 from agent.store import ServerDir
+from common.errors import StoreError
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog, default_catalog
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring, sim_home

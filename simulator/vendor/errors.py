@@ -1,15 +1,15 @@
 """The vendor desk's exceptions (STYLE 6).
 
 A refusal by the vendor (a pair not in the schedules, the bundle window closed, Migrate below
-8.0) is data, a :class:`~agent.reasons.Refusal`; the desk's world-changing calls (order,
+8.0) is data, a :class:`~common.reasons.Refusal`; the desk's world-changing calls (order,
 purchase, migrate) raise it wrapped in :class:`VendorRefusedError` so a caller cannot mistake a
 refused order for a placed one. Inspections (quotes, site checks) return refusals as data.
 """
 
 from __future__ import annotations
 
-from agent.errors import AllworxError
-from agent.reasons import Reason, Refusal
+from common.errors import AllworxError
+from common.reasons import Reason, Refusal
 
 
 class VendorRefusedError(AllworxError):

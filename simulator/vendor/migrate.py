@@ -30,8 +30,8 @@ from agent import database
 from agent.clock import as_date
 from agent.keys import KeyCheck, KeyInfo, KeyKind, Plan, licensed_users, parse_key
 from agent.policy import ServerFacts
-from agent.reasons import Reason, Refusal
 from agent.store import ServerDir
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog, version_key
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring

@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from agent.keys import KeyCheck, KeyKind, parse_users
-from agent.reasons import Reason, Refusal
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog
 from simulator.vendor.tables import OrderType, PriceTables, TradeLine
 

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import as_date
-from agent.errors import StoreError
 from agent.journal import read_json, write_json
 from agent.keys import KeyKind, Plan, parse_key
-from agent.reasons import Reason, Refusal
 from agent.store import ServerDir
+from common.errors import StoreError
+from common.reasons import Reason, Refusal
 from releases.catalog import Catalog, default_catalog
 from simulator.issuer import add_years, issue_key
 from simulator.keyring import VendorKeyring

@@ -20,8 +20,8 @@ from typing import Any
 
 from agent.keys import maintenance_state
 from agent.planner import plan
-from agent.reasons import Refusal
 from agent.store import ServerDir
+from common.reasons import Refusal
 from releases.catalog import Catalog
 from simulator.vendor.errors import DeskError
 from simulator.vendor.plans import PurchaseOption, options_on, read_warranty

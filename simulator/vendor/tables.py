@@ -3,7 +3,7 @@
 The rows live in ``data/trade.toml``, copied entry for entry from the seed
 (``seeds/trade-in-trade-up.txt``). This module loads and validates them against the model table.
 
-Invariants (checked on load, a broken file raises :class:`~agent.errors.CatalogError` naming the
+Invariants (checked on load, a broken file raises :class:`~common.errors.CatalogError` naming the
 file, the entry and the problem): every model named exists; a trade-in goes from a legacy model
 to a Connect model of equal or higher capacity (TRADE-1), a trade-up from a Connect model to a
 higher-capacity Connect model (TRADE-4); each (old, new) pair appears once; every Connect model
@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.errors import CatalogError
 from agent.keys import parse_users
+from common.errors import CatalogError
 from releases.catalog import Catalog, default_catalog
 
 TRADE_FILE = Path(__file__).resolve().parent / "data" / "trade.toml"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from agent.errors import BrokerError
 from agent.mqtt.connection import BrokerSettings, Inbound, Protocol, connect
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
+from common.errors import BrokerError
 from fleet.client import FleetClient
 from fleet.operator import default_operator
 from simulator.broker import Mosquitto

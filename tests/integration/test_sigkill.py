@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from agent.store import ServerDir
-from releases.publish import default_repository
 from simulator.chaos import Auditor, snapshot
 from simulator.keyring import VendorKeyring
+from simulator.publish import default_repository
 from simulator.server import ServerSpec, create_server
 
 pytestmark = pytest.mark.integration

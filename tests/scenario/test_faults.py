@@ -18,16 +18,16 @@ from agent import crashpoints
 from agent.bootloader import MAX_BOOT_ATTEMPTS
 from agent.clock import SimClock
 from agent.crashpoints import FaultAt, PowerCut
-from agent.errors import StoreError
-from agent.reasons import Reason
 from agent.results import UpgradeResult
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
+from common.errors import StoreError
+from common.reasons import Reason
 from releases.catalog import default_catalog
-from releases.publish import default_repository
 from simulator.chaos import CHAOS_LIMITS, Auditor, Snapshot, snapshot
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
+from simulator.publish import default_repository
 from simulator.server import ServerSpec, create_server
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)

@@ -26,15 +26,15 @@ from click.testing import CliRunner
 from agent import crashpoints
 from agent.clock import SimClock
 from agent.crashpoints import REGISTRY, FaultAt, PowerCut
-from agent.reasons import Reason
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
+from common.reasons import Reason
 from releases.catalog import default_catalog
-from releases.publish import default_repository
 from simulator.chaos import CHAOS_LIMITS, Auditor, run_chaos, snapshot
 from simulator.cli import main as sim_main
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
+from simulator.publish import default_repository
 from simulator.server import ServerSpec, create_server
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)

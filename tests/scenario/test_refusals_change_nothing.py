@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from agent.clock import SimClock
-from agent.reasons import Reason
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
+from common.reasons import Reason
 from releases.catalog import default_catalog
-from releases.publish import default_repository
 from simulator.issuer import issue_key, tamper
 from simulator.keyring import VendorKeyring
 from simulator.portal import DAMAGES, EXPECTED, Damage, damage, private_copy
+from simulator.publish import default_repository
 from simulator.server import ServerSpec, create_server
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)

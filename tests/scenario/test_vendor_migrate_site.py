@@ -14,9 +14,9 @@ from agent import database
 from agent.clock import SimClock
 from agent.keys import Plan
 from agent.planner import plan
-from agent.reasons import Reason
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
+from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.cli import main
 from simulator.keyring import VendorKeyring

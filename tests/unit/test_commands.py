@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import crypto
-from agent.errors import CommandError
 from agent.mqtt.commands import MAX_LIFETIME, NonceWindow, check_command, require_command, sign_command
 from agent.mqtt.connection import BrokerSettings
 from agent.mqtt.daemon import Agent, AgentOptions
-from agent.reasons import Reason
 from agent.store import ServerDir
+from common.errors import CommandError
+from common.reasons import Reason
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 OPERATOR = bytes(range(32))

@@ -9,8 +9,8 @@ import pytest
 
 from agent import crypto
 from agent.crypto import Certificate, Problem
-from agent.errors import SignatureError
-from agent.reasons import Reason
+from common.errors import SignatureError
+from common.reasons import Reason
 
 ROOT = crypto.generate_private_key()
 OTHER_ROOT = crypto.generate_private_key()

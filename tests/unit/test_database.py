@@ -32,8 +32,8 @@ from agent.database import (
 from agent.database import (
     tmp_path as build_path,
 )
-from agent.errors import DatabaseError
-from agent.reasons import Reason
+from common.errors import DatabaseError
+from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.pbxdata import Records, populate, write_records
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from agent.clock import exponential_backoff
 from agent.crashpoints import PowerCut, injecting
-from agent.errors import CancelledUpgrade, DigestError, TransportError, VerificationError
 from agent.fetcher import Source, fetch_image, open_source, require_verified, verify_file
 from agent.limits import Limits
-from agent.reasons import Reason
+from common.errors import CancelledUpgrade, DigestError, TransportError, VerificationError
+from common.reasons import Reason
 
 CHUNK = 1024
 FAST = Limits(chunk_size=CHUNK, bandwidth=None, progress_interval=4 * CHUNK, backoff_base=1.0, max_retries=3)

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from agent import crashpoints
 from agent.crashpoints import FaultAt, PowerCut
-from agent.errors import StoreError
 from agent.journal import MAX_PERSISTS, Job, Journal
-from agent.reasons import Reason
+from common.errors import StoreError
+from common.reasons import Reason
 
 
 def job(state: str = "idle") -> Job:

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import crypto
-from agent.errors import KeyFormatError, KeyIssueError, SignatureError, StaleRevocationError, StoreError
 from agent.keys import (
     KeyCheck,
     KeyInfo,
@@ -39,7 +38,8 @@ from agent.keys import (
     sign_revocation_list,
     user_range,
 )
-from agent.reasons import Reason
+from common.errors import KeyFormatError, KeyIssueError, SignatureError, StaleRevocationError, StoreError
+from common.reasons import Reason
 from simulator.issuer import issue_key, plan_expiry, ship_key, tamper
 from simulator.keycmd import keys as keys_cli
 from simulator.keyring import VendorKeyring

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from agent.keys import KeyCheck, KeyInfo, KeyKind, Plan
 from agent.planner import plan
 from agent.policy import ServerFacts, active_features, inactive_features, judge_step
-from agent.reasons import Reason
+from common.reasons import Reason
 from releases.catalog import default_catalog
 
 CATALOG = default_catalog()

@@ -14,11 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from agent import crypto
-from agent.errors import CatalogError, SignatureError
-from agent.reasons import Reason
+from agent.manifest import encode_signed_manifest, load_manifest
+from common.errors import CatalogError, SignatureError
+from common.reasons import Reason
 from releases.catalog import default_catalog
-from releases.manifest import encode_signed_manifest, load_manifest
-from releases.publish import (
+from simulator.keyring import VendorKeyring
+from simulator.publish import (
     default_repository,
     image_bytes,
     image_path,
@@ -27,7 +28,6 @@ from releases.publish import (
     publish_command,
     verify_repository,
 )
-from simulator.keyring import VendorKeyring
 
 SIZE = 4096
 TODAY = date(2020, 1, 1)

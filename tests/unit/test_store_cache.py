@@ -12,8 +12,8 @@ import pytest
 from agent import journal
 from agent.keys import KeyCheck, install_revocation_list, parse_key_text
 from agent.mqtt.outbox import Outbox
-from agent.reasons import Reason
 from agent.store import ServerDir
+from common.reasons import Reason
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
 from simulator.server import ServerSpec, create_server

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.keys import KeyCheck, KeyInfo, KeyKind, Plan
-from agent.reasons import Reason
 from agent.store import ServerDir
+from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring

@@ -9,8 +9,8 @@ import pytest
 
 from agent.keys import KeyKind, Plan
 from agent.planner import plan
-from agent.reasons import Reason
 from agent.store import ServerDir
+from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.keyring import VendorKeyring
 from simulator.server import ServerSpec, create_server

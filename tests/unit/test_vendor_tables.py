@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import CatalogError
+from common.errors import CatalogError
 from simulator.vendor.tables import TRADE_FILE, OrderType, load_tables
 
 # A copy of the seed's three tables (seeds/trade-in-trade-up.txt), as printed there.

@@ -6,12 +6,12 @@
 - :class:`DatabaseError`: the database engine failed or a verification after rebuild did not match.
 - Misuse (a call out of order) is a plain ``RuntimeError``.
 
-Each carries a :class:`~agent.reasons.Reason` so the CLI can print a reason code, never a traceback.
+Each carries a :class:`~common.reasons.Reason` so the CLI can print a reason code, never a traceback.
 """
 
 from __future__ import annotations
 
-from agent.reasons import Reason
+from common.reasons import Reason
 
 
 class AllworxError(Exception):

@@ -8,8 +8,8 @@ The signature covers the canonical JSON of the ``manifest`` object and must come
 certificate with purpose "releases" chaining to the pinned vendor root.
 
 Invariant: :func:`load_manifest` verifies the signature *before* trusting any field, and raises
-:class:`~agent.errors.SignatureError` (``IMAGE_SIGNATURE_INVALID``) for a bad or altered
-manifest, :class:`~agent.errors.CatalogError` (file, entry, problem) for a malformed one.
+:class:`~common.errors.SignatureError` (``IMAGE_SIGNATURE_INVALID``) for a bad or altered
+manifest, :class:`~common.errors.CatalogError` (file, entry, problem) for a malformed one.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from agent import crypto
 from agent.crypto import Certificate, SignedDocument
-from agent.errors import CatalogError
-from agent.reasons import Reason
+from common.errors import CatalogError
+from common.reasons import Reason
 
 SCHEMA_VERSION = 1
 FILE_FORMAT = "allworx-signed-manifest"

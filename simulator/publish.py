@@ -3,7 +3,7 @@
 Layout of a repository::
 
     images/<build>.img           a synthetic image (SIMULATED: derived from the build string)
-    manifests/<build>.manifest   its signed manifest (see releases/manifest.py)
+    manifests/<build>.manifest   its signed manifest (see agent/manifest.py)
     index.json                   the builds published, the image size and the root they chain to
 
 One image and manifest per release build and per patch build (rule SWM-7).
@@ -28,9 +28,9 @@ import click
 
 from agent import crypto
 from agent.crypto import SignedDocument
-from agent.errors import StoreError
+from agent.manifest import Manifest, encode_signed_manifest
+from common.errors import StoreError
 from releases.catalog import Catalog, default_catalog
-from releases.manifest import Manifest, encode_signed_manifest
 
 if TYPE_CHECKING:
     from datetime import date
@@ -168,7 +168,7 @@ def verify_repository(repo: Path, root_public: bytes, today: date) -> list[Manif
         CatalogError: a manifest is malformed.
         SignatureError: a manifest does not verify (``IMAGE_SIGNATURE_INVALID``).
     """
-    from releases.manifest import load_manifest
+    from agent.manifest import load_manifest
 
     return [
         load_manifest(path, root_public, today) for path in sorted((repo / "manifests").glob("*.manifest"))
@@ -184,7 +184,7 @@ def verify_repository(repo: Path, root_public: bytes, today: date) -> list[Manif
               help="The vendor keyring folder (default: $ALLWORX_SIM_HOME/vendor).")  # fmt: skip
 def publish_command(out_dir: Path, image_size: int, keyring_dir: Path | None) -> None:
     """Publish every release and patch build of the catalogue as a signed repository."""
-    from agent.errors import AllworxError
+    from common.errors import AllworxError
     from simulator.keyring import VendorKeyring  # lazy: the vendor's keyring lives in the simulator
 
     try:

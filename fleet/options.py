@@ -1,0 +1,49 @@
+"""The broker options every ``allworx-fleet`` command that connects takes, and the settings they make."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from agent.cliutil import fail
+from agent.mqtt.connection import BrokerSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def broker_options(func: F) -> F:
+    """``--broker`` and its TLS/credential companions."""
+    func = click.option(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        show_default=True,
+        help="mqtt://host:port or mqtts://host:port.",
+    )(func)
+    func = click.option("--ca", default=None, help="CA bundle for mqtts://.")(func)
+    func = click.option("--cert", default=None, help="Client certificate (mqtts://).")(func)
+    func = click.option("--key", "cert_key", default=None, help="Client certificate's key.")(func)
+    func = click.option("--username", default=None, help="Broker user name.")(func)
+    func = click.option(
+        "--password",
+        default=None,
+        envvar="ALLWORX_MQTT_PASSWORD",
+        help="Broker password (or ALLWORX_MQTT_PASSWORD).",
+    )(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def broker_settings(params: dict[str, Any]) -> BrokerSettings:
+    """Return the broker settings the options in ``params`` name (``BAD_INPUT`` if unusable)."""
+    try:
+        return BrokerSettings(
+            url=params["broker"],
+            ca=params["ca"],
+            cert=params["cert"],
+            key=params["cert_key"],
+            username=params["username"],
+            password=params["password"],
+        )
+    except ValueError as exc:
+        fail("BAD_INPUT", str(exc))
