@@ -50,6 +50,7 @@ class Reason(StrEnum):
     CANCELLED = "CANCELLED"
     UPGRADE_IN_PROGRESS = "UPGRADE_IN_PROGRESS"
     BAD_INPUT = "BAD_INPUT"
+    CONFIG_INVALID = "CONFIG_INVALID"  # the agent's configuration file is unusable
     # vendor desk
     BUNDLE_WINDOW_CLOSED = "BUNDLE_WINDOW_CLOSED"
     TRADE_NOT_ELIGIBLE = "TRADE_NOT_ELIGIBLE"
