@@ -7,7 +7,10 @@ each upgrade step adds the context to every line.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -21,6 +24,7 @@ def configure_logging(*, json_logs: bool = False, verbose: bool = False) -> None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            redact,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
@@ -29,3 +33,52 @@ def configure_logging(*, json_logs: bool = False, verbose: bool = False) -> None
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+REDACTED = "[redacted]"
+SECRET_FIELDS = frozenset(
+    {"password", "passphrase", "secret", "private_key", "signature", "key_text", "certificate", "token"}
+)
+_ARMOUR = re.compile(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", re.DOTALL)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_HEX_RUN = re.compile(r"\b[0-9a-fA-F]{128,}\b")  # a hex signature (a SHA-256 digest is 64 and stays)
+
+
+def _scrub(text: str) -> str:
+    text = _ARMOUR.sub(REDACTED, text)
+    text = _HEX_RUN.sub(REDACTED, text)
+    return _BASE64_RUN.sub(lambda m: m.group(0) if _is_hex(m.group(0)) else REDACTED, text)
+
+
+def _is_hex(run: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in run) and len(run) < 128
+
+
+def redact(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: no key material (key files, signatures, private keys, passwords) leaves.
+
+    A field named like a secret is replaced whole; in every other text, armoured key blocks,
+    base64 runs of 40 characters and more, and hex runs of 128 and more are replaced.
+    """
+    for name, value in list(event.items()):
+        if name.lower() in SECRET_FIELDS and value is not None:
+            event[name] = REDACTED
+        elif isinstance(value, str):
+            event[name] = _scrub(value)
+        elif isinstance(value, bytes):
+            event[name] = REDACTED
+        elif isinstance(value, (dict, list, tuple)):
+            event[name] = _scrub_nested(value)
+    return event
+
+
+def _scrub_nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if str(k).lower() in SECRET_FIELDS else _scrub_nested(v)) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_scrub_nested(v) for v in value]
+    if isinstance(value, str):
+        return _scrub(value)
+    return value

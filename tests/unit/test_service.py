@@ -172,3 +172,35 @@ def test_config_refuses_a_missing_file_and_a_readable_secret(tmp_path: Path) -> 
     path.write_text(f'password_file = "{secret}"\n')
     with pytest.raises(ConfigError, match="others may read it"):
         load_config(path)
+
+
+def test_redaction_removes_key_material_and_keeps_digests() -> None:
+    """Armoured keys, signatures and secret fields never reach a log line; SHA-256 digests stay."""
+    from agent.logs import REDACTED, redact
+
+    digest = "ab" * 32
+    signature = "cd" * 64
+    key = (
+        "-----BEGIN ALLWORX KEY-----\nSerial: AWX1\nSignature:\n  "
+        + "QUJD" * 20
+        + "\n-----END ALLWORX KEY-----"
+    )
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "key_installed",
+            "text": f"installed {key}",
+            "password": "hunter2",
+            "doc": {"signature": signature, "sha256": digest, "nested": [f"sig {signature}"]},
+            "image_sha256": digest,
+        },
+    )
+    flat = repr(event)
+    assert "hunter2" not in flat
+    assert signature not in flat
+    assert "QUJDQUJD" not in flat
+    assert "BEGIN ALLWORX KEY" not in flat
+    assert event["image_sha256"] == digest
+    assert event["doc"]["sha256"] == digest
+    assert event["password"] == REDACTED
