@@ -25,6 +25,7 @@ from agent.cliutil import (
     guarded,
     open_server,
     server_options,
+    version_option,
 )
 from agent.logs import configure_logging
 from agent.planner import plan as make_plan
@@ -37,6 +38,7 @@ from releases.catalog import default_catalog
 
 
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("allworx-agent")
 @click.option("--log-json", is_flag=True, help="Structured logs as JSON on stderr (production).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the agent's logs on stderr.")
 def main(log_json: bool, verbose: bool) -> None:

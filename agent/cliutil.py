@@ -96,3 +96,33 @@ def clock_for(now: str | None) -> SimClock:
 def emit(document: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
     """Print ``document`` as JSON or as text for a person."""
     click.echo(json.dumps(document, indent=2) if as_json else text(document))
+
+
+def version_option(prog: str) -> Callable[[F], F]:
+    """``--version``: the package version and the newest release of the packaged catalogue."""
+
+    def message() -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from releases.catalog import default_catalog
+
+        try:
+            package = version("allworx-upgrade-agent")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            package = "unknown"
+        newest = default_catalog().releases[-1]
+        return f"{prog} {package} (catalogue up to release {newest.version}, build {newest.build})"
+
+    def show(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value and not ctx.resilient_parsing:
+            click.echo(message())
+            ctx.exit()
+
+    return click.option(
+        "--version",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=show,
+        help="Print the version and the catalogue's newest release, then exit.",
+    )

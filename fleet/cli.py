@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail
+from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail, version_option
 from common.errors import AllworxError
 from fleet.campaign.cli import campaign, watch_command
 from fleet.client import FleetClient
@@ -28,6 +28,7 @@ EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as
 
 
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("allworx-fleet")
 def main() -> None:
     """The fleet operator's tool: send signed commands to Allworx servers and list their state."""
 

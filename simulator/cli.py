@@ -10,13 +10,14 @@ from typing import Any
 
 import click
 
-from agent.cliutil import AllworxGroup, guarded
+from agent.cliutil import AllworxGroup, guarded, version_option
 from agent.logs import configure_logging
 from simulator.keycmd import keys as keys_group
 from simulator.server import ServerSpec, create_server
 
 
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("allworx-sim")
 @click.option("-v", "--verbose", is_flag=True, help="Show logs on stderr.")
 def main(verbose: bool) -> None:
     """The Allworx simulator: virtual servers, the vendor desk, fleets, chaos and scenarios."""
