@@ -287,7 +287,8 @@ def _init_worker(base: str, seed: int, now: str) -> None:
 
 
 def _run_index(index: int) -> Outcome:
-    assert _worker is not None, "pool initializer not run"  # reason: misuse guard
+    if _worker is None:  # misuse: called outside a pool built with _init_worker
+        raise RuntimeError("pool initializer not run")
     return _worker.run(index)
 
 

@@ -117,7 +117,9 @@ async def test_mig_2_a_temporary_key_takes_a_7_6_server_through_7_7_to_8_0_then_
     assert len(report.imported) == 12
 
 
-def test_mig_1_migrate_is_free_so_status_never_lists_it_inactive(tmp_path: Path, keyring: VendorKeyring) -> None:
+def test_mig_1_migrate_is_free_so_status_never_lists_it_inactive(
+    tmp_path: Path, keyring: VendorKeyring
+) -> None:
     """``allworx-agent status`` on an 8.0 server without feature keys lists no Migrate feature to activate."""
     server = make(tmp_path / "box", keyring, "6x", "8.0", 10, shipped=date(2016, 1, 4))
     result = CliRunner().invoke(
