@@ -1,6 +1,6 @@
 """Importing one server's records into another's database: the vendor's import rules.
 
-Rules (SPEC, "Facts from the vendor's published administrator guides"; Migrate follows them, MIG-1):
+Rules (docs/rules.md, "Import rules"; Migrate follows them, MIG-1):
 
 - an import never exceeds the target's user limit: source users are taken in the order of the
   export (by user id) and, once the target holds ``max_users`` users (every user row counts,

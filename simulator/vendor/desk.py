@@ -159,7 +159,7 @@ class Desk:
             placed = self._build_order(
                 quote=quote, old=old, new_dir=new_dir, release=release, moment=moment, grants=grants
             )
-            self._save(placed)  # persist before acting (STYLE 3)
+            self._save(placed)  # persist before acting
             try:
                 self._make_server(placed, ident.site)
             except BaseException:
