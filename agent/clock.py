@@ -1,4 +1,4 @@
-"""The injected clock (STYLE 4): every decision reads ``now`` once, from here.
+"""The injected clock: every decision reads ``now`` once, from here.
 
 ``SimClock`` compresses time: it starts at a simulated instant and advances ``speed`` times
 faster than the monotonic clock, so a fleet's hours of work take seconds with the same code.

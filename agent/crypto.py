@@ -1,6 +1,6 @@
 """Ed25519 keys, root-signed certificates and signed documents: the one module importing ``cryptography``.
 
-Every third-party exception is translated here (STYLE 7): callers see ``ValueError`` for bad key
+Every third-party exception is translated here: callers see ``ValueError`` for bad key
 material of their own, and :class:`~common.errors.SignatureError` from :func:`require_document`.
 
 Trust model: one pinned vendor *root* (a raw Ed25519 public key) signs :class:`Certificate` s for
@@ -256,7 +256,7 @@ class Problem(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class VerificationResult:
-    """The outcome of verifying a signed document (STYLE 8): ok, or the problem and why."""
+    """The outcome of verifying a signed document: ok, or the problem and why."""
 
     ok: bool
     message: str

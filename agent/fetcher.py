@@ -1,6 +1,6 @@
 """The image fetcher: the stage phase's bounded, verified, resumable download into the Update Area.
 
-Invariants (STYLE 9):
+Invariants:
 
 - Never more than the signed ``size`` is written, and at most one byte past it is read from the
   source: the count passing ``size`` stops the download at once (``IMAGE_TOO_LARGE``).
@@ -14,7 +14,7 @@ Invariants (STYLE 9):
   of a thread's fetches (a fleet host runs thousands at once). Safe because a chunk is read,
   hashed and written with no ``await`` in between: nothing else runs in the thread meanwhile.
 
-This is the one module that turns the source's ``OSError`` into ``TransportError`` (STYLE 7).
+This is the one module that turns the source's ``OSError`` into ``TransportError``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def open_source(path: Path, offset: int) -> Source:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """What a verification found (STYLE 8): whether it passed and, if not, why."""
+    """What a verification found: whether it passed and, if not, why."""
 
     ok: bool
     reason: Reason | None  # None when ok

@@ -1,4 +1,4 @@
-"""The persisted upgrade journal: written atomically *before* each side effect (STYLE 3).
+"""The persisted upgrade journal: written atomically *before* each side effect.
 
 Invariants:
 - a write is temp file in the same folder, fsync, atomic rename (:func:`replace`), fsync of the

@@ -1,6 +1,6 @@
 """Software keys: the data model, the text key-file format and verification into results.
 
-Kinds (SPEC "Keys"): maintenance (plans ship-90d, anytime-1y, bundle-5y, temporary with a
+Kinds (docs/rules.md, "Keys"): maintenance (plans ship-90d, anytime-1y, bundle-5y, temporary with a
 ceiling release), feature, user expansion (a range such as 31-50), patch authorisation. Every key
 is vendor-signed and bound to one serial.
 
@@ -348,7 +348,7 @@ def check_key_text(text: str | bytes, trust: TrustStore, serial: str, today: dat
 
 
 def require_valid(check: KeyCheck) -> KeyInfo:
-    """Return the payload of a valid check (thin raising wrapper, STYLE 8).
+    """Return the payload of a valid check (a thin raising wrapper over the result).
 
     Raises:
         KeyFormatError: the key could not be parsed.

@@ -1,4 +1,4 @@
-"""Download and verification limits (STYLE 9): one frozen config, units in comments.
+"""Download and verification limits: one frozen config, units in comments.
 
 Invariant: every number bounding a download lives here, so a test or a fleet scenario changes
 behaviour by passing another :class:`Limits`, never by patching module constants.

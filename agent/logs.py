@@ -1,4 +1,4 @@
-"""Structured logging (STYLE 12): structlog, JSON in production, quiet by default on a terminal.
+"""Structured logging: structlog, JSON in production, quiet by default on a terminal.
 
 Events are snake_case with fields; ``bound_contextvars(job_id=..., serial=..., step=...)`` around
 each upgrade step adds the context to every line.

@@ -1,4 +1,4 @@
-"""The upgrade state machine: one transition table (STYLE 2).
+"""The upgrade state machine: one transition table.
 
 One step (one release) goes through two phases, as the vendor's guides describe them: *stage*
 (the image lands verified in the Update Area) and *activate* (database prepared in the inactive
@@ -13,6 +13,11 @@ Invariants:
 - ``committing`` fails forward or back around one instant, the bootloader's commit write: a
   failure before it rolls back (``failed``), one after it still ends ``committed`` (the shell
   checks the bootloader); what a power cut at each crash point leads to is in docs/power-cuts.md.
+- ``committed`` and ``rolled_back`` are terminal: only ``Event.RESTART`` leaves them (to
+  themselves). The shell closes the step there (phone firmware offer, cleanup, journal removal);
+  the next step starts from ``idle`` with a new journal;
+- the events that can stop a step on request are exactly the ``Event.CANCEL`` edges (the shell
+  asks this table, :func:`cancellable`);
 - the docs' state diagram is generated from this table (:func:`mermaid`).
 """
 
@@ -54,7 +59,6 @@ class Event(StrEnum):
     FAILED = "failed"  # an error during the step: roll back
     CANCEL = "cancel"
     ROLLED_BACK = "rolled_back"
-    FINISH = "finish"  # the outcome was reported; ready for the next step
     RESTART = "restart"  # the agent starts after a power cut or a kill
 
 
@@ -97,17 +101,11 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.COMMITTING,    E.COMMITTED):    S.COMMITTED,
     (S.COMMITTING,    E.FAILED):       S.ROLLING_BACK,
     (S.COMMITTING,    E.RESTART):      S.COMMITTING,
-    (S.COMMITTED,     E.FINISH):       S.IDLE,
     (S.COMMITTED,     E.RESTART):      S.COMMITTED,
     (S.ROLLING_BACK,  E.ROLLED_BACK):  S.ROLLED_BACK,
     (S.ROLLING_BACK,  E.RESTART):      S.ROLLING_BACK,
-    (S.ROLLED_BACK,   E.FINISH):       S.IDLE,
     (S.ROLLED_BACK,   E.RESTART):      S.ROLLED_BACK,
 }  # fmt: skip
-
-# States in which the new slot may already be the bootloader's trial slot: a failure there must
-# go through the bootloader's rollback, never be ignored.
-ACTIVATING = frozenset({S.SWITCHING, S.TRIAL_BOOT, S.COMMITTING})
 
 
 def next_state(state: State, event: Event) -> State:
@@ -120,6 +118,11 @@ def next_state(state: State, event: Event) -> State:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise TransitionError(f"no transition from {state.value!r} on {event.value!r}") from None
+
+
+def cancellable(state: State) -> bool:
+    """Whether a cancel request in ``state`` has an edge (before the slot is written)."""
+    return (state, Event.CANCEL) in TRANSITIONS
 
 
 def resume_state(persisted: str) -> State:

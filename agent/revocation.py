@@ -177,7 +177,7 @@ def install_revocation_list(directory: Path, text: str | bytes, today: date) -> 
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, ``os.replace`` (STYLE 3).
+    """Write via a temp file in the same folder, fsync, ``os.replace``: readers see old or new, never torn.
 
     Raises:
         StoreError: the file cannot be written.

@@ -3,7 +3,7 @@
 The pure core decides (:mod:`agent.policy`, :mod:`agent.planner`, :mod:`agent.machine`); this
 module does the I/O. For each state a handler performs the state's side effect and returns the
 event; the next state comes from the one transition table and is persisted *before* its handler
-runs (STYLE 3), so a restarted agent resumes from :func:`agent.machine.resume_state`.
+runs, so a restarted agent resumes from :func:`agent.machine.resume_state`.
 
 Invariants:
 - nothing on the old slot (release, database) is written during an upgrade; the new release's
@@ -37,7 +37,7 @@ from agent.database.schema import fsync_file
 from agent.fetcher import fetch_image, require_verified
 from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir, replace
 from agent.limits import DEFAULT_LIMITS, Limits
-from agent.machine import Event, State, next_state, resume_state
+from agent.machine import Event, State, cancellable, next_state, resume_state
 from agent.manifest import Manifest, load_manifest
 from agent.planner import candidates
 from agent.policy import Verdict, judge_step
@@ -262,7 +262,7 @@ class Upgrader:
             return await handler(self, job)
         except CancelledUpgrade as exc:
             job.error = {"reason": exc.reason.value, "message": str(exc)}
-            return Event.CANCEL if (state, Event.CANCEL) in _CANCELLABLE else Event.FAILED
+            return Event.CANCEL if cancellable(state) else Event.FAILED
         except (AllworxError, OSError) as raw:
             error = raw if isinstance(raw, AllworxError) else disk_error(raw)
             log.warning("step_failed", state=state.value, reason=error.reason.value, error=str(error))
@@ -466,15 +466,6 @@ class Upgrader:
         return Event.ROLLED_BACK
 
 
-_CANCELLABLE = {
-    (s, e)
-    for (s, e) in (
-        (State.STAGING, Event.CANCEL),
-        (State.STAGED, Event.CANCEL),
-        (State.PREPARING_DB, Event.CANCEL),
-        (State.DB_READY, Event.CANCEL),
-    )
-}
 _HANDLERS = {
     State.STAGING: Upgrader._on_staging,
     State.STAGED: Upgrader._on_staged,

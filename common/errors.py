@@ -1,4 +1,4 @@
-"""Exceptions, split by origin (STYLE 6).
+"""Exceptions, split by origin.
 
 - :class:`VerificationError` and children: untrusted data is bad. Never retried.
 - :class:`TransportError`: the network or the broker misbehaved. Retryable.
@@ -94,7 +94,7 @@ class TransportError(AllworxError):
     reason = Reason.IMAGE_UNAVAILABLE
 
 
-class CancelledUpgrade(AllworxError):  # noqa: N818  # reason: a requested stop, not an error; the brief names it
+class CancelledUpgrade(AllworxError):  # noqa: N818  # reason: a requested stop, not an error
     """The operator (or the agent's shutdown) asked the upgrade to stop; partial work is kept."""
 
     reason = Reason.CANCELLED

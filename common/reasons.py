@@ -31,9 +31,7 @@ class Reason(StrEnum):
     KEY_SIGNATURE_INVALID = "KEY_SIGNATURE_INVALID"
     KEY_FORMAT_INVALID = "KEY_FORMAT_INVALID"
     KEY_SIGNER_UNTRUSTED = "KEY_SIGNER_UNTRUSTED"
-    KEY_ALREADY_INSTALLED = "KEY_ALREADY_INSTALLED"
     TEMPORARY_KEY_CEILING = "TEMPORARY_KEY_CEILING"
-    PATCH_NOT_AUTHORISED = "PATCH_NOT_AUTHORISED"
     REVOCATION_LIST_STALE = "REVOCATION_LIST_STALE"
     # images
     IMAGE_DIGEST_MISMATCH = "IMAGE_DIGEST_MISMATCH"
@@ -77,8 +75,14 @@ class Reason(StrEnum):
     FLEET_IN_USE = "FLEET_IN_USE"  # another live run hosts this fleet folder
 
 
-# Rule IDs this product adds beside SPEC.md's (docs/rules.md): a refusal or failure cites one of
-# these when no SPEC rule covers it.
+# Every rule a refusal or failure may cite, as docs/rules.md states them (a test compares the two).
+# The domain rules: the vendor's licence, upgrade, trade and Migrate rules.
+DOMAIN_RULES = (
+    "SEQ-1", "SEQ-2", "DB-1", "DB-2", "SWM-1", "SWM-2", "SWM-3", "SWM-4", "SWM-5", "SWM-6", "SWM-7",
+    "PHONE-1", "DOWN-1", "REL-1", "TRADE-1", "TRADE-2", "TRADE-3", "TRADE-4", "XFER-1", "XFER-2", "XFER-3",
+    "SITE-1", "MIG-1", "MIG-2",
+)  # fmt: skip
+# The rules this product adds where the vendor's documents are silent.
 PRODUCT_RULES = ("IMG-1", "SAFE-1", "CMD-1", "CMD-2", "CMD-3", "CMD-4", "CMD-5", "CAMPAIGN")
 
 

@@ -31,7 +31,7 @@ class Model:
 
     name: str
     family: str  # "legacy" or "connect"
-    capacity: int  # rank in the SPEC capacity order
+    capacity: int  # rank in the capacity order (docs/rules.md, "Models")
     max_users: int  # simulated
     list_price: int  # simulated, whole dollars
 

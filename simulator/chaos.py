@@ -1,4 +1,4 @@
-"""Chaos: power cuts at random crash points across a fleet of virtual servers (issue #3).
+"""Chaos: power cuts at random crash points across a fleet of virtual servers.
 
 ``allworx-sim chaos --servers N --seed S`` builds N small virtual servers on assorted releases
 (about one in seven crossing the 7.1 rebuild), upgrades each one or two steps with the power
@@ -7,7 +7,7 @@ itself; for 8% of servers a storm: random cuts at a high rate, or the same side 
 every start, ending in the boot counter's fallback or the crash-loop breaker), restarts the agent
 after every cut, lets it finish and audits the server.
 
-The audit (also used by the power-cut tests) is the issue's definition:
+The audit (also used by the power-cut tests) defines the outcomes:
 
 - *bricked*: the bootloader's active slot does not hold a release whose image verifies against
   its signed manifest and whose database passes the boot check in its schema, or, once the agent
@@ -287,7 +287,8 @@ def _init_worker(base: str, seed: int, now: str) -> None:
 
 
 def _run_index(index: int) -> Outcome:
-    assert _worker is not None, "pool initializer not run"  # reason: misuse guard
+    if _worker is None:  # misuse: called outside a pool built with _init_worker
+        raise RuntimeError("pool initializer not run")
     return _worker.run(index)
 
 
@@ -330,7 +331,7 @@ class Tally:
             self.failures.append({"server": outcome.index, "dir": outcome.kept, **outcome.problems})
 
     def as_dict(self, seconds: float, seed: int, workers: int) -> dict[str, Any]:
-        """The report: the issue's fields first, then the helpful ones."""
+        """The report: the audit's counts first, then the details."""
         return {
             "servers": self.servers, "cuts": self.cuts, "bricked": self.bricked,
             "records_lost": self.records_lost, "keys_lost": self.keys_lost, "committed": self.committed,

@@ -158,7 +158,7 @@ def _attach_chaos() -> None:
 _attach_chaos()
 
 
-def _attach_fleet() -> None:  # issue #5: simulated fleets
+def _attach_fleet() -> None:  # simulated fleets
     from simulator.fleet.command import fleet_command
 
     main.add_command(fleet_command, "fleet")
@@ -167,7 +167,7 @@ def _attach_fleet() -> None:  # issue #5: simulated fleets
 _attach_fleet()
 
 
-def _attach_broker() -> None:  # issue #4: the embedded zero-set-up broker
+def _attach_broker() -> None:  # the embedded zero-set-up broker
     from simulator.broker import broker_command
 
     main.add_command(broker_command, "broker")

@@ -1,6 +1,6 @@
 """Key issuance, the vendor's side: signed key files for one serial.
 
-Expiry comes from the plan unless given (SPEC "Keys", SWM-4, SWM-5, MIG-2): ship-90d lasts 90
+Expiry comes from the plan unless given (docs/rules.md "Keys", SWM-4, SWM-5, MIG-2): ship-90d lasts 90
 days from the start, anytime-1y one year, bundle-5y five years, temporary 60 days and carries a
 ceiling release; feature, user and patch keys do not expire unless ``expires`` is given.
 

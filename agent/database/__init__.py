@@ -8,7 +8,7 @@ Pure synchronous functions on database paths (no asyncio). Invariants:
   model (rule DB-2), and nothing leads back;
 - a source database is only ever opened read-only; a new database appears at its final path only
   after its :func:`digest` (counts and checksums of every logical record) equals the source's;
-- :func:`import_records` applies the vendor's import rules (SPEC, MIG-1) inside one transaction.
+- :func:`import_records` applies the vendor's import rules (docs/rules.md, MIG-1) inside one transaction.
 """
 
 from agent.database.digest import ENTITIES, RecordDigest, digest

@@ -1,6 +1,6 @@
 """Importing one server's records into another's database: the vendor's import rules.
 
-Rules (SPEC, "Facts from the vendor's published administrator guides"; Migrate follows them, MIG-1):
+Rules (docs/rules.md, "Import rules"; Migrate follows them, MIG-1):
 
 - an import never exceeds the target's user limit: source users are taken in the order of the
   export (by user id) and, once the target holds ``max_users`` users (every user row counts,
@@ -80,7 +80,8 @@ def _insert(conn: sqlite3.Connection, table: str, row: Row, columns: list[str]) 
     names = [c for c in columns if c in row and c != "id"]
     sql = f"INSERT INTO main.{table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608 # reason: names come from table_info
     rowid = conn.execute(sql, [row[c] for c in names]).lastrowid
-    assert rowid is not None  # reason: an INSERT always yields a rowid
+    if rowid is None:  # an INSERT always yields a rowid: None is a bug, not bad data
+        raise RuntimeError(f"INSERT into {table} returned no rowid")
     return rowid
 
 

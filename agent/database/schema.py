@@ -1,6 +1,6 @@
 """The server database's schemas: DDL per schema number, in-place steps, and low-level opening.
 
-Two data models exist (SPEC "Facts from the vendor's guides": the data model changed at 7.1):
+Two data models exist (docs/rules.md, "The 7.1 data model": the data model changed at 7.1):
 
 - the *old model* (schemas 10, 11; releases before 7.1): one ``users`` table carrying the
   extension and the phone inline, a combined ``full_name`` ("Last, First"), MAC addresses as 12
@@ -167,7 +167,7 @@ def read_schema(conn: sqlite3.Connection, db: str = "main") -> int:
 
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """Translate ``sqlite3`` and OS errors into :class:`DatabaseError` (the one boundary, STYLE 7).
+    """Translate ``sqlite3`` and OS errors into :class:`DatabaseError` (the one boundary).
 
     Raises:
         DatabaseError: on any ``sqlite3.Error`` or ``OSError`` raised in the block.

@@ -43,7 +43,7 @@ MAX_NONCES = 10_000  # remembered nonces; more than this many live commands is r
 
 @dataclass(frozen=True, slots=True)
 class CommandCheck:
-    """The outcome of verifying one command (STYLE 8): the command, or the refusal and why."""
+    """The outcome of verifying one command: the command, or the refusal and why."""
 
     name: str
     client_token: str | None

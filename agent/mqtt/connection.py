@@ -1,8 +1,8 @@
-"""The broker link: the one module that touches aiomqtt and paho-mqtt (STYLE 7).
+"""The broker link: the one module that touches aiomqtt and paho-mqtt.
 
 Every aiomqtt/paho error is translated to :class:`~common.errors.BrokerError` here
 (``raise ... from exc``); callers never import either library. One :func:`connect` call is one
-connection attempt (STYLE 5): the reconnect loop, backoff and protocol fallback live in the caller.
+connection attempt: the reconnect loop, backoff and protocol fallback live in the caller.
 
 Invariants: MQTT 5 is asked for first; a broker that refuses it (old brokers, amqtt), or accepts
 the socket but never answers the MQTT 5 CONNECT within ``connect_timeout`` (amqtt when the

@@ -1,6 +1,6 @@
 """The agent daemon: one server directory, one broker connection, the fleet contract (docs/mqtt.md).
 
-Shape (STYLE 5): an outer reconnect loop with capped, jittered backoff; one
+Shape: an outer reconnect loop with capped, jittered backoff; one
 :func:`agent.mqtt.connection.connect` per attempt (MQTT 5 first, 3.1.1 once a broker refuses
 it); per connection an ``asyncio.TaskGroup`` of named tasks: ``events`` (drains the outbox),
 ``state`` (republishes the retained state when it changed) and ``commands`` (verifies and

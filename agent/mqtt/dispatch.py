@@ -105,7 +105,7 @@ class Dispatcher:
             self.window.remember(command.nonce, command.expires_at, agent.wall.now())  # rule CMD-3
             refusal, result = self._dispatch(command)
         except StoreError as exc:
-            refusal, result = Refusal(exc.reason, "STORE", str(exc)), None
+            refusal, result = Refusal(exc.reason, "SAFE-1", str(exc)), None  # not carried out
         return self._reply(name, command.client_token, refusal, result)
 
     def _dispatch(self, command: Command) -> Outcome:  # noqa: PLR0911  # reason: one return per command
@@ -182,7 +182,7 @@ class Dispatcher:
         if check.valid or check.reason is Reason.KEY_NOT_YET_VALID:
             return None, document
         reason = check.reason or Reason.KEY_FORMAT_INVALID
-        return Refusal(reason, "KEYS", check.message or "The key was refused."), document
+        return Refusal(reason, "SWM-2", check.message or "The key was refused."), document  # rule SWM-2
 
     def _state(self) -> dict[str, Any]:
         doc = state_document(self.agent.server, self.agent.topics.site, self.agent.clock.now())

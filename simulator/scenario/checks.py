@@ -3,8 +3,9 @@
 Checked here (types are checked by the parser): server declarations against the catalogue;
 every reference to a server, an order, an issued key or a network is to one declared *earlier*
 (``[[server]]`` tables, an ``order``'s ``as``, an ``issue-key``'s ``as``); reason codes are
-:class:`~common.reasons.Reason` values; rule IDs are SPEC's; ``advance`` never goes back in time;
-each step carries only the fields that make sense for it (a ceiling only on a temporary key...).
+:class:`~common.reasons.Reason` values; rule IDs are those of docs/rules.md; ``advance`` never
+goes back in time; each step carries only the fields that make sense for it (a ceiling only on a
+temporary key...).
 
 Invariant: :func:`check_scenario` raises one :class:`ScenarioFileError` listing every problem.
 """
@@ -18,7 +19,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from agent.crashpoints import REGISTRY
-from common.reasons import PRODUCT_RULES, Reason
+from common.reasons import DOMAIN_RULES, PRODUCT_RULES, Reason
 from releases.catalog import Catalog, default_catalog
 from simulator.scenario.model import (
     ORDER_CHECKS,
@@ -45,12 +46,7 @@ from simulator.scenario.model import (
     Upgrade,
 )
 
-# Every rule ID of SPEC.md (tests/scenario/test_scenario_library.py checks this list against SPEC).
-RULE_IDS = (
-    "SEQ-1", "SEQ-2", "DB-1", "DB-2", "SWM-1", "SWM-2", "SWM-3", "SWM-4", "SWM-5", "SWM-6", "SWM-7",
-    "PHONE-1", "DOWN-1", "REL-1", "TRADE-1", "TRADE-2", "TRADE-3", "TRADE-4", "XFER-1", "XFER-2", "XFER-3",
-    "SITE-1", "MIG-1", "MIG-2",
-)  # fmt: skip
+RULE_IDS = DOMAIN_RULES  # the rules a scenario's ``rules`` may claim (docs/rules.md)
 NONE = "none"
 REASON_CODES = frozenset(r.value for r in Reason)
 POWER_CUTS = ("random", *REGISTRY)
@@ -99,8 +95,8 @@ def check_scenario(scenario: Scenario) -> None:
     if not scenario.title.strip():
         ctx.add(None, "title", "must not be empty")
     for rule in scenario.rules:
-        if rule not in RULE_IDS:  # a scenario claims coverage of SPEC rules only
-            ctx.add(None, "rules", f"unknown rule ID {rule!r} (SPEC's: {', '.join(RULE_IDS)})")
+        if rule not in RULE_IDS:  # a scenario claims coverage of domain rules only
+            ctx.add(None, "rules", f"unknown rule ID {rule!r} (domain rules: {', '.join(RULE_IDS)})")
     for decl in scenario.servers:
         _check_server(ctx, decl)
     for step in scenario.steps:

@@ -146,7 +146,8 @@ def check_expect(world: World, step: m.Expect) -> list[Failure]:
         detail = state.plan.refusal if state.plan is not None else state.refusal
         state.plan = None  # a dry run is read by one expect
     else:
-        assert step.order is not None  # reason: the checks guarantee server or order
+        if step.order is None:  # the static checks guarantee a server or an order
+            raise RuntimeError("an expect step names neither a server nor an order")
         wanted = {n: getattr(step, n) for n in m.ORDER_CHECKS if getattr(step, n) is not None}
         observed, detail = _order_values(world, step, step.order), None
     for name, value in wanted.items():

@@ -107,7 +107,8 @@ def _date(value: Any) -> date:
 
 def build(cls: type[T], raw: dict[str, Any], file: str, where: str, skip: tuple[str, ...] = ()) -> T:
     """Build dataclass ``cls`` from a TOML table, or raise ScenarioFileError naming each bad field."""
-    assert is_dataclass(cls)  # every schema class is a dataclass
+    if not is_dataclass(cls):  # every schema class is a dataclass: anything else is a bug
+        raise RuntimeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     spec = {f.metadata.get("toml", f.name): f for f in fields(cls) if "internal" not in f.metadata}
     problems: list[Problem] = []

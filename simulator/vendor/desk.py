@@ -159,7 +159,7 @@ class Desk:
             placed = self._build_order(
                 quote=quote, old=old, new_dir=new_dir, release=release, moment=moment, grants=grants
             )
-            self._save(placed)  # persist before acting (STYLE 3)
+            self._save(placed)  # persist before acting
             try:
                 self._make_server(placed, ident.site)
             except BaseException:
@@ -187,7 +187,8 @@ class Desk:
 
     def _grants(self, quote: Quote, old: ServerDir, moment: datetime) -> list[tuple[KeyGrant, datetime]]:
         line = self.tables.line(quote.order_type, quote.old_model, quote.new_model)
-        assert line is not None  # reason: the quote was not refused, so the line exists
+        if line is None:  # the quote was not refused, so the line exists: None is a bug
+            raise RuntimeError(f"no schedule line for the accepted {quote.old_model} -> {quote.new_model}")
         now_grants = free_grants(line)  # rule TRADE-4
         out = [(g, moment) for g in now_grants]
         if quote.key_transfer:  # rules XFER-1, XFER-2, XFER-3
@@ -217,7 +218,8 @@ class Desk:
         order_id = f"ORD-{moment:%Y%m%d}-{secrets.token_hex(3).upper()}"
         serial = serial_for(str(new_dir.resolve()))
         deliveries = tuple(self._delivery(g, serial, moment, at) for g, at in grants)
-        assert quote.catalog_number is not None  # reason: set on every unrefused quote
+        if quote.catalog_number is None:  # set on every unrefused quote: None is a bug
+            raise RuntimeError("an accepted quote has no catalogue number")
         return Order(
             order_id=order_id,
             order_type=quote.order_type,

@@ -1,4 +1,4 @@
-"""The vendor desk's exceptions (STYLE 6).
+"""The vendor desk's exceptions, split by origin.
 
 A refusal by the vendor (a pair not in the schedules, the bundle window closed, Migrate below
 8.0) is data, a :class:`~common.reasons.Refusal`; the desk's world-changing calls (order,

@@ -1,7 +1,7 @@
 """The vendor's price schedules: trade-in, trade-up and key transfer, held as data.
 
-The rows live in ``data/trade.toml``, copied entry for entry from the seed
-(``seeds/trade-in-trade-up.txt``). This module loads and validates them against the model table.
+The rows live in ``data/trade.toml``, copied entry for entry from the vendor's Trade in / Trade up
+programme document. This module loads and validates them against the model table.
 
 Invariants (checked on load, a broken file raises :class:`~common.errors.CatalogError` naming the
 file, the entry and the problem): every model named exists; a trade-in goes from a legacy model

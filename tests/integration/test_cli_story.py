@@ -1,4 +1,4 @@
-"""The core issue's story, run as a new user types it: real CLIs in subprocesses, real files."""
+"""The README's story, run as a new user types it: real CLIs in subprocesses, real files."""
 
 from __future__ import annotations
 

@@ -390,22 +390,96 @@ def test_link_housekeeping_runs_every_tenth_of_the_keepalive(keepalive: int, per
     assert period * 1.5 < keepalive or keepalive < 10  # a ping goes out well before the broker's 1.5x
 
 
-async def test_a_links_housekeeping_is_the_slower_one_and_keeps_the_session(mosquitto: Mosquitto) -> None:
-    """The link's client runs its own housekeeping loop (not aiomqtt's 1 s one) and still pings in time."""
-    import aiomqtt
+PINGREQ, PINGRESP = 12, 13  # MQTT control packet types
 
-    assert "_misc_loop" in vars(aiomqtt.Client), "aiomqtt renamed the loop this link replaces"
-    settings = BrokerSettings(url=mosquitto.url, keepalive=30)
-    async with connect(settings, protocol=Protocol.V5, identifier="housekeeping") as link:
-        paho = link._client._client  # reason: counting paho's housekeeping calls
-        calls: list[float] = []
-        real = paho.loop_misc
 
-        def counted() -> Any:
-            calls.append(time.monotonic())
-            return real()
+class PacketRelay:
+    """A TCP relay in front of a real broker that notes when each MQTT packet type passes, per direction.
 
-        paho.loop_misc = counted
-        await asyncio.sleep(7)
-        await link.publish("housekeeping/alive", b"1", qos=1)  # the session is still up
-    assert 2 <= len(calls) <= 3, calls  # every 3 s; aiomqtt's own loop would have made 7
+    It reads the wire only (the fixed header's type and length); the broker answers everything.
+    """
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self.seen: dict[str, list[tuple[int, float]]] = {"client": [], "broker": []}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._noted = asyncio.Event()  # set whenever a packet is noted
+
+    async def __aenter__(self) -> PacketRelay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"mqtt://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def times(self, side: str, kind: int) -> list[float]:
+        """When packets of ``kind`` passed from ``side`` ("client" or "broker")."""
+        return [at for packet, at in self.seen[side] if packet == kind]
+
+    async def first(self, side: str, kind: int) -> float:
+        """Return when the first packet of ``kind`` from ``side`` passed (waits for it)."""
+        while not self.times(side, kind):
+            self._noted.clear()
+            await self._noted.wait()
+        return self.times(side, kind)[0]
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
+        for side, reader, writer in (("client", client_r, broker_w), ("broker", broker_r, client_w)):
+            task = asyncio.create_task(self._pump(side, reader, writer))
+            self._tasks.add(task)
+
+    async def _pump(self, side: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+                buffer = self._note(side, buffer + chunk)
+        finally:
+            writer.close()
+
+    def _note(self, side: str, buffer: bytes) -> bytes:
+        """Record every whole packet at the head of ``buffer``; return the incomplete rest."""
+        while len(buffer) >= 2:
+            length, shift, at = 0, 0, 1
+            while at < len(buffer) and at <= 4:
+                length |= (buffer[at] & 0x7F) << shift
+                shift += 7
+                at += 1
+                if not buffer[at - 1] & 0x80:
+                    break
+            else:
+                return buffer  # the length field itself is incomplete
+            if len(buffer) < at + length:
+                return buffer
+            self.seen[side].append((buffer[0] >> 4, time.monotonic()))
+            self._noted.set()
+            buffer = buffer[at + length :]
+        return buffer
+
+
+async def test_an_idle_link_pings_in_time_and_keeps_its_session(mosquitto: Mosquitto) -> None:
+    """An idle link pings after its keep-alive, before the broker's 1.5x limit, and stays usable."""
+    keepalive = 4  # housekeeping every second (misc_interval): the ping goes out 4-5 s after CONNECT
+    async with PacketRelay(mosquitto.port) as relay:
+        settings = BrokerSettings(url=relay.url, keepalive=keepalive)
+        async with connect(settings, protocol=Protocol.V5, identifier="housekeeping") as link:
+            connected = relay.seen["client"][0][1]
+            async with asyncio.timeout(2 * keepalive):  # fails the test when no ping comes
+                pinged = await relay.first("client", PINGREQ)
+                await relay.first("broker", PINGRESP)
+            await link.publish("housekeeping/alive", b"1", qos=1)  # the session is still up
+        assert relay.seen["client"][0][0] == 1  # CONNECT opened the relayed connection
+        assert pinged - connected >= keepalive * 0.9  # paho pings only once the keep-alive has passed
+        assert pinged - connected < 1.5 * keepalive  # ...and before the broker would drop the link

@@ -1,4 +1,5 @@
-"""The scenario library: every file passes, every SPEC rule is covered, and every claim is checked."""
+"""The rules and the scenario library: the code's rule IDs are those docs/rules.md states, every domain
+rule has a scenario, every library file passes, and every claim is checked."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from simulator.scenario.checks import RULE_IDS
+from common.reasons import DOMAIN_RULES, PRODUCT_RULES, Reason
 from simulator.scenario.model import SERVER_CHECKS, Scenario
 from simulator.scenario.results import ScenarioResult
 from simulator.scenario.runner import discover, load_all, run_files
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "scenarios"
-SPEC = REPO.parent / "shared" / "SPEC.md"
+RULES_DOC = REPO / "docs" / "rules.md"
+PRODUCT_CODE = ("common", "releases", "agent", "fleet", "simulator")
 FILES = sorted(LIBRARY.glob("*.toml"))
 
 # How an expectation evidences a rule when no refusal names it (rule = "X" is evidence for any rule).
@@ -62,7 +64,7 @@ CODE_RULES = {
     "MIGRATE_REQUIRES_8_0": "MIG-1",
     "TEMPORARY_KEY_CEILING": "MIG-2",
 }
-# The source documents' worked examples, each an end-to-end story in the library.
+# The vendor documents' worked examples, each an end-to-end story in the library.
 SEED_STORIES = {
     "7.6 goes through 7.7 before 8.0": "seq-1-one-release-at-a-time.toml",
     "a 2010 server in 2013 needs one anytime licence": "story-2010-server-in-2013-one-anytime-licence.toml",
@@ -71,14 +73,36 @@ SEED_STORIES = {
     "multi-site aligns to the new Connect server": "story-multi-site-aligns-to-connect.toml",
     "Migrate needs 8.0 on both ends": "story-migrate-needs-8-0-on-both-ends.toml",
 }
-SPEC_IDS_FALLBACK = RULE_IDS  # used when SPEC.md is not beside the repository
 
 
-def spec_rule_ids() -> list[str]:
-    """The rule IDs of SPEC.md's rule tables (the first column of rows like ``| SEQ-1 | ... |``)."""
-    if not SPEC.is_file():
-        return list(SPEC_IDS_FALLBACK)
-    return re.findall(r"^\| ((?:[A-Z]+)-\d+) \|", SPEC.read_text(encoding="utf-8"), flags=re.MULTILINE)
+def documented_rule_ids() -> list[str]:
+    """The first column of every table in docs/rules.md whose header starts ``| ID | rule |``."""
+    ids: list[str] = []
+    in_rules = False
+    for line in RULES_DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| ID | rule |"):
+            in_rules = True
+        elif not line.startswith("|"):
+            in_rules = False
+        elif in_rules and not line.startswith("|---"):
+            ids.append(line.split("|")[1].strip())
+    return ids
+
+
+def cited_rule_ids() -> dict[str, str]:
+    """Rule IDs the product code cites (in a Refusal, a ``rule=`` field or a ``# rule`` comment) -> a file."""
+    pattern = re.compile(
+        r'Refusal\(\s*[\w.]+(?:\s+or\s+[\w.]+)?,\s*"([^"]*)"'
+        r'|\brule="([^"]*)"'
+        r"|#\s*rules?\s+([A-Z]+-\d+)"
+        r'|_refuse\([^()]*?,\s*"([A-Z][A-Z0-9-]*)",'
+    )
+    cited: dict[str, str] = {}
+    for package in PRODUCT_CODE:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for match in pattern.finditer(path.read_text(encoding="utf-8")):
+                cited.setdefault(next(g for g in match.groups() if g), str(path.relative_to(REPO)))
+    return cited
 
 
 def raw(path: Path) -> dict[str, Any]:
@@ -96,18 +120,35 @@ def library() -> dict[str, ScenarioResult]:
     return {Path(r.path).name: r for r in run_files(scenarios, jobs=2)}
 
 
-def test_the_rule_list_matches_spec() -> None:
-    """The runner's list of rule IDs is exactly SPEC's."""
-    assert sorted(spec_rule_ids()) == sorted(RULE_IDS)
+def test_the_rules_the_code_knows_are_the_rules_docs_rules_md_states() -> None:
+    """common/reasons.py's rule IDs and the IDs docs/rules.md's rule tables state are the same list."""
+    documented = documented_rule_ids()
+    assert len(documented) == len(set(documented)), "a rule ID is stated twice in docs/rules.md"
+    assert sorted(documented) == sorted((*DOMAIN_RULES, *PRODUCT_RULES))
 
 
-def test_every_spec_rule_is_exercised_by_a_scenario() -> None:
-    """Every SPEC rule ID is declared (``rules``) or asserted (``rule =``) by some library file."""
+def test_every_rule_the_product_code_cites_is_a_known_rule() -> None:
+    """No refusal, ``rule=`` field or ``# rule`` comment in the product cites an ID outside the rules."""
+    unknown = {
+        rule: path for rule, path in cited_rule_ids().items() if rule not in (*DOMAIN_RULES, *PRODUCT_RULES)
+    }
+    assert unknown == {}
+
+
+def test_every_reason_code_is_documented_in_docs_rules_md() -> None:
+    """docs/rules.md names every reason code of common/reasons.py, and no code the enum lacks."""
+    text = RULES_DOC.read_text(encoding="utf-8")
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]{3,})`", text))
+    assert named == {r.value for r in Reason}
+
+
+def test_every_domain_rule_is_exercised_by_a_scenario() -> None:
+    """Every domain rule ID is declared (``rules``) or asserted (``rule =``) by some library file."""
     covered: set[str] = set()
     for path in FILES:
         covered |= set(raw(path).get("rules", []))
         covered |= {e["rule"] for e in expects(path) if "rule" in e}
-    assert set(spec_rule_ids()) - covered == set()
+    assert set(DOMAIN_RULES) - covered == set()
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
@@ -128,12 +169,12 @@ def test_evidence_fields_are_real_expect_fields() -> None:
     from simulator.scenario.model import ORDER_CHECKS
 
     assert set().union(*EVIDENCE.values()) <= set(SERVER_CHECKS) | set(ORDER_CHECKS)
-    assert set(EVIDENCE) == set(RULE_IDS)
+    assert set(EVIDENCE) == set(DOMAIN_RULES)
 
 
 @pytest.mark.parametrize("story", SEED_STORIES)
-def test_the_seeds_worked_examples_are_stories(story: str) -> None:
-    """Each worked example of the source documents is a library file with expectations."""
+def test_the_vendor_documents_worked_examples_are_stories(story: str) -> None:
+    """Each worked example of the vendor's documents is a library file with expectations."""
     path = LIBRARY / SEED_STORIES[story]
     assert path.is_file(), story
     assert expects(path), story

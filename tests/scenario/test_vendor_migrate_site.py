@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agent import database
+from agent.cli import main as agent_main
 from agent.clock import SimClock
 from agent.keys import Plan
 from agent.planner import plan
@@ -114,6 +115,21 @@ async def test_mig_2_a_temporary_key_takes_a_7_6_server_through_7_7_to_8_0_then_
     assert [(s.release, s.outcome) for s in result.steps] == [("7.7", "committed"), ("8.0", "committed")]
     report = desk.migrate(old.root, new.root, NOW)
     assert len(report.imported) == 12
+
+
+def test_mig_1_migrate_is_free_so_status_never_lists_it_inactive(
+    tmp_path: Path, keyring: VendorKeyring
+) -> None:
+    """``allworx-agent status`` on an 8.0 server without feature keys lists no Migrate feature to activate."""
+    server = make(tmp_path / "box", keyring, "6x", "8.0", 10, shipped=date(2016, 1, 4))
+    result = CliRunner().invoke(
+        agent_main, ["status", "--server-dir", str(server.root), "--now", "2016-02-01", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["release"] == "8.0"
+    assert document["features_active"] == []
+    assert "Migrate" not in document["features_inactive"]
 
 
 # ---------------------------------------------------------------------------- multi-site

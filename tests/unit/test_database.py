@@ -317,7 +317,7 @@ def test_every_catalog_schema_can_be_built() -> None:
     assert {r.db_schema for r in default_catalog().releases} <= set(KNOWN_SCHEMAS)
 
 
-# --- import rules (SPEC: the vendor's administrator guides; MIG-1) ---
+# --- import rules (docs/rules.md, "Import rules"; MIG-1) ---
 
 
 def person(uid: int, login: str, ext: int | None = None, mac: str | None = None) -> Records:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import diagram
-from agent.machine import TRANSITIONS, Event, State, TransitionError, next_state, resume_state
+from agent.machine import TRANSITIONS, Event, State, TransitionError, cancellable, next_state, resume_state
 
 
 def test_every_state_has_a_restart_edge() -> None:
@@ -45,3 +45,15 @@ def test_every_walk_stays_in_the_table(events: list[Event]) -> None:
 def test_docs_diagram_matches_the_table() -> None:
     """docs/state-machine.md is generated from the table (run `python -m agent.diagram`)."""
     assert diagram.DOC.read_text() == diagram.render()
+
+
+def test_committed_and_rolled_back_are_terminal() -> None:
+    """Only a restart leaves a finished step's state, and it leads back to the same state."""
+    for state in (State.COMMITTED, State.ROLLED_BACK):
+        assert {(e, t) for (s, e), t in TRANSITIONS.items() if s is state} == {(Event.RESTART, state)}
+
+
+def test_cancellable_states_are_the_tables_cancel_edges() -> None:
+    """A cancel request stops a step exactly where the table has a cancel edge: before the slot is written."""
+    expected = {State.STAGING, State.STAGED, State.PREPARING_DB, State.DB_READY}
+    assert {s for s in State if cancellable(s)} == expected

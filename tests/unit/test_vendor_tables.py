@@ -1,4 +1,4 @@
-"""The price schedules in the data match the seed's tables entry for entry (TRADE-1, TRADE-4, XFER-1)."""
+"""The price schedules in the data match the printed ones entry for entry (TRADE-1, TRADE-4, XFER-1)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from common.errors import CatalogError
 from simulator.vendor.tables import TRADE_FILE, OrderType, load_tables
 
-# A copy of the seed's three tables (seeds/trade-in-trade-up.txt), as printed there.
-SEED_TRADE_IN = """
+# The three schedules of the vendor's Trade in / Trade up programme document, as printed there.
+PRINTED_TRADE_IN = """
 8010751	6x12 for 320	$459	$781
 8010752	6x12 for 324	$534	$906
 8010753	6x12 for 530	$722	$1,216
@@ -23,7 +23,7 @@ SEED_TRADE_IN = """
 8010779	24x for 731	$927	$1,855
 """
 
-SEED_TRADE_UP = """
+PRINTED_TRADE_UP = """
 8010701	320 to 530	$462	$924	31-50 FREE
 8010702	320 to 536	$462	$924	31-50 FREE
 8010703	320 to 731	$1,350	$2,700	31-50 FREE
@@ -34,7 +34,7 @@ SEED_TRADE_UP = """
 8010708	536 to 731	$1,350	$2,700	51-100 FREE
 """
 
-SEED_TRANSFER = """
+PRINTED_TRANSFER = """
 8000010	To 320 or 324	$250	$500
 8000020	To 530 or 536	$250	$500
 8000030	To 731	$500	$1,000
@@ -49,7 +49,7 @@ def rows(table: str) -> list[list[str]]:
     return [line.split("\t") for line in table.strip().splitlines()]
 
 
-def seed_trades(table: str, joiner: str) -> set[tuple[str, str, str, int, int, str | None]]:
+def printed_trades(table: str, joiner: str) -> set[tuple[str, str, str, int, int, str | None]]:
     out = set()
     for cells in rows(table):
         old, new = cells[1].split(f" {joiner} ")
@@ -58,38 +58,38 @@ def seed_trades(table: str, joiner: str) -> set[tuple[str, str, str, int, int, s
     return out
 
 
-def test_trade_1_trade_in_rows_match_the_seed_entry_for_entry() -> None:
-    """Every trade-in row (catalogue number, pair, partner price, MSRP) is the seed's, and no other."""
+def test_trade_1_trade_in_rows_match_the_printed_schedule_entry_for_entry() -> None:
+    """Every trade-in row (catalogue number, pair, partner price, MSRP) is a printed one, and no other."""
     data = {
         (r.catalog_number, r.old_model, r.new_model, r.partner, r.msrp, r.free_user_key)
         for r in load_tables().trade_in
     }
-    assert data == seed_trades(SEED_TRADE_IN, "for")
+    assert data == printed_trades(PRINTED_TRADE_IN, "for")
     assert len(load_tables().trade_in) == 10
 
 
-def test_trade_4_trade_up_rows_match_the_seed_entry_for_entry() -> None:
-    """Every trade-up row, free user key included, is the seed's, and no other."""
+def test_trade_4_trade_up_rows_match_the_printed_schedule_entry_for_entry() -> None:
+    """Every trade-up row, free user key included, is the printed schedule's, and no other."""
     data = {
         (r.catalog_number, r.old_model, r.new_model, r.partner, r.msrp, r.free_user_key)
         for r in load_tables().trade_up
     }
-    assert data == seed_trades(SEED_TRADE_UP, "to")
+    assert data == printed_trades(PRINTED_TRADE_UP, "to")
     assert len(load_tables().trade_up) == 8
 
 
-def test_xfer_1_key_transfer_rows_match_the_seed_entry_for_entry() -> None:
-    """Every key-transfer fee row (catalogue number, destinations, prices) is the seed's."""
-    seed = set()
-    for number, dest, partner, msrp in rows(SEED_TRANSFER):
+def test_xfer_1_key_transfer_rows_match_the_printed_schedule_entry_for_entry() -> None:
+    """Every key-transfer fee row (catalogue number, destinations, prices) is the printed schedule's."""
+    printed = set()
+    for number, dest, partner, msrp in rows(PRINTED_TRANSFER):
         models = tuple(dest.removeprefix("To ").split(" or "))
-        seed.add((number, models, dollars(partner), dollars(msrp)))
+        printed.add((number, models, dollars(partner), dollars(msrp)))
     data = {(t.catalog_number, t.destinations, t.partner, t.msrp) for t in load_tables().key_transfer}
-    assert data == seed
+    assert data == printed
 
 
 def test_xfer_2_the_24x_built_in_t1_is_data() -> None:
-    """The 24x's built-in T1 (seed, common questions) is held in the data, and only for the 24x."""
+    """The 24x's built-in T1 (the programme's common questions) is held in the data, and only for the 24x."""
     assert dict(load_tables().builtin_features) == {"24x": ("T1",)}
 
 
