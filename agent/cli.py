@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -27,11 +26,12 @@ from agent.cliutil import (
     server_options,
     version_option,
 )
+from agent.documents import KeyReport, PlanReport, UpgradeReport, Wire
 from agent.logs import configure_logging
 from agent.planner import plan as make_plan
 from agent.results import UpgradeResult
-from agent.status import status_document
-from agent.store import checks_json
+from agent.status import StatusDocument, status_document
+from agent.store import key_report, key_reports
 from agent.upgrader import Upgrader
 from common.errors import VerificationError
 from releases.catalog import default_catalog
@@ -46,20 +46,22 @@ def main(log_json: bool, verbose: bool) -> None:
     configure_logging(json_logs=log_json, verbose=verbose)
 
 
-def _status_text(doc: dict[str, Any]) -> str:
+def _status_text(doc: StatusDocument) -> str:
     lines = [
-        f"server   {doc['serial']}  (Allworx {doc['model']}, site {doc['site']})",
-        f"release  {doc['release']}  (build {doc['build']}, database schema {doc['db_schema']})",
-        f"state    {doc['state']}",
-        f"phones   firmware {doc['phone_firmware']} offered",
-        "keys:" if doc["keys"] else "keys:    none installed",
+        f"server   {doc.serial}  (Allworx {doc.model}, site {doc.site})",
+        f"release  {doc.release}  (build {doc.build}, database schema {doc.db_schema})",
+        f"state    {doc.state}",
+        f"phones   firmware {doc.phone_firmware} offered",
     ]
-    for key in doc["keys"]:
-        what = key.get("plan") or key.get("feature") or key.get("users") or key.get("patch_build") or ""
-        verdict = "valid" if key["valid"] else f"NOT VALID ({key['reason']}: {key['message']})"
-        lines.append(
-            f"  {key.get('kind', '?'):<12} {what:<12} {key.get('starts')} .. {key.get('expires')}  {verdict}"
-        )
+    return "\n".join([*lines, _keys_text(doc.keys)])
+
+
+def _keys_text(keys: tuple[KeyReport, ...]) -> str:
+    lines = ["keys:" if keys else "keys:    none installed"]
+    for key in keys:
+        what = key.plan or key.feature or key.users or key.patch_build or ""
+        verdict = "valid" if key.valid else f"NOT VALID ({key.reason}: {key.message})"
+        lines.append(f"  {key.kind or '?':<12} {what:<12} {key.starts} .. {key.expires}  {verdict}")
     return "\n".join(lines)
 
 
@@ -72,13 +74,11 @@ def status(server_dir: Path, as_json: bool, now: str | None) -> None:
     emit(status_document(server, clock_for(now).now()), as_json, _status_text)
 
 
-def _plan_text(doc: dict[str, Any]) -> str:
-    lines = [f"plan {doc['from']} -> {doc['to']}: ends on {doc['final_release']}"]
-    for step in doc["steps"]:
-        tail = (
-            f"  {step['reason']} ({step['rule']}): {step['message']}" if step["outcome"] == "refused" else ""
-        )
-        lines.append(f"  {step['release']:<5} {step['outcome']}{tail}")
+def _plan_text(doc: PlanReport) -> str:
+    lines = [f"plan {doc.from_release} -> {doc.to}: ends on {doc.final_release}"]
+    for step in doc.steps:
+        tail = f"  {step.reason} ({step.rule}): {step.message}" if step.outcome == "refused" else ""
+        lines.append(f"  {step.release:<5} {step.outcome}{tail}")
     return "\n".join(lines)
 
 
@@ -91,15 +91,15 @@ def plan(server_dir: Path, as_json: bool, now: str | None, target: str) -> None:
     server = open_server(server_dir)
     moment = clock_for(now).now()
     result = make_plan(default_catalog(), server.facts(), server.key_checks(moment.date()), target, moment)
-    emit(result.as_dict(), as_json, _plan_text)
+    emit(result.report(), as_json, _plan_text)
     sys.exit(EXIT_REFUSED if result.refusal else EXIT_OK)
 
 
-def _result_text(doc: dict[str, Any]) -> str:
-    lines = [f"{doc['from']} -> {doc['to']}: now on {doc['final_release']} ({doc['outcome']})"]
-    for step in doc["steps"]:
-        tail = f"  {step['reason']} ({step['rule']}): {step['message']}" if "reason" in step else ""
-        lines.append(f"  {step['release']:<5} {step['outcome']}{tail}")
+def _result_text(doc: UpgradeReport) -> str:
+    lines = [f"{doc.from_release} -> {doc.to}: now on {doc.final_release} ({doc.outcome})"]
+    for step in doc.steps:
+        tail = f"  {step.reason} ({step.rule}): {step.message}" if step.reason is not None else ""
+        lines.append(f"  {step.release:<5} {step.outcome}{tail}")
     return "\n".join(lines)
 
 
@@ -119,11 +119,11 @@ def run_upgrade(server_dir: Path, as_json: bool, now: str | None, action: str, t
             return await upgrader.upgrade(target)
 
     result = asyncio.run(go())
-    emit(result.as_dict(), as_json, _result_text)
+    emit(result.report(), as_json, _result_text)
     code = {"succeeded": EXIT_OK, "rejected": EXIT_REFUSED}.get(result.outcome, EXIT_ERROR)
     if code != EXIT_OK:
-        last = result.steps[-1].as_dict()
-        click.echo(f"error: {last.get('reason')}: {last.get('message')}", err=True)
+        last = result.steps[-1].report()
+        click.echo(f"error: {last.reason}: {last.message}", err=True)
     sys.exit(code)
 
 
@@ -162,22 +162,18 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
     except (OSError, UnicodeDecodeError) as exc:
         fail("KEY_FORMAT_INVALID", f"cannot read {key_file}: {exc}")
     check = server.install_key(text, clock_for(now).now().date())
-    document = checks_json([check])[0]
-    document["installed"] = check.valid or (
-        check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID"
-    )
+    installed = check.valid or (check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID")
+    document = InstalledKey(**dict(key_report(check)), installed=installed)
     emit(
         document,
         as_json,
         lambda d: (
-            f"installed {d.get('kind')} key {d.get('key_id')}"
-            if d["installed"]
-            else f"refused: {d['reason']}: {d['message']}"
+            f"installed {d.kind} key {d.key_id}" if d.installed else f"refused: {d.reason}: {d.message}"
         ),
     )
-    if not document["installed"]:
+    if not document.installed:
         if as_json:
-            click.echo(f"error: {document['reason']}: {document['message']}", err=True)
+            click.echo(f"error: {document.reason}: {document.message}", err=True)
         sys.exit(EXIT_REFUSED)
 
 
@@ -205,17 +201,17 @@ def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, l
     installed = trust.revocation_sequence != before.revocation_sequence
     now_revoked = sorted(k.info.key_id for k in server.installed_keys() if k.info.key_id in trust.revoked)
     emit(
-        {
-            "installed": installed,
-            "sequence": trust.revocation_sequence,
-            "revoked_count": len(trust.revoked),
-            "installed_keys_revoked": now_revoked,
-        },
+        RevocationsInstalled(
+            installed=installed,
+            sequence=trust.revocation_sequence,
+            revoked_count=len(trust.revoked),
+            installed_keys_revoked=tuple(now_revoked),
+        ),
         as_json,
         lambda d: (
-            f"{'installed' if d['installed'] else 'already installed:'} revocation list {d['sequence']} "
-            f"({d['revoked_count']} revoked keys); installed keys now revoked: "
-            f"{', '.join(d['installed_keys_revoked']) or 'none'}"
+            f"{'installed' if d.installed else 'already installed:'} revocation list {d.sequence} "
+            f"({d.revoked_count} revoked keys); installed keys now revoked: "
+            f"{', '.join(d.installed_keys_revoked) or 'none'}"
         ),
     )
 
@@ -226,16 +222,29 @@ def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, l
 def keys_list(server_dir: Path, as_json: bool, now: str | None) -> None:
     """List installed keys with their validity today."""
     server = open_server(server_dir)
-    checks = checks_json(server.key_checks(clock_for(now).now().date()))
-    emit(
-        {"keys": checks}, as_json, lambda d: _status_text({**_blank(), "keys": d["keys"]}).split("\n", 4)[-1]
-    )
+    keys = key_reports(server.key_checks(clock_for(now).now().date()))
+    emit(KeyList(keys=keys), as_json, lambda d: _keys_text(d.keys))
 
 
-def _blank() -> dict[str, Any]:
-    return dict.fromkeys(
-        ("serial", "model", "site", "release", "build", "db_schema", "state", "phone_firmware"), ""
-    )
+class InstalledKey(KeyReport):
+    """``keys install --json``: the key's check, and whether it was installed."""
+
+    installed: bool
+
+
+class RevocationsInstalled(Wire):
+    """``keys install-revocations --json``."""
+
+    installed: bool
+    sequence: int
+    revoked_count: int
+    installed_keys_revoked: tuple[str, ...]
+
+
+class KeyList(Wire):
+    """``keys list --json``."""
+
+    keys: tuple[KeyReport, ...]
 
 
 from agent.mqtt.cli import run as _run  # noqa: E402  # reason: the daemon command registers itself last

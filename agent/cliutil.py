@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from agent.clock import SimClock, parse_now
+from agent.documents import Wire
 from agent.store import ServerDir
 from common.errors import AllworxError
 
@@ -38,6 +39,7 @@ class AllworxGroup(click.Group):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D", bound=Wire | Mapping[str, Any])
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
 
@@ -93,9 +95,14 @@ def clock_for(now: str | None) -> SimClock:
     return SimClock(start, speed=float("inf"))
 
 
-def emit(document: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
-    """Print ``document`` as JSON or as text for a person."""
-    click.echo(json.dumps(document, indent=2) if as_json else text(document))
+def emit(document: D, as_json: bool, text: Callable[[D], str]) -> None:
+    """Print ``document`` as JSON or as text for a person.
+
+    ``document`` is a model of :mod:`agent.documents`, or a plain JSON object (the JSON edge of
+    the simulator's commands).
+    """
+    data = document.wire() if isinstance(document, Wire) else document
+    click.echo(json.dumps(data, indent=2) if as_json else text(document))
 
 
 def version_option(prog: str) -> Callable[[F], F]:

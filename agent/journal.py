@@ -32,7 +32,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic reads a TypedDict from here before Python 3.12
 
 from agent import crashpoints
 from common.errors import StoreError
@@ -195,9 +198,22 @@ def read_json(path: Path) -> Any:
         raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
 
 
+class StepPosition(TypedDict):
+    """Which step of the request a job is (i of n)."""
+
+    step: NotRequired[int]
+    steps: NotRequired[int]
+
+
 @dataclass
 class Job:
-    """One upgrade step in flight, as persisted."""
+    """One upgrade step in flight, as persisted (one journal line: these fields, as JSON).
+
+    A line is read back through pydantic (:data:`_JOB`): a field of the wrong type, a missing or
+    an unknown one makes the journal unknown, never a half-read job.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     job_id: str
     state: str
@@ -213,11 +229,12 @@ class Job:
     rebuilds_database: bool = False
     db_schema: int = 0
     phone_firmware: str = ""
-    error: dict[str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None  # why it rolls back: reason (a code) and message
+    extra: StepPosition = field(default_factory=StepPosition)
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
+_JOB = TypeAdapter(Job)
 
 
 class Journal:
@@ -329,13 +346,9 @@ def _job(raw: Any) -> Job | None:
     """The job a journal line holds: None for an empty document, unknown for an alien one."""
     if not raw:
         return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("state"), str):
-        return _unknown()
-    if not isinstance(raw.get("persist_count", 0), int):
-        return _unknown()
     try:
-        return Job(**raw)
-    except TypeError:
+        return _JOB.validate_python(raw)
+    except ValidationError:
         return _unknown()
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
+from agent.documents import PlanReport, PlanStep
 from agent.keys import KeyCheck
 from agent.policy import ServerFacts, Verdict, judge_step
 from common.reasons import Reason, Refusal
@@ -40,27 +40,34 @@ class Plan:
         allowed = [s for s in self.steps if s.allowed]
         return allowed[-1].release if allowed else self.from_release
 
-    def as_dict(self) -> dict[str, Any]:
+    def report(self) -> PlanReport:
         """The JSON form of ``plan`` (outcomes ``would-install`` or ``refused``)."""
-        return {
-            "from": self.from_release,
-            "to": self.target,
-            "final_release": self.final_release,
-            "steps": [step_dict(s, "would-install") for s in self.steps],
-        }
+        return PlanReport(
+            from_release=self.from_release,
+            to=self.target,
+            final_release=self.final_release,
+            steps=tuple(plan_step(s) for s in self.steps),
+        )
 
 
-def step_dict(step: Verdict, allowed_outcome: str) -> dict[str, Any]:
-    """The JSON form of one step, with ``allowed_outcome`` when it is not refused."""
-    out: dict[str, Any] = {"release": step.release, "build": step.build}
+def plan_step(step: Verdict) -> PlanStep:
+    """The JSON form of one step: ``would-install`` with what authorises it, or ``refused`` and why."""
     if step.refusal is None:
-        out["outcome"] = allowed_outcome
-        out["rebuilds_database"] = step.rebuilds_database
-        out["authorised_by"] = step.authorised_by
-    else:
-        out["outcome"] = "refused"
-        out.update(step.refusal.as_dict())
-    return out
+        return PlanStep(
+            release=step.release,
+            build=step.build,
+            outcome="would-install",
+            rebuilds_database=step.rebuilds_database,
+            authorised_by=step.authorised_by,
+        )
+    return PlanStep(
+        release=step.release,
+        build=step.build,
+        outcome="refused",
+        reason=step.refusal.reason.value,
+        rule=step.refusal.rule,
+        message=step.refusal.message,
+    )
 
 
 def candidates(catalog: Catalog, server: ServerFacts, target: str) -> list[str] | Verdict:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from agent import events
+from agent.events import AgentEvent
 
 
 class ProgressView:
@@ -35,20 +37,17 @@ class ProgressView:
         if self.enabled:
             self._progress.stop()
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: AgentEvent) -> None:
         """Show one upgrader event."""
         if not self.enabled:
             return
-        kind = event.get("type")
-        if kind == "progress":
-            key = (str(event["build"]), str(event["phase"]))
-            if key not in self._tasks:
-                label = f"{event['build']} {'download' if event['phase'] == 'download' else 'database'}"
-                self._tasks[key] = self._progress.add_task(label, total=100.0)
-            self._progress.update(self._tasks[key], completed=float(event["percent"]))
-        elif kind == "transition":
-            self._progress.console.log(
-                f"step {event['step']}/{event['steps']} {event['build']}: {event['state']}"
-            )
-        elif kind == "refused":
-            self._progress.console.log(f"{event['build']} refused: {event['reason']} ({event['rule']})")
+        match event:
+            case events.Progress(build=build, phase=phase, percent=percent):
+                key = (build, phase)
+                if key not in self._tasks:
+                    self._tasks[key] = self._progress.add_task(f"{build} {phase}", total=100.0)
+                self._progress.update(self._tasks[key], completed=percent)
+            case events.Transition(step=step, steps=steps, build=build, state=state):
+                self._progress.console.log(f"step {step}/{steps} {build}: {state}")
+            case events.Refused(build=build, reason=reason, rule=rule):
+                self._progress.console.log(f"{build} refused: {reason} ({rule})")

@@ -2,13 +2,14 @@
 
 The outcome vocabulary is the field's (AWS IoT Jobs, hawkBit): a policy refusal is ``rejected``
 (the server would not), ``failed`` is tried and rolled back, ``succeeded`` committed every step.
+Their JSON forms are :class:`agent.documents.StepReport` and :class:`agent.documents.UpgradeReport`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from agent.documents import RequestOutcome, StepOutcome, StepReport, UpgradeReport
 from common.reasons import Reason, Refusal
 
 
@@ -18,15 +19,20 @@ class StepResult:
 
     release: str
     build: str
-    outcome: str  # committed | refused | failed | cancelled
+    outcome: StepOutcome
     refusal: Refusal | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def report(self) -> StepReport:
         """The JSON form used by the CLI and MQTT."""
-        out: dict[str, Any] = {"release": self.release, "build": self.build, "outcome": self.outcome}
-        if self.refusal is not None:
-            out.update(self.refusal.as_dict())
-        return out
+        refusal = self.refusal
+        return StepReport(
+            release=self.release,
+            build=self.build,
+            outcome=self.outcome,
+            reason=refusal.reason.value if refusal else None,
+            rule=refusal.rule if refusal else None,
+            message=refusal.message if refusal else None,
+        )
 
 
 @dataclass
@@ -40,21 +46,26 @@ class UpgradeResult:
     recovered: StepResult | None = None  # an interrupted step finished before this request
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> RequestOutcome:
         """succeeded, rejected (refused by policy), failed (tried and rolled back) or cancelled."""
-        last = self.steps[-1].outcome if self.steps else "committed"
-        return {"committed": "succeeded", "refused": "rejected"}.get(last, last)
+        match self.steps[-1].outcome if self.steps else "committed":
+            case "committed":
+                return "succeeded"
+            case "refused":
+                return "rejected"
+            case other:
+                return other
 
-    def as_dict(self) -> dict[str, Any]:
+    def report(self) -> UpgradeReport:
         """The JSON form of ``upgrade`` and ``install``."""
-        return {
-            "from": self.from_release,
-            "to": self.target,
-            "final_release": self.final_release,
-            "outcome": self.outcome,
-            "steps": [s.as_dict() for s in self.steps],
-            **({"recovered": self.recovered.as_dict()} if self.recovered is not None else {}),
-        }
+        return UpgradeReport(
+            from_release=self.from_release,
+            to=self.target,
+            final_release=self.final_release,
+            outcome=self.outcome,
+            steps=tuple(s.report() for s in self.steps),
+            recovered=self.recovered.report() if self.recovered is not None else None,
+        )
 
 
 def failure_rule(reason: Reason, *, rebuilds_database: bool) -> str:

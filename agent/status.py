@@ -2,34 +2,66 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
 
+from agent.documents import IsoTime, KeyReport, LastResult, Wire
 from agent.policy import active_features, inactive_features
-from agent.store import ServerDir, checks_json
+from agent.store import ServerDir, key_reports
 from releases.catalog import default_catalog
 
 
-def status_document(server: ServerDir, now: datetime) -> dict[str, Any]:
-    """The ``status`` document (also the MQTT retained state's core)."""
+class StatusDocument(Wire):
+    """The ``allworx-agent status --json`` document (the retained MQTT state's core)."""
+
+    serial: str
+    model: str
+    mac: str
+    site: str
+    """The site in identity.json (the MQTT state names the site the agent serves instead)."""
+    shipped: date
+    release: str
+    """The committed release."""
+    build: str
+    db_schema: int
+    """The database schema of the committed release."""
+    state: str
+    """``idle``, or the persisted upgrade state (``staging`` ... ``committed``, ``rolling_back``,
+    ``rolled_back``; ``unknown`` for an unreadable journal)."""
+    keys: tuple[KeyReport, ...]
+    features_active: tuple[str, ...]
+    """Feature keys in force."""
+    features_inactive: tuple[str, ...]
+    """Optional features of the running release without a valid feature key (rule SWM-6)."""
+    phone_firmware: str | None
+    """The phone firmware offered to the phones (rule PHONE-1)."""
+    last_result: LastResult | None
+    now: IsoTime
+
+
+def status_document(server: ServerDir, now: datetime) -> StatusDocument:
+    """The ``status`` document (also the MQTT retained state's core).
+
+    Raises:
+        StoreError: the server directory is unreadable.
+    """
     ident, info = server.identity(), server.committed()
     checks = server.key_checks(now.date())
     catalog = default_catalog()
     job = server.journal.load()
-    return {
-        "serial": ident.serial,
-        "model": ident.model,
-        "mac": ident.mac,
-        "site": ident.site,
-        "shipped": ident.shipped.isoformat(),
-        "release": info.version,
-        "build": info.build,
-        "db_schema": info.db_schema,
-        "state": job.state if job else "idle",
-        "keys": checks_json(checks),
-        "features_active": list(active_features(checks)),
-        "features_inactive": list(inactive_features(catalog, info.version, checks)),
-        "phone_firmware": server.offered_phone_firmware(),
-        "last_result": server.last_result(),
-        "now": now.isoformat(),
-    }
+    return StatusDocument(
+        serial=ident.serial,
+        model=ident.model,
+        mac=ident.mac,
+        site=ident.site,
+        shipped=ident.shipped,
+        release=info.version,
+        build=info.build,
+        db_schema=info.db_schema,
+        state=job.state if job else "idle",
+        keys=key_reports(checks),
+        features_active=active_features(checks),
+        features_inactive=inactive_features(catalog, info.version, checks),
+        phone_firmware=server.offered_phone_firmware(),
+        last_result=server.last_result(),
+        now=now,
+    )

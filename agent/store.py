@@ -23,7 +23,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent.bootloader import Bootloader
+from agent.documents import KeyReport, LastResult
 from agent.journal import Journal, read_json, write_atomic, write_json
 from agent.keys import (
     REVOCATIONS_FILE,
@@ -305,38 +308,42 @@ class ServerDir:
         except (StoreError, KeyError, TypeError):
             return None
 
-    def last_result(self) -> dict[str, Any] | None:
-        """The last upgrade outcome recorded on this server."""
+    def last_result(self) -> LastResult | None:
+        """The last upgrade outcome recorded on this server (None when none, or unreadable)."""
         path = self.root / "last_result.json"
         try:
-            return dict(read_json(path)) if path.exists() else None
-        except (StoreError, TypeError, ValueError):
+            return LastResult.model_validate(read_json(path)) if path.exists() else None
+        except (StoreError, ValidationError):
             return None
 
-    def record_result(self, result: dict[str, Any]) -> None:
+    def record_result(self, result: LastResult) -> None:
         """Remember the last upgrade outcome."""
-        write_json(self.root / "last_result.json", result)
+        write_json(self.root / "last_result.json", result.wire())
 
 
-def checks_json(checks: Sequence[KeyCheck]) -> list[dict[str, Any]]:
+def key_reports(checks: Sequence[KeyCheck]) -> tuple[KeyReport, ...]:
     """The JSON form of verified keys (``status`` and ``keys list``)."""
-    out = []
-    for check in checks:
-        info = check.info
-        entry: dict[str, Any] = {"valid": check.valid, "reason": check.reason.value if check.reason else None}
-        if info is not None:
-            entry.update(
-                key_id=info.key_id,
-                kind=info.kind.value,
-                plan=info.plan.value if info.plan else None,
-                starts=info.starts.isoformat() if info.starts else None,
-                expires=info.expires.isoformat() if info.expires else None,
-                feature=info.feature,
-                users=info.users,
-                ceiling=info.ceiling,
-                patch_build=info.patch_build,
-                count=info.count,
-            )
-        entry["message"] = check.message
-        out.append(entry)
-    return out
+    return tuple(key_report(check) for check in checks)
+
+
+def key_report(check: KeyCheck) -> KeyReport:
+    """The JSON form of one verified key."""
+    reason = check.reason.value if check.reason else None
+    info = check.info
+    if info is None:
+        return KeyReport(valid=check.valid, reason=reason, message=check.message)
+    return KeyReport(
+        valid=check.valid,
+        reason=reason,
+        key_id=info.key_id,
+        kind=info.kind.value,
+        plan=info.plan.value if info.plan else None,
+        starts=info.starts,
+        expires=info.expires,
+        feature=info.feature,
+        users=info.users,
+        ceiling=info.ceiling,
+        patch_build=info.patch_build,
+        count=info.count,
+        message=check.message,
+    )

@@ -23,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -34,6 +32,8 @@ from agent import crashpoints, database
 from agent.bootloader import SLOTS
 from agent.clock import Clock
 from agent.database.schema import fsync_file
+from agent.documents import LastResult, StepOutcome
+from agent.events import EventSink, Progress, Refused, ResultEvent, Resumed, Transition
 from agent.fetcher import fetch_image, require_verified
 from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir, replace
 from agent.limits import DEFAULT_LIMITS, Limits
@@ -48,7 +48,6 @@ from common.reasons import Reason, Refusal
 from releases.catalog import Catalog
 
 log = structlog.get_logger("agent.upgrader")
-EventSink = Callable[[dict[str, Any]], None]
 TERMINAL = frozenset({State.COMMITTED, State.ROLLED_BACK})
 _LOOP_EXEMPT = frozenset({State.ROLLING_BACK, State.ROLLED_BACK, State.COMMITTED})
 
@@ -167,7 +166,17 @@ class Upgrader:
         crashpoints.hit("recover")
         state = resume_state(job.state)
         log.info("upgrade_resumed", job_id=job.job_id, persisted=job.state, resume=state.value)
-        self._emit("resumed", job, persisted=job.state, state=state.value)
+        self.on_event(
+            Resumed(
+                job_id=job.job_id,
+                release=job.release,
+                build=job.build,
+                step=job.extra.get("step", 1),
+                steps=job.extra.get("steps", 1),
+                persisted=job.state,
+                state=state,
+            )
+        )
         with structlog.contextvars.bound_contextvars(job_id=job.job_id, step=job.build):
             return await self._drive(job, state)
 
@@ -175,15 +184,17 @@ class Upgrader:
     async def _step(self, verdict: Verdict, target: str, index: int, total: int) -> StepResult:
         if verdict.refusal is not None:
             log.info("step_refused", release=verdict.build, **verdict.refusal.as_dict())
+            refusal = verdict.refusal
             self.on_event(
-                {
-                    "type": "refused",
-                    "release": verdict.release,
-                    "build": verdict.build,
-                    "step": index,
-                    "steps": total,
-                    **verdict.refusal.as_dict(),
-                }
+                Refused(
+                    release=verdict.release,
+                    build=verdict.build,
+                    step=index,
+                    steps=total,
+                    reason=refusal.reason.value,
+                    rule=refusal.rule,
+                    message=refusal.message,
+                )
             )
             return StepResult(verdict.release, verdict.build, "refused", verdict.refusal)
         facts = self.server.facts()
@@ -221,7 +232,7 @@ class Upgrader:
                     state = self._unpersisted(job, state, exc)
                     continue
                 # a terminal outcome is already true on the server: close it all the same
-            self._emit("transition", job, state=state.value)
+            self._transition(job, state)
             if state in TERMINAL:
                 return self._close(job, state)
             event = await self._run_handler(job, state)
@@ -284,27 +295,25 @@ class Upgrader:
         reason = Reason(error.get("reason", Reason.BOOT_CHECK_FAILED.value))
         rule = failure_rule(reason, rebuilds_database=job.rebuilds_database)
         message = error.get("message", "The upgrade failed and the server was rolled back.")
-        outcome = "cancelled" if reason is Reason.CANCELLED else "failed"
+        outcome: StepOutcome = "cancelled" if reason is Reason.CANCELLED else "failed"
         return StepResult(job.release, job.build, outcome, Refusal(reason, rule, message))
 
     def _finish(self, result: UpgradeResult) -> UpgradeResult:
-        document = result.as_dict()
-        document["at"] = self.clock.now().isoformat()
-        self.server.record_result(document)
-        self.on_event({"type": "result", **document})
+        report = result.report()
+        self.server.record_result(LastResult.of(report, self.clock.now()))
+        self.on_event(ResultEvent.of(report))
         return result
 
-    def _emit(self, kind: str, job: Job, **fields: Any) -> None:
+    def _transition(self, job: Job, state: State) -> None:
         self.on_event(
-            {
-                "type": kind,
-                "job_id": job.job_id,
-                "release": job.release,
-                "build": job.build,
-                "step": job.extra.get("step", 1),
-                "steps": job.extra.get("steps", 1),
-                **fields,
-            }
+            Transition(
+                job_id=job.job_id,
+                release=job.release,
+                build=job.build,
+                step=job.extra.get("step", 1),
+                steps=job.extra.get("steps", 1),
+                state=state,
+            )
         )
 
     # --- handlers (one per state) -----------------------------------------------------------------
@@ -330,16 +339,7 @@ class Upgrader:
         self.server.update_area.mkdir(exist_ok=True)
 
         def progress(done: int, total: int) -> None:
-            self.on_event(
-                {
-                    "type": "progress",
-                    "phase": "download",
-                    "build": build,
-                    "bytes": done,
-                    "total": total,
-                    "percent": round(100 * done / max(total, 1), 1),
-                }
-            )
+            self.on_event(Progress.download(build, done, total))
 
         return await fetch_image(
             self.repo / "images" / f"{build}.img",
@@ -368,16 +368,7 @@ class Upgrader:
         (self.server.slot_dir(job.new_slot) / "release.json").unlink(missing_ok=True)
 
         def progress(done: int, total: int) -> None:
-            self.on_event(
-                {
-                    "type": "progress",
-                    "phase": "database",
-                    "build": job.build,
-                    "rows": done,
-                    "total": total,
-                    "percent": round(100 * done / max(total, 1), 1),
-                }
-            )
+            self.on_event(Progress.database(job.build, done, total))
 
         if job.rebuilds_database:  # rule DB-1: a complete new build, verified
             report = await asyncio.to_thread(database.rebuild, src, dst, job.db_schema, progress)

@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 import click
 
 from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail, version_option
+from agent.events import Progress, Refused, Resumed, Transition
+from agent.mqtt.messages import EventMessage, StateDocument
 from common.errors import AllworxError
 from fleet.campaign.cli import campaign, watch_command
-from fleet.client import FleetClient
+from fleet.client import Answer, FleetClient
 from fleet.operator import OperatorKey, default_operator, load_key_file
 from fleet.options import broker_options, broker_settings
 
@@ -65,16 +67,13 @@ def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: flo
     settings, operator = broker_settings(params), _operator(params["operator_key"])
     as_json = params["as_json"]
 
-    def show(event: dict[str, Any]) -> None:
+    def show(message: EventMessage) -> None:
         if not as_json:
-            detail = event.get("state") or f"{event.get('phase', '')} {event.get('percent', '')}%"
-            click.echo(
-                f"  #{event.get('seq')} {event.get('type')} {event.get('build', '')} {detail}", err=True
-            )
+            click.echo(f"  #{message.seq} {message.event.type} {_event_detail(message)}", err=True)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> Answer:
         async with FleetClient.open(settings, operator) as client:
-            return await client.send(
+            return await client.request(
                 params["site"],
                 params["serial"],
                 name,
@@ -85,38 +84,47 @@ def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: flo
             )
 
     try:
-        reply = asyncio.run(go())
+        answer = asyncio.run(go())
     except AllworxError as exc:
         fail(exc.reason.value, str(exc))
     except TimeoutError:
         fail("TIMEOUT", f"no answer from {params['site']}/{params['serial']} in time")
-    _print_reply(reply, as_json)
+    _print_answer(answer, as_json)
 
 
-def _print_reply(reply: dict[str, Any], as_json: bool) -> None:
+def _event_detail(message: EventMessage) -> str:
+    """An event's build and state (or progress) for the ``--wait`` lines."""
+    match message.event:
+        case Transition(build=build, state=state) | Resumed(build=build, state=state):
+            return f"{build} {state}"
+        case Progress(build=build, phase=phase, percent=percent):
+            return f"{build} {phase} {percent}%"
+        case Refused(build=build):
+            return build
+        case _:
+            return ""
+
+
+def _print_answer(answer: Answer, as_json: bool) -> None:
+    reply, outcome = answer.reply, answer.outcome
     if as_json:
-        click.echo(json.dumps(reply, indent=2))
+        document = reply.wire()  # the JSON edge: with --wait the result is the result event
+        if answer.result is not None:
+            document["result"] = answer.result.wire()
+        click.echo(json.dumps(document, indent=2))
+    elif reply.status == "rejected":
+        click.echo(f"{reply.command} {reply.status}: {reply.reason} ({reply.rule}): {reply.message}")
     else:
-        click.echo(
-            f"{reply.get('command')} {reply.get('status')}"
-            + (
-                f": {reply.get('reason')} ({reply.get('rule')}): {reply.get('message')}"
-                if reply.get("status") == "rejected"
-                else ""
-            )
-        )
-    if reply.get("status") == "rejected":
+        click.echo(f"{reply.command} {reply.status}")
+    if reply.status == "rejected":
         if as_json:
-            click.echo(f"error: {reply.get('reason')}: {reply.get('message')}", err=True)
+            click.echo(f"error: {reply.reason}: {reply.message}", err=True)
         sys.exit(EXIT_REJECTED)
-    result = reply.get("result") or {}
-    outcome = result.get("outcome") if "type" in result else None
     if outcome is not None and not as_json:
-        click.echo(f"upgrade {outcome}: now on {result.get('final_release')}")
-    if outcome == "rejected":
-        sys.exit(EXIT_REJECTED)
-    if outcome not in (None, "succeeded"):
-        sys.exit(EXIT_ERROR)
+        click.echo(f"upgrade {outcome.outcome}: now on {outcome.final_release}")
+    if outcome is None or outcome.outcome == "succeeded":
+        return
+    sys.exit(EXIT_REJECTED if outcome.outcome == "rejected" else EXIT_ERROR)
 
 
 @send.command("upgrade")
@@ -174,7 +182,7 @@ def status(site: str | None, **params: Any) -> None:
     """List every server's retained state."""
     settings = broker_settings(params)
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> list[StateDocument]:
         async with FleetClient.open(settings) as client:
             return await client.states(site)
 
@@ -183,15 +191,16 @@ def status(site: str | None, **params: Any) -> None:
     except AllworxError as exc:
         fail(exc.reason.value, str(exc))
     if params["as_json"]:
-        click.echo(json.dumps({"servers": states}, indent=2))
+        click.echo(json.dumps({"servers": [doc.wire() for doc in states]}, indent=2))
         return
     for doc in states:
-        key = doc.get("maintenance_key") or {}
-        last = doc.get("last_result") or {}
+        key, last = doc.maintenance_key, doc.last_result
+        plan = (key.plan if key else None) or "-"
+        expires = key.expires.isoformat() if key and key.expires else ""
+        outcome = last.outcome if last else "-"
         click.echo(
-            f"{doc.get('site', ''):<10} {doc.get('serial', ''):<14} {doc.get('model', ''):<5} "
-            f"{doc.get('release', ''):<5} {doc.get('state', ''):<13} "
-            f"key {key.get('plan') or '-'} {key.get('expires') or ''}  last {last.get('outcome') or '-'}"
+            f"{doc.site:<10} {doc.serial:<14} {doc.model:<5} {doc.release:<5} {doc.state:<13} "
+            f"key {plan} {expires}  last {outcome}"
         )
 
 

@@ -5,7 +5,9 @@ topic private to this client and correlation data; over MQTT 3.1.1 the client li
 ``cmd/{name}/accepted`` and ``cmd/{name}/rejected`` and matches the reply's ``client_token``.
 
 Invariants: the client subscribes before it publishes, so no reply or event it waits for can
-slip past; every wait is bounded by a timeout (``TimeoutError``).
+slip past; every wait is bounded by a timeout (``TimeoutError``); what it receives is parsed with
+the contract's models (:mod:`agent.mqtt.messages`) as it arrives, and a message that does not fit
+them is not taken for one (a reply that does not parse is a :class:`~common.errors.BrokerError`).
 """
 
 from __future__ import annotations
@@ -14,17 +16,37 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from agent.events import ResultEvent
 from agent.mqtt.commands import sign_command
 from agent.mqtt.connection import BrokerSettings, Inbound, Link, Protocol, connect
+from agent.mqtt.messages import EventMessage, Reply, StateDocument
 from agent.mqtt.topics import ServerTopics, all_states
 from common.errors import BrokerError
 from fleet.operator import OperatorKey
 
 Matcher = Callable[[Inbound], bool]
+EventSink = Callable[[EventMessage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A command's reply and, when the client waited for it, the ``result`` event that ended the job."""
+
+    reply: Reply
+    result: EventMessage | None = None
+
+    @property
+    def outcome(self) -> ResultEvent | None:
+        """The job's result (``succeeded``, ``rejected``, ``failed``, ``cancelled``), if waited for."""
+        event = self.result.event if self.result is not None else None
+        return event if isinstance(event, ResultEvent) else None
 
 
 class FleetClient:
@@ -70,7 +92,7 @@ class FleetClient:
                     queue.put_nowait(message)
 
     @contextlib.contextmanager
-    def watch(self, matches: Matcher) -> Any:
+    def watch(self, matches: Matcher) -> Iterator[asyncio.Queue[Inbound]]:
         """Collect, while the block runs, every message ``matches`` accepts (an ``asyncio.Queue``)."""
         entry: tuple[Matcher, asyncio.Queue[Inbound]] = (matches, asyncio.Queue())
         self._queues.append(entry)
@@ -79,25 +101,25 @@ class FleetClient:
         finally:
             self._queues.remove(entry)
 
-    async def send(
+    async def request(
         self,
         site: str,
         serial: str,
         name: str,
-        args: Mapping[str, Any],
+        args: Mapping[str, Any],  # the JSON edge: the arguments as signed
         *,
         timeout: float = 10.0,  # noqa: ASYNC109  # reason: a reply deadline, not a cancellation scope
         wait: float | None = None,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        on_event: EventSink | None = None,
+    ) -> Answer:
         """Sign and send one command; return the agent's reply.
 
-        With ``wait`` (seconds), an accepted command's reply also gets ``"result"``: the first
-        ``result`` event after it (the upgrade's end); ``on_event`` sees every event meanwhile.
+        With ``wait`` (seconds), an accepted command's answer also holds the first ``result``
+        event after the reply (the upgrade's end); ``on_event`` sees every event meanwhile.
 
         Raises:
             RuntimeError: no operator key was given.
-            BrokerError: the connection failed.
+            BrokerError: the connection failed, or the reply is not one of the contract.
             TimeoutError: no reply within ``timeout`` seconds, or no result within ``wait``.
         """
         if self.operator is None:
@@ -108,14 +130,34 @@ class FleetClient:
         )
         payload, token = json.dumps(command).encode(), command["client_token"]
         if wait is None:
-            return await self.send_raw(topics, name, payload, token, timeout=timeout)
+            return Answer(await self.send_raw(topics, name, payload, token, timeout=timeout))
         with self.watch(lambda m: m.topic == topics.events) as events:
             await self.link.subscribe(topics.events, qos=1)
             reply = await self.send_raw(topics, name, payload, token, timeout=timeout)
-            if reply.get("status") == "accepted":
-                async with asyncio.timeout(wait):
-                    reply["result"] = await _until_result(events, int(reply.get("seq") or 0), on_event)
-        return reply
+            if reply.status != "accepted":
+                return Answer(reply)
+            async with asyncio.timeout(wait):
+                return Answer(reply, await _until_result(events, reply.seq or 0, on_event))
+
+    async def send(
+        self,
+        site: str,
+        serial: str,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109  # reason: a reply deadline, not a cancellation scope
+    ) -> dict[str, Any]:
+        """Like :meth:`request` without waiting, but return the reply's JSON form (the JSON edge
+        for callers that read replies by key).
+
+        Raises:
+            RuntimeError: no operator key was given.
+            BrokerError: the connection failed, or the reply is not one of the contract.
+            TimeoutError: no reply within ``timeout`` seconds.
+        """
+        answer = await self.request(site, serial, name, args, timeout=timeout)
+        return answer.reply.wire()
 
     async def send_raw(
         self,
@@ -125,11 +167,11 @@ class FleetClient:
         token: str | None,
         *,
         timeout: float = 10.0,  # noqa: ASYNC109  # reason: a reply deadline, not a cancellation scope
-    ) -> dict[str, Any]:
+    ) -> Reply:
         """Publish ``payload`` on ``cmd/{name}`` and return the reply (tests send malformed ones).
 
         Raises:
-            BrokerError: the connection failed.
+            BrokerError: the connection failed, or the reply is not one of the contract.
             TimeoutError: no reply within ``timeout`` seconds.
         """
         correlation = secrets.token_bytes(8)
@@ -140,9 +182,10 @@ class FleetClient:
         def mine(message: Inbound) -> bool:
             if v5:
                 return message.topic == reply_topic and message.correlation_data == correlation
-            return message.topic in (topics.accepted(name), topics.rejected(name)) and (
-                token is None or _field(message, "client_token") == token
-            )
+            if message.topic not in (topics.accepted(name), topics.rejected(name)):
+                return False
+            reply = _reply(message)
+            return reply is not None and (token is None or reply.client_token == token)
 
         with self.watch(mine) as queue:
             await self.link.subscribe(watched, qos=1)
@@ -155,15 +198,20 @@ class FleetClient:
             )
             async with asyncio.timeout(timeout):
                 message = await queue.get()
-        return dict(json.loads(message.payload))
+        try:
+            return Reply.model_validate_json(message.payload)
+        except ValidationError as exc:
+            raise BrokerError(f"the reply on {message.topic} is not a reply of the contract: {exc}") from exc
 
-    async def states(self, site: str | None = None, settle: float = 0.5) -> list[dict[str, Any]]:
+    async def states(self, site: str | None = None, settle: float = 0.5) -> list[StateDocument]:
         """Return every server's retained state (of one site, or all), read until ``settle`` s of quiet.
+
+        A retained message that is not a state of the contract is left out.
 
         Raises:
             BrokerError: the connection failed.
         """
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, StateDocument] = {}
         with self.watch(lambda m: m.topic.endswith("/state") and m.topic.startswith("allworx/")) as queue:
             await self.link.subscribe(all_states(site), qos=1)
             while True:
@@ -172,33 +220,35 @@ class FleetClient:
                         message = await queue.get()
                 except TimeoutError:
                     break
-                with contextlib.suppress(ValueError):
-                    found[message.topic] = dict(json.loads(message.payload))
+                with contextlib.suppress(ValidationError):  # not a state of the contract
+                    found[message.topic] = StateDocument.model_validate_json(message.payload)
         return [found[t] for t in sorted(found)]
 
 
-def _field(message: Inbound, name: str) -> Any:
+def _reply(message: Inbound) -> Reply | None:
+    """The reply ``message`` carries, or None when it is not one of the contract."""
     try:
-        return json.loads(message.payload).get(name)
-    except (ValueError, AttributeError):
+        return Reply.model_validate_json(message.payload)
+    except ValidationError:
         return None
 
 
 async def _until_result(
-    events: asyncio.Queue[Inbound], after: int, on_event: Callable[[dict[str, Any]], None] | None
-) -> dict[str, Any]:
+    events: asyncio.Queue[Inbound], after: int, on_event: EventSink | None
+) -> EventMessage:
+    """The first ``result`` event numbered after ``after``; every new event goes to ``on_event``."""
     seen: set[int] = set()
     while True:
         message = await events.get()
         try:
-            event = dict(json.loads(message.payload))
-        except ValueError:
+            event = EventMessage.model_validate_json(message.payload)
+        except ValidationError:  # not an event of the contract
             continue
-        seq = event.get("seq")
-        if not isinstance(seq, int) or seq <= after or seq in seen:  # older, or a redelivery
+        seq = event.seq
+        if seq is None or seq <= after or seq in seen:  # older, or a redelivery
             continue
         seen.add(seq)
         if on_event is not None:
             on_event(event)
-        if event.get("type") == "result":
+        if isinstance(event.event, ResultEvent):
             return event

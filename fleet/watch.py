@@ -6,7 +6,9 @@ messages bring it up to date at once). On a terminal it draws a rich ``Live`` ta
 prints one plain progress line at most every ``interval`` seconds (CI logs stay readable).
 
 Invariant: the view only reads; it keeps up with the broker by doing no more per message than
-updating a dict (rendering happens on a timer), so a large fleet never makes the broker queue for it.
+parsing it and updating a dict (rendering happens on a timer), so a large fleet never makes the
+broker queue for it. Servers' messages are parsed with the contract's models; one that does not fit
+them is ignored. Campaign documents are kept as JSON (the campaign controller's format).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from rich.console import Console, Group
@@ -24,6 +27,7 @@ from rich.live import Live
 from rich.table import Table
 
 from agent.mqtt.connection import BrokerSettings, Inbound
+from agent.mqtt.messages import Availability, StateDocument
 from fleet.client import FleetClient
 
 OUTCOME_ORDER = (
@@ -40,45 +44,60 @@ OUTCOME_ORDER = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class FleetFacts:
+    """Counts by state and release, refusals by reason, servers offline."""
+
+    servers: int
+    offline: int
+    states: Counter[str]
+    releases: Counter[str]
+    refusals: Counter[str]  # "REASON (RULE)" of the last results rejected or failed
+
+
 class FleetSnapshot:
     """What the retained topics say right now."""
 
     def __init__(self) -> None:
-        self.states: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, StateDocument] = {}
         self.online: dict[str, bool] = {}
-        self.campaigns: dict[str, dict[str, Any]] = {}
+        self.campaigns: dict[str, dict[str, Any]] = {}  # the JSON edge: the controller's documents
 
     def absorb(self, message: Inbound) -> None:
-        """Apply one retained message."""
+        """Apply one retained message (a malformed one is ignored)."""
         parts = message.topic.split("/")
         if len(parts) != 4 or parts[0] != "allworx":
             return
-        try:
-            document = dict(json.loads(message.payload)) if message.payload else {}
-        except ValueError:
+        if not message.payload:  # a cleared retained message: only availability changes
+            if parts[1] != "campaigns" and parts[3] == "availability":
+                self.online[parts[2]] = False
             return
-        if parts[1] == "campaigns":
-            if parts[3] == "status" and document:
-                self.campaigns[parts[2]] = document
-        elif parts[3] == "state" and document:
-            self.states[parts[2]] = document
-        elif parts[3] == "availability":
-            self.online[parts[2]] = document.get("status") == "online"
+        try:
+            if parts[1] == "campaigns":
+                if parts[3] == "status":
+                    self.campaigns[parts[2]] = dict(json.loads(message.payload))
+            elif parts[3] == "state":
+                self.states[parts[2]] = StateDocument.model_validate_json(message.payload)
+            elif parts[3] == "availability":
+                available = Availability.model_validate_json(message.payload)
+                self.online[parts[2]] = available.status == "online"
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            return
 
-    def facts(self) -> dict[str, Any]:
+    def facts(self) -> FleetFacts:
         """Counts by state and release, refusals by reason, servers offline."""
         refusals: Counter[str] = Counter()
         for doc in self.states.values():
-            last = doc.get("last_result") or {}
-            if last.get("outcome") in ("rejected", "failed") and last.get("reason"):
-                refusals[f"{last['reason']} ({last.get('rule')})"] += 1
-        return {
-            "servers": len(self.states),
-            "offline": sum(1 for s in self.states if not self.online.get(s, False)),
-            "states": Counter(str(d.get("state", "?")) for d in self.states.values()),
-            "releases": Counter(str(d.get("release", "?")) for d in self.states.values()),
-            "refusals": refusals,
-        }
+            last = doc.last_result
+            if last is not None and last.outcome in ("rejected", "failed") and last.reason:
+                refusals[f"{last.reason} ({last.rule})"] += 1
+        return FleetFacts(
+            servers=len(self.states),
+            offline=sum(1 for s in self.states if not self.online.get(s, False)),
+            states=Counter(d.state for d in self.states.values()),
+            releases=Counter(d.release for d in self.states.values()),
+            refusals=refusals,
+        )
 
 
 def campaign_line(doc: Mapping[str, Any]) -> str:
@@ -94,10 +113,10 @@ def campaign_line(doc: Mapping[str, Any]) -> str:
 def plain_line(snapshot: FleetSnapshot) -> str:
     """The non-terminal progress line."""
     facts = snapshot.facts()
-    busy = sum(n for s, n in facts["states"].items() if s != "idle")
-    releases = " ".join(f"{r}:{n}" for r, n in sorted(facts["releases"].items(), key=lambda kv: _vkey(kv[0])))
+    busy = sum(n for s, n in facts.states.items() if s != "idle")
+    releases = " ".join(f"{r}:{n}" for r, n in sorted(facts.releases.items(), key=lambda kv: _vkey(kv[0])))
     clock = time.strftime("%H:%M:%S")
-    head = f"[{clock}] servers {facts['servers']} upgrading {busy} offline {facts['offline']}"
+    head = f"[{clock}] servers {facts.servers} upgrading {busy} offline {facts.offline}"
     lines = [f"{head} | releases {releases}"]
     lines += [campaign_line(doc) for doc in snapshot.campaigns.values()]
     return "\n".join(lines)
@@ -113,21 +132,21 @@ def _vkey(version: str) -> tuple[int, ...]:
 def render(snapshot: FleetSnapshot) -> Group:
     """The rich view: campaigns, states, releases, refusals."""
     facts = snapshot.facts()
-    title = f"{facts['servers']} servers, {facts['offline']} offline"
+    title = f"{facts.servers} servers, {facts.offline} offline"
     states = Table(title="by state", show_edge=False)
     states.add_column("state")
     states.add_column("servers", justify="right")
-    for name, count in facts["states"].most_common():
+    for name, count in facts.states.most_common():
         states.add_row(name, str(count))
     releases = Table(title="by release", show_edge=False)
     releases.add_column("release")
     releases.add_column("servers", justify="right")
-    for name, count in sorted(facts["releases"].items(), key=lambda kv: _vkey(kv[0])):
+    for name, count in sorted(facts.releases.items(), key=lambda kv: _vkey(kv[0])):
         releases.add_row(name, str(count))
     refusals = Table(title="refusals and failures by reason", show_edge=False)
     refusals.add_column("reason (rule)")
     refusals.add_column("servers", justify="right")
-    for name, count in facts["refusals"].most_common(8):
+    for name, count in facts.refusals.most_common(8):
         refusals.add_row(name, str(count))
     grid = Table.grid(padding=(0, 4))
     grid.add_row(states, releases, refusals)

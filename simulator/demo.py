@@ -14,6 +14,7 @@ Exit code: 0 when the campaign completed and every server is accounted for, 1 ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from datetime import timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 import click
 
+from agent.mqtt.messages import StateDocument
 from fleet.campaign.controller import Controller
 from fleet.campaign.model import Campaign
 from fleet.campaign.setup import dry_run
@@ -112,20 +114,32 @@ async def _watched(
     controller: Controller, campaign: Campaign, sim: Simulation, live: bool | None
 ) -> Campaign:
     snapshot = FleetSnapshot()
-    snapshot.states, snapshot.online = controller.states, controller.online
+    snapshot.online = controller.online
+    seen: dict[str, object] = {}
 
     def changed(current: Campaign) -> None:
         snapshot.campaigns[CAMPAIGN_ID] = _light(current)
+        _sync_states(snapshot, controller.states, seen)
 
     changed(campaign)
     controller.on_change = changed
     with Display(snapshot, live=live, interval=2.0) as display:
         runner = asyncio.create_task(controller.run(campaign))
         while not runner.done():
+            _sync_states(snapshot, controller.states, seen)
             display.refresh()
             await asyncio.wait({runner}, timeout=0.25)
         changed(campaign)
     return runner.result()
+
+
+def _sync_states(snapshot: FleetSnapshot, states: dict[str, dict[str, Any]], seen: dict[str, object]) -> None:
+    """Parse the states the controller received (it keeps their JSON) that changed since the last call."""
+    for serial, document in states.items():
+        if seen.get(serial) is not document:
+            seen[serial] = document
+            with contextlib.suppress(ValueError):  # not a state of the contract
+                snapshot.states[serial] = StateDocument.model_validate(document)
 
 
 def _light(campaign: Campaign) -> dict[str, Any]:

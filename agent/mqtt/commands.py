@@ -261,6 +261,9 @@ def sign_command(
 ) -> dict[str, Any]:
     """Return a signed command document (the operator's side).
 
+    A plain JSON object, the JSON edge: the signature covers the canonical JSON of exactly these
+    values, and the agent reads it back as a :class:`~agent.mqtt.messages.Command`.
+
     Raises:
         ValueError: ``private`` is not a 32-byte Ed25519 private key.
     """

@@ -30,13 +30,15 @@ from typing import Any
 import structlog
 
 from agent.clock import Clock, SystemClock, exponential_backoff
+from agent.events import AgentEvent, Progress, ResultEvent, Resumed, Transition
 from agent.limits import DEFAULT_LIMITS, Limits
+from agent.machine import State
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
 from agent.mqtt.dispatch import Dispatcher
-from agent.mqtt.messages import Availability, dump
+from agent.mqtt.messages import Availability, EventMessage, dump
 from agent.mqtt.outbox import Outbox
-from agent.mqtt.report import event_message, state_document
+from agent.mqtt.report import state_document
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from agent.upgrader import Timing, Upgrader
@@ -44,7 +46,8 @@ from common.errors import AllworxError, BrokerError
 from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")
-URGENT_STATES = frozenset({"committed", "rolled_back", "rolling_back"})  # the release or outcome changes
+# a persisted state after which the release or the outcome changes: its state is published at once
+URGENT_STATES = frozenset({State.COMMITTED, State.ROLLED_BACK, State.ROLLING_BACK})
 BATCH = 32  # events kept in flight at once (each waits for its PUBACK)
 STOP_SECONDS = 2.0  # on a stop: the longest wait for the offline PUBACK, and again for the DISCONNECT
 
@@ -210,37 +213,38 @@ class Agent:
         if urgent:
             self._state_urgent.set()
 
-    def on_upgrade_event(self, event: dict[str, Any]) -> None:
+    def on_upgrade_event(self, event: AgentEvent) -> None:
         """The upgrader's event sink: rate-limit progress, then write the event to the outbox."""
         if threading.get_ident() != self._loop_thread:  # database progress comes from a worker thread
             self._loop.call_soon_threadsafe(self.on_upgrade_event, event)
             return
-        if event.get("type") == "progress" and not self._progress_due(event):
+        if isinstance(event, Progress) and not self._progress_due(event):
             return
         self.record(event)
-        kind = event.get("type")
-        if kind == "transition":
-            self.mark_state_dirty(urgent=event.get("state") in URGENT_STATES)
-        elif kind in ("result", "resumed"):
+        if isinstance(event, Transition):
+            self.mark_state_dirty(urgent=event.state in URGENT_STATES)
+        elif isinstance(event, ResultEvent | Resumed):
             self.mark_state_dirty()
 
-    def _progress_due(self, event: dict[str, Any]) -> bool:
-        key = f"{event.get('phase')}:{event.get('build')}"
+    def _progress_due(self, event: Progress) -> bool:
+        key = f"{event.phase}:{event.build}"
         now = self.wall.monotonic()
         last = self._last_progress.get(key)
-        if last is not None and now - last < self.options.progress_interval and event.get("percent") != 100:
+        if last is not None and now - last < self.options.progress_interval and event.percent != 100:
             return False
         self._last_progress[key] = now
         return True
 
-    def record(self, event: dict[str, Any]) -> int:
+    def record(self, event: AgentEvent) -> int:
         """Write one event to the outbox (durably), wake the publisher, return its sequence number.
 
         Raises:
             StoreError: the outbox cannot be written.
         """
-        document = event_message(event, serial=self.topics.serial, site=self.topics.site, at=self.clock.now())
-        seq = int(self.outbox.append(document)["seq"])
+        message = EventMessage(
+            serial=self.topics.serial, site=self.topics.site, at=self.clock.now(), event=event
+        )
+        seq = self.outbox.append(message)
         self._events_ready.set()
         return seq
 
@@ -287,7 +291,7 @@ class Agent:
             dump(Availability(serial=self.topics.serial, status="online")),
             retain=True,
         )
-        log.info("broker_connected", protocol=link.protocol.value, pending=len(self.outbox.pending()))
+        log.info("broker_connected", protocol=link.protocol.value, pending=self.outbox.pending_count)
         self.connected.set()
         self.mark_state_dirty()
         self._events_ready.set()

@@ -12,17 +12,34 @@ request of one moment, never state); a refusal carries a reason code and a rule 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from agent.documents import LastResult
+from agent.events import AgentEvent, CommandAnswered, Staged
 from agent.mqtt.commands import NonceWindow, check_command
 from agent.mqtt.connection import Inbound, Link
-from agent.mqtt.messages import Command, Reply, Status, dump
+from agent.mqtt.messages import (
+    Cancelling,
+    Command,
+    InstallKeyArgs,
+    JobReply,
+    NoArgs,
+    PlanArgs,
+    Reply,
+    ReplyResult,
+    StageArgs,
+    Status,
+    UpgradeArgs,
+    dump,
+)
 from agent.mqtt.report import state_document
 from agent.opkeys import load_operator_keys
+from agent.planner import Plan
 from agent.planner import plan as make_plan
-from agent.store import checks_json
+from agent.results import StepResult
+from agent.store import key_report
 from common.errors import AllworxError, StoreError
 from common.reasons import Reason, Refusal
 
@@ -36,7 +53,7 @@ if TYPE_CHECKING:
     from releases.catalog import Catalog
 
 log = structlog.get_logger("agent.mqtt.commands")
-Outcome = tuple[Refusal | None, dict[str, Any] | None]
+Outcome = tuple[Refusal | None, ReplyResult | None]
 
 
 class Host(Protocol):
@@ -62,7 +79,7 @@ class Host(Protocol):
 
     def mark_state_dirty(self, *, urgent: bool = True) -> None: ...
 
-    def record(self, event: dict[str, Any]) -> int: ...
+    def record(self, event: AgentEvent) -> int: ...
 
 
 class Dispatcher:
@@ -109,27 +126,26 @@ class Dispatcher:
         return self._reply(name, command.client_token, refusal, result)
 
     def _dispatch(self, command: Command) -> Outcome:  # noqa: PLR0911  # reason: one return per command
-        args = command.args
-        match command.command:
-            case "upgrade":
-                return self._upgrade(str(args["to"]), command.client_token)
-            case "plan":
-                return None, self._plan(str(args["to"])).as_dict()
-            case "stage":
-                return self._stage(str(args["to"]), command.client_token)
-            case "cancel":
+        match command.command, command.arguments:
+            case "upgrade", UpgradeArgs(to=target):
+                return self._upgrade(target, command.client_token)
+            case "plan", PlanArgs(to=target):
+                return None, self._plan(target).report()
+            case "stage", StageArgs(to=target):
+                return self._stage(target, command.client_token)
+            case "cancel", NoArgs():
                 if not self.agent.cancel_job():
                     return Refusal(Reason.NO_UPGRADE_RUNNING, "CMD-5", "No upgrade is running."), None
-                return None, {"cancelling": True}
-            case "install-key":
-                return self._install_key(str(args["key"]))
-            case "report":
+                return None, Cancelling(cancelling=True)
+            case "install-key", InstallKeyArgs(key=text):
+                return self._install_key(text)
+            case "report", NoArgs():
                 self.agent.mark_state_dirty()
-                return None, self._state()
+                return None, state_document(self.agent.server, self.agent.topics.site, self.agent.clock.now())
             case other:  # the schema admits no other name: reaching here is a bug
                 raise RuntimeError(f"unhandled command {other!r}")
 
-    def _plan(self, target: str) -> Any:
+    def _plan(self, target: str) -> Plan:
         server, now = self.agent.server, self.agent.clock.now()
         return make_plan(self.agent.catalog, server.facts(), server.key_checks(now.date()), target, now)
 
@@ -138,15 +154,22 @@ class Dispatcher:
             return Refusal(Reason.UPGRADE_IN_PROGRESS, "CMD-5", "An upgrade is already running."), None
         planned = self._plan(target)
         if planned.steps and not planned.steps[0].allowed and planned.refusal is not None:
-            self._remember_rejection(planned.as_dict())
-            return planned.refusal, {"plan": planned.as_dict()}  # the server would not: rejected
+            self._remember_rejection(planned)
+            return planned.refusal, JobReply(plan=planned.report())  # the server would not: rejected
         self.agent.start_job(lambda upgrader: upgrader.upgrade(target), f"upgrade-{token}")
-        return None, {"job": token, "plan": planned.as_dict()}
+        return None, JobReply(job=token, plan=planned.report())
 
-    def _remember_rejection(self, planned: dict[str, Any]) -> None:
+    def _remember_rejection(self, planned: Plan) -> None:
         """A refused upgrade is the server's last result too: the retained state must say why."""
-        result = {**planned, "outcome": "rejected", "at": self.agent.clock.now().isoformat()}
-        result["steps"] = [step for step in planned["steps"] if step["outcome"] == "refused"]
+        refused = [StepResult(s.release, s.build, "refused", s.refusal) for s in planned.steps if s.refusal]
+        result = LastResult(
+            from_release=planned.from_release,
+            to=planned.target,
+            final_release=planned.final_release,
+            outcome="rejected",
+            steps=tuple(step.report() for step in refused),
+            at=self.agent.clock.now(),
+        )
         self.agent.server.record_result(result)
         self.agent.mark_state_dirty()
 
@@ -160,44 +183,44 @@ class Dispatcher:
             return Refusal(Reason.UPGRADE_IN_PROGRESS, "CMD-5", "An upgrade is already running."), None
         planned = self._plan(target)
         if planned.steps and not planned.steps[0].allowed and planned.refusal is not None:
-            return planned.refusal, {"plan": planned.as_dict()}  # nothing the server may install
+            return planned.refusal, JobReply(plan=planned.report())  # nothing the server may install
         agent = self.agent
 
         async def stage(upgrader: Upgrader) -> None:
             try:
                 builds = await upgrader.stage(target)
             except AllworxError as exc:
-                agent.record({"type": "staged", "target": target, "outcome": "failed", "builds": [],
-                              "reason": exc.reason.value, "message": str(exc)})  # fmt: skip
+                agent.record(Staged(target=target, outcome="failed", builds=(),
+                                    reason=exc.reason.value, message=str(exc)))  # fmt: skip
                 raise
-            agent.record({"type": "staged", "target": target, "outcome": "staged", "builds": builds})
+            agent.record(Staged(target=target, outcome="staged", builds=tuple(builds)))
 
         agent.start_job(stage, f"stage-{token}", staging=True)
-        return None, {"job": token, "plan": planned.as_dict()}
+        return None, JobReply(job=token, plan=planned.report())
 
     def _install_key(self, text: str) -> Outcome:
         check = self.agent.server.install_key(text, self.agent.clock.now().date())
-        document = checks_json([check])[0]
+        document = key_report(check)
         self.agent.mark_state_dirty()
         if check.valid or check.reason is Reason.KEY_NOT_YET_VALID:
             return None, document
         reason = check.reason or Reason.KEY_FORMAT_INVALID
         return Refusal(reason, "SWM-2", check.message or "The key was refused."), document  # rule SWM-2
 
-    def _state(self) -> dict[str, Any]:
-        doc = state_document(self.agent.server, self.agent.topics.site, self.agent.clock.now())
-        return doc.model_dump(mode="json", by_alias=True)
-
-    def _reply(self, name: str, token: str | None, refusal: Refusal | None, result: Any) -> Reply:
+    def _reply(
+        self, name: str, token: str | None, refusal: Refusal | None, result: ReplyResult | None
+    ) -> Reply:
         agent = self.agent
-        fields: dict[str, Any] = refusal.as_dict() if refusal else {}
         status: Status = "rejected" if refusal else "accepted"
-        log.info("command_answered", command=name, client_token=token, status=status, **fields)
+        why = refusal.as_dict() if refusal else {}
+        log.info("command_answered", command=name, client_token=token, status=status, **why)
+        reason, rule, message = why.get("reason"), why.get("rule"), why.get("message")
         seq = None
         try:
-            seq = agent.record(
-                {"type": "command", "command": name, "client_token": token, "status": status, **fields}
+            answered = CommandAnswered(
+                command=name, client_token=token, status=status, reason=reason, rule=rule, message=message
             )
+            seq = agent.record(answered)
         except StoreError as exc:
             log.warning("command_not_recorded", error=str(exc))
         return Reply(
@@ -208,8 +231,10 @@ class Dispatcher:
             status=status,
             at=agent.clock.now(),
             seq=seq,
+            reason=reason,
+            rule=rule,
+            message=message,
             result=result,
-            **fields,
         )
 
     async def _answer(self, link: Link, message: Inbound, reply: Reply) -> None:

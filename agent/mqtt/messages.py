@@ -1,19 +1,32 @@
-"""Message schemas of the fleet contract (docs/asyncapi.yaml is the published form of the same).
+"""Every message of the fleet contract, one model each (docs/asyncapi.yaml is generated from them).
 
 Every message carries ``"schema": 1`` (:data:`SCHEMA_VERSION`): a reader rejects a version it does
-not know rather than guess. Inbound commands are validated strictly with pydantic; outbound
-messages are built through the models here, so what the agent sends always has the documented shape.
+not know rather than guess. The agent builds what it sends with these models and the fleet tools
+parse what they receive with them (at the JSON edge), so both sides hold typed messages.
 
 Invariants: a command's ``args`` are validated by the model of its ``command`` name; unknown
-fields are refused (a signed field the agent ignored would be a field an attacker could add).
+fields are refused in commands (a signed field the agent ignored would be a field an attacker
+could add), replies and availability; the state and events are read leniently (an unknown field
+is ignored). An event is flat on the wire: the envelope's fields beside the event's own.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema
+
+from agent.documents import IsoTime, KeyReport, LastResult, PlanReport, Wire
+from agent.events import AgentEvent
 
 SCHEMA_VERSION = 1
 MAX_COMMAND_BYTES = 64 * 1024  # bytes, the largest command payload read at all
@@ -26,8 +39,8 @@ _TOKEN = r"^[A-Za-z0-9._:-]{1,64}$"  # noqa: S105  # reason: a pattern for clien
 _RELEASE = r"^[0-9]{1,2}(\.[0-9]{1,4}){1,3}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+class _Strict(Wire):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class UpgradeArgs(_Strict):
@@ -58,7 +71,8 @@ class InstallKeyArgs(_Strict):
     key: str = Field(min_length=1, max_length=MAX_KEY_TEXT)
 
 
-ARGS_MODELS: dict[str, type[_Strict]] = {
+CommandArgs = UpgradeArgs | PlanArgs | StageArgs | NoArgs | InstallKeyArgs
+ARGS_MODELS: dict[str, type[CommandArgs]] = {
     "upgrade": UpgradeArgs,
     "plan": PlanArgs,
     "stage": StageArgs,
@@ -71,25 +85,163 @@ ARGS_MODELS: dict[str, type[_Strict]] = {
 class Command(_Strict):
     """A signed operator command, published on ``cmd/{command}``.
 
-    The signature is Ed25519 over the canonical JSON (sorted keys, compact, ASCII) of every other
-    field, by the operator key whose fingerprint is ``key_id``.
+    Signed by an operator key the server trusts (``SERVER_DIR/trust/operators/*.pub``):
+    ``signature`` is Ed25519 over the canonical JSON (sorted keys, compact, ASCII) of every other
+    field, by the key whose fingerprint is ``key_id``. At most 64 KiB; valid for at most 15
+    minutes; each nonce is accepted once.
     """
 
     schema_version: Literal[1] = Field(alias="schema")
     command: CommandName
-    args: dict[str, Any]
+    args: dict[str, Any]  # the JSON edge: the signed object as received
+    """The arguments, checked by the command's model: ``{"to": release}`` for upgrade, plan and
+    stage; ``{"key": key file text}`` for install-key; ``{}`` for cancel and report. (Kept as
+    the signed JSON object: the signature covers exactly these values.)"""
     site: str = Field(pattern=_TOKEN)
     serial: str = Field(pattern=_TOKEN)
     client_token: str = Field(pattern=_TOKEN)
+    """Echoed in the reply (MQTT 3.1.1 requesters match replies by it)."""
     key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    """The operator key's fingerprint: the first 16 hex digits of SHA-256 of the raw public key."""
     nonce: str = Field(pattern=r"^[0-9a-f]{16,64}$")
     issued_at: AwareDatetime
     expires_at: AwareDatetime
     signature: str | None = Field(default=None, pattern=_HEX64)
 
+    @property
+    def arguments(self) -> CommandArgs:
+        """The arguments, validated by the model of this command.
 
-class Reply(_Strict):
+        Raises:
+            pydantic.ValidationError: they do not fit it (checked on receipt: see
+                :func:`agent.mqtt.commands.check_command`).
+        """
+        return ARGS_MODELS[self.command].model_validate(self.args)
+
+
+class MaintenanceKey(Wire):
+    """The server's best maintenance key: its plan and expiry, and whether it is valid today."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str | None
+    plan: str | None
+    """ship-90d, anytime-1y, bundle-5y or temporary."""
+    expires: date | None
+    valid: bool
+    reason: str | None
+    """Why it is not valid (a reason code), or null."""
+
+
+class ResultSummary(LastResult):
+    """The last request's outcome, with the deciding step's reason code, rule and message on top
+    (null when it succeeded)."""
+
+    reason: str | None
+    rule: str | None
+    message: str | None
+
+
+class StateDocument(Wire):
+    """The retained ``state``: the ``allworx-agent status --json`` document (less ``now``, and the
+    site the agent serves) plus the contract's fields."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    serial: str
+    model: str
+    site: str
+    release: str
+    """The committed release."""
+    build: str
+    db_schema: int
+    state: str
+    """``idle``, or the persisted upgrade state (``staging`` ... ``committed``, ``rolling_back``,
+    ``rolled_back``)."""
+    maintenance_key: MaintenanceKey | None
+    last_result: ResultSummary | None
+    updated_at: datetime
+    mac: str
+    shipped: date
+    keys: tuple[KeyReport, ...]
+    features_active: tuple[str, ...]
+    features_inactive: tuple[str, ...]
+    phone_firmware: str | None
+
+
+class Availability(Wire):
+    """The retained ``availability``: ``online``, or ``offline`` (also the last will)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    serial: str
+    status: Literal["online", "offline"]
+
+
+_ENVELOPE = ("schema", "seq", "serial", "site", "at")
+
+
+class EventMessage(Wire):
+    """One ``events`` message: the envelope (``schema``, ``seq``, ``serial``, ``site``, ``at``) and
+    the event's own fields, flat (QoS 1, through the agent's on-disk outbox)."""
+
+    schema_version: Literal[1] = Field(default=1, alias="schema")
+    seq: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
+    """Per server: +1 per event, never repeated or skipped, across restarts (the outbox sets it)."""
+    serial: str
+    site: str
+    at: IsoTime
+    event: AgentEvent
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        """Read the flat wire form: every field but the envelope's is the event's."""
+        if isinstance(data, dict) and "event" not in data:
+            envelope = {k: data[k] for k in _ENVELOPE if k in data}
+            return {**envelope, "event": {k: v for k, v in data.items() if k not in _ENVELOPE}}
+        return data
+
+    def _shape(self, data: dict[str, Any]) -> dict[str, Any]:
+        event = data.pop("event")
+        return {**data, **event}
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The flat form: the envelope's properties, and exactly one event's (``oneOf``, by ``type``)."""
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        event = target["properties"].pop("event")
+        target["required"] = [name for name in target["required"] if name != "event"]
+        target["oneOf"] = event["oneOf"]
+        return schema
+
+
+class JobReply(Wire):
+    """``upgrade`` and ``stage``: the job started (the request's ``client_token``) and its plan; a
+    rejected one carries the plan alone."""
+
+    _omittable: ClassVar[frozenset[str]] = frozenset({"job"})
+
+    job: str | SkipJsonSchema[None] = None
+    plan: PlanReport
+
+
+class Cancelling(Wire):
+    """``cancel``: the running job was asked to stop (before it activates anything)."""
+
+    cancelling: bool
+
+
+ReplyResult = JobReply | PlanReport | StateDocument | KeyReport | Cancelling
+
+
+class Reply(Wire):
     """The answer to a command: on the MQTT 5 response topic, or ``cmd/{name}/accepted|rejected``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = Field(default=1, alias="schema")
     command: str
@@ -97,63 +249,18 @@ class Reply(_Strict):
     serial: str
     site: str
     status: Status
+    """``rejected`` carries ``reason`` and ``rule`` (a policy refusal, or a command check)."""
     at: datetime
-    seq: int | None = None  # the ``command`` event recording this answer: later events follow it
+    seq: int | None = None
+    """The ``command`` event recording this answer: the events of the job it started follow it."""
     reason: str | None = None
     rule: str | None = None
     message: str | None = None
-    result: dict[str, Any] | None = None
+    result: ReplyResult | None = None
+    """upgrade, stage: the job and plan; plan: the plan; report: the state; install-key: the key's
+    check; cancel: ``{"cancelling": true}``."""
 
 
-class MaintenanceKey(_Strict):
-    """The server's best maintenance key: its plan and expiry, and whether it is valid today."""
-
-    key_id: str | None
-    plan: str | None
-    expires: str | None
-    valid: bool
-    reason: str | None
-
-
-class StateDocument(BaseModel):
-    """The retained ``state``: the ``allworx-agent status`` document plus the contract's fields."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    schema_version: Literal[1] = Field(default=1, alias="schema")
-    serial: str
-    model: str
-    site: str
-    release: str
-    build: str
-    db_schema: int
-    state: str
-    maintenance_key: MaintenanceKey | None
-    last_result: dict[str, Any] | None
-    updated_at: datetime
-
-
-class EventMessage(BaseModel):
-    """One ``events`` message: a transition, progress, refusal, resumption, result, staging or command."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    schema_version: Literal[1] = Field(default=1, alias="schema")
-    seq: int = Field(ge=1)
-    serial: str
-    site: str
-    at: datetime
-    type: Literal["transition", "progress", "refused", "resumed", "result", "staged", "command"]
-
-
-class Availability(_Strict):
-    """The retained ``availability``: ``online``, or ``offline`` (also the last will)."""
-
-    schema_version: Literal[1] = Field(default=1, alias="schema")
-    serial: str
-    status: Literal["online", "offline"]
-
-
-def dump(model: BaseModel) -> bytes:
+def dump(model: Wire) -> bytes:
     """Return the JSON bytes of an outbound message (aliases, so ``schema`` is spelt as published)."""
-    return model.model_dump_json(by_alias=True, exclude_none=False).encode()
+    return model.model_dump_json(by_alias=True).encode()

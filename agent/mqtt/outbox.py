@@ -1,8 +1,9 @@
 """The on-disk outbox: every event is written here, in order, before it is published.
 
-Layout under ``SERVER_DIR/agent/outbox/``: ``events.log`` (append-only JSON lines, one event
-each, fsync'd) and ``cursor.json`` (``{"delivered": N, "last": M}``, written atomically, after
-every delivery or, with ``cursor_every``, at most that often).
+Layout under ``SERVER_DIR/agent/outbox/``: ``events.log`` (append-only JSON lines, one
+:class:`~agent.mqtt.messages.EventMessage` each, exactly its MQTT payload, fsync'd) and
+``cursor.json`` (:class:`Cursor`: ``{"delivered": N, "last": M}``, written atomically, after every
+delivery or, with ``cursor_every``, at most that often).
 
 Invariants:
 - sequence numbers start at 1 and increase by exactly one per event, across restarts and
@@ -26,17 +27,26 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from agent.journal import disk_error, fsync, read_json, write_json
+from agent.mqtt.messages import EventMessage
 from common.errors import StoreError
 
 COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
 
 
-def encode(event: dict[str, Any]) -> bytes:
+def encode(message: EventMessage) -> bytes:
     """An event's JSON: compact, keys sorted (its line in the log and its MQTT payload)."""
-    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(message.wire(), separators=(",", ":"), sort_keys=True).encode()
+
+
+class Cursor(BaseModel):
+    """``cursor.json``: the last sequence number the broker acknowledged, and the last assigned."""
+
+    delivered: int = 0
+    last: int | None = None  # absent in a cursor written before any compaction: ``delivered``
 
 
 class Outbox:
@@ -62,10 +72,10 @@ class Outbox:
         self.log_path = folder / "events.log"
         self.cursor_path = folder / "cursor.json"
         folder.mkdir(parents=True, exist_ok=True)
-        cursor = read_json(self.cursor_path) if self.cursor_path.exists() else {}
-        self._delivered = int(cursor.get("delivered", 0))
-        self._last = int(cursor.get("last", self._delivered))
-        self._pending: deque[tuple[dict[str, Any], bytes]] = deque()  # (event, its JSON as logged)
+        cursor = _read_cursor(self.cursor_path) if self.cursor_path.exists() else Cursor()
+        self._delivered = cursor.delivered
+        self._last = cursor.last if cursor.last is not None else cursor.delivered
+        self._pending: deque[tuple[int, bytes]] = deque()  # (seq, the event's JSON as logged)
         self._load()
 
     def _load(self) -> None:
@@ -82,7 +92,7 @@ class Outbox:
                 good += len(line)
                 self._last = max(self._last, event["seq"])
                 if event["seq"] > self._delivered:
-                    self._pending.append((event, line.rstrip(b"\n")))
+                    self._pending.append((event["seq"], line.rstrip(b"\n")))
             if good < len(data):
                 os.truncate(self.log_path, good)
         self._log = self.log_path.open("ab")
@@ -97,13 +107,13 @@ class Outbox:
         """The highest sequence number acknowledged by the broker."""
         return self._delivered
 
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Give ``event`` the next sequence number, write it durably, and return it.
+    def append(self, message: EventMessage) -> int:
+        """Give ``message`` the next sequence number, write it durably, and return the number.
 
         Raises:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
-        stamped = {**event, "seq": self._last + 1}
+        stamped = message.model_copy(update={"seq": self._last + 1})
         payload = encode(stamped)
         try:
             self._log.write(payload + b"\n")
@@ -112,19 +122,27 @@ class Outbox:
         except OSError as exc:
             raise disk_error(exc, f"cannot write {self.log_path}") from exc
         self._last += 1
-        self._pending.append((stamped, payload))
-        return stamped
+        self._pending.append((self._last, payload))
+        return self._last
 
-    def pending(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The undelivered events in sequence order (at most ``limit``)."""
-        count = len(self._pending) if limit is None else min(limit, len(self._pending))
-        return [self._pending[i][0] for i in range(count)]
+    @property
+    def pending_count(self) -> int:
+        """How many events are not delivered yet."""
+        return len(self._pending)
+
+    def pending(self, limit: int | None = None) -> list[EventMessage]:
+        """The undelivered events in sequence order (at most ``limit``), read from their JSON.
+
+        Raises:
+            pydantic.ValidationError: a logged line is not an event of the contract.
+        """
+        return [EventMessage.model_validate_json(payload) for _seq, payload in self.pending_payloads(limit)]
 
     def pending_payloads(self, limit: int | None = None) -> list[tuple[int, bytes]]:
         """The undelivered events as ``(seq, payload)``, the payload the JSON line in the log
         (:func:`encode`): what is published is what was made durable, encoded once."""
         count = len(self._pending) if limit is None else min(limit, len(self._pending))
-        return [(self._pending[i][0]["seq"], self._pending[i][1]) for i in range(count)]
+        return [self._pending[i] for i in range(count)]
 
     def delivered(self, seq: int) -> None:
         """Record that every event up to ``seq`` was acknowledged; compact a delivered log.
@@ -132,7 +150,7 @@ class Outbox:
         Raises:
             StoreError: the cursor cannot be written.
         """
-        while self._pending and self._pending[0][0]["seq"] <= seq:
+        while self._pending and self._pending[0][0] <= seq:
             self._pending.popleft()
         self._delivered = max(self._delivered, seq)
         compact = not self._pending and self._log.tell() > COMPACT_BYTES
@@ -157,7 +175,8 @@ class Outbox:
         """
         if not self.cursor_behind:
             return
-        write_json(self.cursor_path, {"delivered": self._delivered, "last": self._last}, compact=True)
+        cursor = Cursor(delivered=self._delivered, last=self._last)
+        write_json(self.cursor_path, cursor.model_dump(), compact=True)
         self._written = (self._delivered, self._monotonic())
 
     def close(self) -> None:
@@ -171,3 +190,15 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_cursor(path: Path) -> Cursor:
+    """Read ``cursor.json``.
+
+    Raises:
+        StoreError: it is unreadable, not JSON, or not a cursor.
+    """
+    try:
+        return Cursor.model_validate(read_json(path))
+    except ValidationError as exc:
+        raise StoreError(f"{path} is not an outbox cursor: {exc.errors()[0]['msg']}") from exc

@@ -1,4 +1,4 @@
-"""The retained ``state`` document and ``events`` messages, built from the persisted server state.
+"""The retained ``state`` document, built from the persisted server state.
 
 Invariant: the state document is computed from the server directory at publish time (never
 cached), so it always reflects the latest persisted state; its core is exactly the
@@ -7,38 +7,36 @@ cached), so it always reflects the latest persisted state; its core is exactly t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from agent.mqtt.messages import EventMessage, MaintenanceKey, StateDocument
+from agent.documents import KeyReport, LastResult
+from agent.mqtt.messages import MaintenanceKey, ResultSummary, StateDocument
 from agent.store import ServerDir
 
 
-def maintenance_key(keys: list[dict[str, Any]]) -> MaintenanceKey | None:
+def maintenance_key(keys: Sequence[KeyReport]) -> MaintenanceKey | None:
     """The key that decides upgrades: a valid maintenance key expiring last, else the best invalid one."""
-    maintenance = [k for k in keys if k.get("kind") == "maintenance"]
+    maintenance = [k for k in keys if k.kind == "maintenance"]
     if not maintenance:
         return None
-    best = max(maintenance, key=lambda k: (bool(k.get("valid")), k.get("expires") or ""))
+    best = max(maintenance, key=lambda k: (k.valid, k.expires.isoformat() if k.expires else ""))
     return MaintenanceKey(
-        key_id=best.get("key_id"),
-        plan=best.get("plan"),
-        expires=best.get("expires"),
-        valid=bool(best.get("valid")),
-        reason=best.get("reason"),
+        key_id=best.key_id, plan=best.plan, expires=best.expires, valid=best.valid, reason=best.reason
     )
 
 
-def result_summary(result: dict[str, Any] | None) -> dict[str, Any] | None:
+def result_summary(result: LastResult | None) -> ResultSummary | None:
     """The last upgrade's outcome with the deciding step's reason code, rule and message on top."""
     if result is None:
         return None
-    summary = dict(result)
-    steps = result.get("steps") or []
-    last = steps[-1] if steps and isinstance(steps[-1], dict) else {}
-    for field in ("reason", "rule", "message"):
-        summary[field] = last.get(field) if result.get("outcome") != "succeeded" else None
-    return summary
+    last = result.steps[-1] if result.steps and result.outcome != "succeeded" else None
+    return ResultSummary(
+        **dict(result),
+        reason=last.reason if last else None,
+        rule=last.rule if last else None,
+        message=last.message if last else None,
+    )
 
 
 def state_document(server: ServerDir, site: str, now: datetime) -> StateDocument:
@@ -50,18 +48,21 @@ def state_document(server: ServerDir, site: str, now: datetime) -> StateDocument
     from agent.status import status_document
 
     status = status_document(server, now)
-    status.pop("now", None)
-    status.update(
+    return StateDocument(
+        serial=status.serial,
+        model=status.model,
         site=site,
-        maintenance_key=maintenance_key(status["keys"]),
-        last_result=result_summary(status.get("last_result")),
+        release=status.release,
+        build=status.build,
+        db_schema=status.db_schema,
+        state=status.state,
+        maintenance_key=maintenance_key(status.keys),
+        last_result=result_summary(status.last_result),
         updated_at=now,
+        mac=status.mac,
+        shipped=status.shipped,
+        keys=status.keys,
+        features_active=status.features_active,
+        features_inactive=status.features_inactive,
+        phone_firmware=status.phone_firmware,
     )
-    return StateDocument.model_validate(status)
-
-
-def event_message(event: dict[str, Any], *, serial: str, site: str, at: datetime) -> dict[str, Any]:
-    """The JSON form of an upgrade event about to enter the outbox (the outbox adds ``seq``)."""
-    document = {**event, "schema": 1, "serial": serial, "site": site, "at": at.isoformat()}
-    EventMessage.model_validate({**document, "seq": 1})  # the documented shape, checked before it is stored
-    return document

@@ -23,7 +23,9 @@ from typing import Any
 from agent import database
 from agent.clock import SimClock
 from agent.database import RecordDigest
+from agent.events import AgentEvent, Transition
 from agent.keys import parse_key_text
+from agent.machine import State
 from agent.planner import Plan, plan
 from agent.results import StepResult, UpgradeResult
 from agent.store import ServerDir
@@ -202,9 +204,9 @@ class World:
         return refusal
 
     def _upgrader(self, server: ServerDir, clock: SimClock, sink: list[str]) -> Upgrader:
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("type") == "transition" and event.get("state") == "committed":
-                sink.append(str(event["release"]))
+        def on_event(event: AgentEvent) -> None:
+            if isinstance(event, Transition) and event.state is State.COMMITTED:
+                sink.append(event.release)
 
         return Upgrader(server, self.catalog, clock, repo=self.repo, on_event=on_event)
 

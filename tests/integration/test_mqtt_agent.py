@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from agent.events import Transition
 from agent.mqtt.connection import BrokerSettings, Inbound, Protocol, connect
+from agent.mqtt.messages import EventMessage, PlanReport, StateDocument
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from common.errors import BrokerError
@@ -52,28 +54,29 @@ def agent_cli(*args: str) -> list[str]:
 async def test_signed_upgrade_runs_to_its_end(broker: BrokerUnderTest, server: ServerDir) -> None:
     """A signed upgrade command runs to its end, every transition arrives in order, state matches status."""
     topics = topics_of(server)
-    events: list[dict[str, Any]] = []
+    events: list[EventMessage] = []
     async with running_agent(server, broker.url, protocol=broker.protocol) as agent:
         async with FleetClient.open(
             BrokerSettings(url=broker.url), default_operator(), broker.protocol
         ) as fleet:
-            reply = await fleet.send(
+            answer = await fleet.request(
                 topics.site, topics.serial, "upgrade", {"to": "7.1"}, wait=20, on_event=events.append
             )
             states = await fleet.states(topics.site)
         assert agent.protocol is (Protocol.V311 if broker.kind == "embedded" else Protocol.V5)
-    assert reply["status"] == "accepted" and reply["client_token"]
-    assert reply["result"]["outcome"] == "succeeded"
-    assert [e["state"] for e in events if e["type"] == "transition"] == TRANSITIONS
-    seqs = [e["seq"] for e in events]
+    assert answer.reply.status == "accepted" and answer.reply.client_token
+    assert answer.outcome is not None and answer.outcome.outcome == "succeeded"
+    assert [e.event.state for e in events if isinstance(e.event, Transition)] == TRANSITIONS
+    seqs = [e.seq or 0 for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     command = agent_cli("status", "--server-dir", str(server.root), "--json")
     done = await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True, text=True)
     status = json.loads(done.stdout)
-    (state,) = states
+    (parsed,) = states
+    state = parsed.wire()
     validate("State", state)
     for event in events:
-        validate("Event", event)
+        validate("Event", event.wire())
     for field in (
         "serial",
         "model",
@@ -118,16 +121,16 @@ async def test_state_interval_merges_a_steps_transitions_but_never_delays_a_comm
                 states.append(json.loads(message.payload))
 
         collector = asyncio.create_task(collect())
-        events: list[dict[str, Any]] = []
-        reply = await fleet.send(
+        events: list[EventMessage] = []
+        answer = await fleet.request(
             topics.site, topics.serial, "upgrade", {"to": "7.1"}, wait=20, on_event=events.append
         )
         await _until(lambda: any((s.get("last_result") or {}).get("outcome") for s in states), 10)
         collector.cancel()
         cursor = agent.outbox.cursor_path
         await _until(lambda: json.loads(cursor.read_bytes())["delivered"] == agent.outbox.last_seq, 5)
-    assert reply["result"]["outcome"] == "succeeded"
-    transitions = [e for e in events if e["type"] == "transition"]
+    assert answer.outcome is not None and answer.outcome.outcome == "succeeded"
+    transitions = [e for e in events if isinstance(e.event, Transition)]
     assert len(transitions) == len(TRANSITIONS)
     seen = [s["state"] for s in states]
     assert "trial_boot" not in seen, seen  # the reboot's 0.9 s would show it, were it not merged
@@ -142,17 +145,18 @@ async def test_policy_refusal_is_rejected_with_reason(broker: BrokerUnderTest, s
         running_agent(server, broker.url, protocol=broker.protocol),
         FleetClient.open(BrokerSettings(url=broker.url), default_operator(), broker.protocol) as fleet,
     ):
-        reply = await fleet.send(topics.site, topics.serial, "upgrade", {"to": "6.9"})
-        last: dict[str, Any] = {}
+        reply = (await fleet.request(topics.site, topics.serial, "upgrade", {"to": "6.9"})).reply
+        state: StateDocument | None = None
         for _ in range(40):  # the retained state follows within the state publisher's merge delay
             (state,) = await fleet.states(topics.site)
-            last = state.get("last_result") or {}
-            if last.get("outcome") == "rejected":
+            if state.last_result is not None and state.last_result.outcome == "rejected":
                 break
             await asyncio.sleep(0.1)
-    assert (reply["status"], reply["reason"], reply["rule"]) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
+    assert (reply.status, reply.reason, reply.rule) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
     assert server.committed().version == "7.0"
-    assert (last["outcome"], last["reason"], last["rule"]) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
+    last = state.last_result if state is not None else None
+    assert last is not None
+    assert (last.outcome, last.reason, last.rule) == ("rejected", "DOWNGRADE_REFUSED", "DOWN-1")
 
 
 async def test_agent_falls_back_to_3_1_1_on_the_embedded_broker(
@@ -165,9 +169,10 @@ async def test_agent_falls_back_to_3_1_1_on_the_embedded_broker(
         FleetClient.open(BrokerSettings(url=embedded_broker.url), default_operator(), Protocol.V311) as fleet,
     ):
         assert agent.protocol is Protocol.V311
-        reply = await fleet.send(topics.site, topics.serial, "plan", {"to": "7.1"})
-    assert reply["status"] == "accepted"
-    assert reply["result"]["final_release"] == "7.1"
+        reply = (await fleet.request(topics.site, topics.serial, "plan", {"to": "7.1"})).reply
+    assert reply.status == "accepted"
+    assert isinstance(reply.result, PlanReport)
+    assert reply.result.final_release == "7.1"
 
 
 MALFORMED: list[tuple[str, str, str]] = [  # (case, command topic, expected reason)
@@ -229,10 +234,10 @@ async def test_malformed_commands_are_rejected_and_the_agent_keeps_going(
         ) as fleet:
             good = json.dumps(signed_plan(topics)).encode()
             first = await fleet.send_raw(topics, "plan", good, None)
-            assert first["status"] == "accepted"
+            assert first.status == "accepted"
             for case, command, reason in MALFORMED:
                 reply = await fleet.send_raw(topics, command, malformed(case, topics, good), None)
-                assert (reply["status"], reply["reason"]) == ("rejected", reason), case
+                assert (reply.status, reply.reason) == ("rejected", reason), case
             report = await fleet.send(topics.site, topics.serial, "report", {})
         assert not agent.upgrading
     assert report["status"] == "accepted" and report["result"]["release"] == before.version
@@ -276,12 +281,12 @@ async def test_broker_restart_mid_upgrade_loses_no_event(server: ServerDir, tmp_
             watcher = asyncio.create_task(_watch_events(broker.url, topics, received, ready))
             await ready.wait()
             async with FleetClient.open(BrokerSettings(url=broker.url), default_operator()) as fleet:
-                reply = await fleet.send(topics.site, topics.serial, "upgrade", {"to": "7.1"})
-            assert reply["status"] == "accepted"
+                reply = (await fleet.request(topics.site, topics.serial, "upgrade", {"to": "7.1"})).reply
+            assert reply.status == "accepted"
             await _until(lambda: any(e.get("state") == "trial_boot" for e in received), 10)
             broker.stop()
             await asyncio.sleep(2.5)  # the reboot ends and the upgrade commits while the broker is away
-            produced_offline = len(agent.outbox.pending())
+            produced_offline = agent.outbox.pending_count
             broker.start()
             await _until(lambda: any(e["type"] == "result" for e in received), 15)
             watcher.cancel()

@@ -22,6 +22,22 @@ def job(state: str = "idle") -> Job:
     return Job("j1", state, "8.0", "7.1", "7.1.4.7", "7.0", "7.0.0.18", "a", "b", "2024-03-01T00:00:00")
 
 
+def _with(**fields: object) -> bytes:
+    """A whole journal line of a job with ``fields`` changed or added."""
+    from dataclasses import asdict
+
+    return json.dumps({**asdict(job("staged")), **fields}).encode() + b"\n"
+
+
+def test_a_whole_line_reads_back_as_the_job_it_saved(tmp_path: Path) -> None:
+    """A saved job, with its step position and error, loads equal (the line is the typed document)."""
+    journal, current = Journal(tmp_path / "journal.json"), job("rolling_back")
+    current.extra = {"step": 2, "steps": 3}
+    current.error = {"reason": "NO_SPACE", "message": "the disk is full"}
+    journal.save(current)
+    assert journal.load() == current
+
+
 def test_each_state_after_the_first_is_one_appended_line(tmp_path: Path) -> None:
     """The first save creates the file (a plain JSON document); each later one appends a line."""
     journal, current = Journal(tmp_path / "journal.json"), job()
@@ -76,7 +92,7 @@ def test_an_append_the_disk_refuses_is_cut_back_off(tmp_path: Path) -> None:
 def test_a_long_journal_is_rewritten_with_its_latest_state(tmp_path: Path) -> None:
     """Past COMPACT_BYTES a save rewrites the file atomically with the latest state alone."""
     journal, current = Journal(tmp_path / "journal.json"), job()
-    current.extra = {"pad": "x" * 2000}
+    current.phone_firmware = "x" * 2000  # a long line
     saves = Journal.COMPACT_BYTES // 2000 + 2
     for n in range(saves):
         current.state = f"s{n}"
@@ -95,8 +111,20 @@ def test_a_long_journal_is_rewritten_with_its_latest_state(tmp_path: Path) -> No
         b'["a list"]\n',
         b'{"state": 3}\n',
         b'{"job_id": "x", "state": "idle"}\n',
+        _with(extra={"step": "one"}),
+        _with(error={"reason": 7}),
+        _with(unknown_field=1),
     ],
-    ids=["torn-only", "zeros", "not-an-object", "wrong-type", "missing-fields"],
+    ids=[
+        "torn-only",
+        "zeros",
+        "not-an-object",
+        "wrong-type",
+        "missing-fields",
+        "mistyped-step",
+        "mistyped-error",
+        "unknown-field",
+    ],
 )
 def test_a_journal_with_no_whole_state_reads_as_unknown(tmp_path: Path, content: bytes) -> None:
     """Nothing readable (or an alien document): the unknown job, which rolls back."""

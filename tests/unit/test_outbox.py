@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.events import CommandAnswered
 from agent.mqtt import outbox as outbox_module
+from agent.mqtt.messages import EventMessage
 from agent.mqtt.outbox import Outbox
+
+
+def event(n: int = 0, token: str = "t") -> EventMessage:
+    """A command event (``n`` names its client token, so events differ)."""
+    answered = CommandAnswered(command="report", client_token=f"{token}{n}", status="accepted")
+    return EventMessage(serial="AWX1", site="lab", at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
+
+
+def seqs(box: Outbox) -> list[int | None]:
+    return [e.seq for e in box.pending()]
 
 
 def test_sequence_numbers_continue_across_restarts(tmp_path: Path) -> None:
     """Numbers start at 1 and continue after a reopen, delivered or not."""
     box = Outbox(tmp_path)
-    assert [box.append({"n": i})["seq"] for i in range(3)] == [1, 2, 3]
+    assert [box.append(event(i)) for i in range(3)] == [1, 2, 3]
     box.delivered(2)
     box.close()
     with Outbox(tmp_path) as again:
-        assert [e["seq"] for e in again.pending()] == [3]
-        assert again.append({"n": 3})["seq"] == 4
+        assert seqs(again) == [3]
+        assert again.append(event(3)) == 4
 
 
 def test_a_torn_last_line_is_dropped_and_its_number_reused(tmp_path: Path) -> None:
     """A power cut mid-append leaves a partial line: it is discarded, the next event takes its number."""
     box = Outbox(tmp_path)
-    box.append({"n": 1})
+    box.append(event(1))
     box.close()
     with (tmp_path / "events.log").open("ab") as log:
         log.write(b'{"seq": 2, "n"')
     again = Outbox(tmp_path)
-    assert [e["seq"] for e in again.pending()] == [1]
-    assert again.append({"n": 2})["seq"] == 2
+    assert seqs(again) == [1]
+    assert again.append(event(2)) == 2
     again.close()
     with Outbox(tmp_path) as last:
-        assert [e["seq"] for e in last.pending()] == [1, 2]
+        assert seqs(last) == [1, 2]
 
 
 def test_compaction_keeps_the_numbering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,12 +56,12 @@ def test_compaction_keeps_the_numbering(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(outbox_module, "COMPACT_BYTES", 10)
     with Outbox(tmp_path) as box:
         for i in range(5):
-            box.append({"n": i})
+            box.append(event(i))
         box.delivered(5)
         assert (tmp_path / "events.log").stat().st_size == 0
     with Outbox(tmp_path) as again:
         assert again.pending() == []
-        assert again.append({"n": 5})["seq"] == 6
+        assert again.append(event(5)) == 6
 
 
 @settings(max_examples=40, deadline=None)
@@ -63,14 +76,14 @@ def test_any_mix_of_appends_acks_and_restarts_keeps_order_without_gaps(
         folder = Path(scratch)
         box, assigned, acked = Outbox(folder), list[int](), 0
         for appends, ack, restart in script:
-            assigned += [box.append({"x": 1})["seq"] for _ in range(appends)]
-            if ack and box.pending():
-                acked = box.pending()[-1]["seq"]
+            assigned += [box.append(event()) for _ in range(appends)]
+            if ack and box.pending_count:
+                acked = box.pending_payloads()[-1][0]
                 box.delivered(acked)
             if restart:
                 box.close()
                 box = Outbox(folder)
-            assert [e["seq"] for e in box.pending()] == [s for s in assigned if s > acked]
+            assert seqs(box) == [s for s in assigned if s > acked]
         assert assigned == list(range(1, len(assigned) + 1))
         box.close()
 
@@ -80,23 +93,24 @@ def test_a_lazy_cursor_is_written_at_most_every_interval_and_a_crash_only_resend
     now = [0.0]
     box = Outbox(tmp_path, cursor_every=2.0, monotonic=lambda: now[0])
     for i in range(4):
-        box.append({"n": i})
+        box.append(event(i))
     box.delivered(1)  # the first delivery writes the cursor
     now[0] = 1.0
     box.delivered(3)  # within the interval: not written
     assert box.cursor_behind
     crashed = Outbox(tmp_path)  # what a restart now would read: events 2 and 3 again, then 4
-    assert [e["seq"] for e in crashed.pending()] == [2, 3, 4]
+    assert seqs(crashed) == [2, 3, 4]
     crashed.close()
     now[0] = 3.5
     box.delivered(3)  # past the interval: written
     assert not box.cursor_behind
     with Outbox(tmp_path) as again:
-        assert [e["seq"] for e in again.pending()] == [4]
+        assert seqs(again) == [4]
     box.delivered(4)
     box.close()  # a clean stop writes what is behind
     with Outbox(tmp_path) as last:
-        assert last.pending() == [] and last.append({"n": 4})["seq"] == 5
+        assert last.pending() == []
+        assert last.append(event(4)) == 5
 
 
 def test_the_payload_published_is_the_line_logged_before_and_after_a_restart(tmp_path: Path) -> None:
@@ -108,14 +122,23 @@ def test_the_payload_published_is_the_line_logged_before_and_after_a_restart(tmp
 
     with Outbox(tmp_path) as box:
         for n in range(3):
-            box.append({"n": n, "text": "é"})
+            box.append(event(n, token="é"))
         box.delivered(1)
         first = box.pending_payloads()
         assert [seq for seq, _ in first] == [2, 3]
         assert [payload for _, payload in first] == [encode(e) for e in box.pending()]
-        assert [json.loads(payload) for _, payload in first] == box.pending()
+        assert [json.loads(payload) for _, payload in first] == [e.wire() for e in box.pending()]
     logged = (tmp_path / "events.log").read_bytes().splitlines()
     assert [payload for _, payload in first] == logged[1:]
     with Outbox(tmp_path) as again:
         assert again.pending_payloads() == first
         assert again.pending_payloads(limit=1) == first[:1]
+
+
+def test_the_cursor_file_keeps_its_format(tmp_path: Path) -> None:
+    """cursor.json stays the compact ``{"delivered": N, "last": M}`` document an older agent reads."""
+    with Outbox(tmp_path) as box:
+        for i in range(3):
+            box.append(event(i))
+        box.delivered(2)
+    assert (tmp_path / "cursor.json").read_bytes() == b'{"delivered": 2, "last": 3}\n'

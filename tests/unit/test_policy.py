@@ -278,7 +278,7 @@ def test_phone_1_every_allowed_step_offers_its_phone_firmware() -> None:
 
 def test_seq_1_plan_json_shape() -> None:
     """The plan's JSON has the public fields scripts rely on."""
-    doc = plan(CATALOG, server("7.0"), (), "8.0", at("2016-01-01")).as_dict()
+    doc = plan(CATALOG, server("7.0"), (), "8.0", at("2016-01-01")).report().wire()
     assert doc["from"] == "7.0" and doc["to"] == "8.0" and doc["final_release"] == "7.1"
     assert doc["steps"][0] == {**doc["steps"][0], "release": "7.1", "outcome": "would-install"}
     assert {k: doc["steps"][1][k] for k in ("release", "outcome", "reason", "rule")} == {

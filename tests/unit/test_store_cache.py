@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from agent import journal
+from agent.events import CommandAnswered
 from agent.keys import KeyCheck, install_revocation_list, parse_key_text
+from agent.mqtt.messages import EventMessage
 from agent.mqtt.outbox import Outbox
 from agent.store import ServerDir
 from common.reasons import Reason
@@ -138,6 +140,11 @@ def test_callers_get_copies(server: ServerDir) -> None:
 # --- the simulation-only no-fsync setting ---------------------------------------------------------
 
 
+def _event() -> EventMessage:
+    answered = CommandAnswered(command="report", client_token="t1", status="accepted")
+    return EventMessage(serial="AWX1", site="lab", at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
+
+
 def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = os.fsync
@@ -157,7 +164,7 @@ def test_durable_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert journal.durable()
     journal.write_json(tmp_path / "doc.json", {"a": 1})
     with Outbox(tmp_path / "outbox") as outbox:
-        outbox.append({"type": "command"})
+        outbox.append(_event())
     assert len(calls) >= 3  # the file, its folder, the outbox log
 
 
@@ -169,7 +176,7 @@ def test_the_simulation_setting_skips_fsync_only(tmp_path: Path, monkeypatch: py
     journal.write_json(tmp_path / "doc.json", {"a": 1})
     journal.write_json(tmp_path / "doc.json", {"a": 2})
     with Outbox(tmp_path / "outbox") as outbox:
-        outbox.append({"type": "command"})
+        outbox.append(_event())
     assert calls == []
     assert journal.read_json(tmp_path / "doc.json") == {"a": 2}
     assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,146 @@
+"""What the agent reports as it works: the upgrader's events, a staging's end, a command answered.
+
+The upgrader (:mod:`agent.upgrader`) hands each event to its sink (:data:`EventSink`): the
+terminal's progress view, or the MQTT daemon, which stamps it (``schema``, ``seq``, ``serial``,
+``site``, ``at``: :class:`agent.mqtt.messages.EventMessage`) and publishes it on ``events``. This
+module sits below the MQTT shell: the upgrader emits typed events without importing ``agent.mqtt``.
+
+Invariant: every event names its kind in ``type`` (:data:`AgentEvent` is discriminated by it), and
+each kind's fields are fixed by its model; the JSON of each is that of :mod:`agent.documents`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal, Self
+
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
+
+from agent.documents import UpgradeReport, Wire
+from agent.machine import State
+
+
+class _StepEvent(Wire):
+    """Where in a request a step is."""
+
+    job_id: str
+    """The step's job (a new one per step)."""
+    release: str
+    build: str
+    step: int
+    """This step's number (i of n)."""
+    steps: int
+    """The number of steps (n)."""
+
+
+class Transition(_StepEvent):
+    """A step reached a new persisted state (written to the journal before it is acted on)."""
+
+    type: Literal["transition"] = "transition"
+    state: State
+
+
+class Resumed(_StepEvent):
+    """A step a power cut or a kill interrupted resumes (``persisted`` is where it stopped)."""
+
+    type: Literal["resumed"] = "resumed"
+    persisted: str
+    """The state the journal held (``unknown`` when it was unreadable)."""
+    state: State
+    """Where the step resumes (the transition table's restart edge)."""
+
+
+class Refused(Wire):
+    """A policy refused a step: the request stops there, on the last committed release."""
+
+    type: Literal["refused"] = "refused"
+    release: str
+    build: str
+    step: int
+    steps: int
+    reason: str
+    """The reason code (``common/reasons.py``)."""
+    rule: str
+    """The rule ID (docs/rules.md)."""
+    message: str
+
+
+class Progress(Wire):
+    """How far a download or a database build has come (rate-limited: one per phase per second)."""
+
+    _omittable = frozenset({"bytes", "rows"})
+
+    type: Literal["progress"] = "progress"
+    phase: Literal["download", "database"]
+    build: str
+    bytes: int | SkipJsonSchema[None] = None
+    """Bytes downloaded (download phase)."""
+    rows: int | SkipJsonSchema[None] = None
+    """Rows done (database phase)."""
+    total: int
+    percent: float = Field(ge=0, le=100)
+
+    @classmethod
+    def download(cls, build: str, done: int, total: int) -> Self:
+        """``done`` of ``total`` bytes of ``build``'s image downloaded."""
+        return cls(phase="download", build=build, bytes=done, total=total, percent=_percent(done, total))
+
+    @classmethod
+    def database(cls, build: str, done: int, total: int) -> Self:
+        """``done`` of ``total`` rows of ``build``'s database built."""
+        return cls(phase="database", build=build, rows=done, total=total, percent=_percent(done, total))
+
+
+def _percent(done: int, total: int) -> float:
+    return round(100 * done / max(total, 1), 1)
+
+
+class ResultEvent(UpgradeReport):
+    """A request ended (also the state's ``last_result``)."""
+
+    type: Literal["result"] = "result"
+
+    @classmethod
+    def of(cls, report: UpgradeReport) -> Self:
+        """The event announcing ``report``."""
+        return cls(**dict(report))
+
+
+class Staged(Wire):
+    """A ``stage`` command's end: the images verified in the Update Area, or why it failed."""
+
+    _omittable = frozenset({"reason", "message"})
+
+    type: Literal["staged"] = "staged"
+    target: str
+    """The release the stage command named."""
+    outcome: Literal["staged", "failed"]
+    builds: tuple[str, ...]
+    """The builds now verified in the Update Area."""
+    reason: str | SkipJsonSchema[None] = None
+    """Why staging failed (failed only)."""
+    message: str | SkipJsonSchema[None] = None
+
+
+class CommandAnswered(Wire):
+    """A command was answered (every one, accepted or not: the fleet's audit trail)."""
+
+    _omittable = frozenset({"reason", "rule", "message"})
+
+    type: Literal["command"] = "command"
+    command: str
+    client_token: str | None
+    status: Literal["accepted", "rejected"]
+    reason: str | SkipJsonSchema[None] = None
+    """Why it was rejected (rejected only)."""
+    rule: str | SkipJsonSchema[None] = None
+    message: str | SkipJsonSchema[None] = None
+
+
+AgentEvent = Annotated[
+    Transition | Resumed | Refused | Progress | ResultEvent | Staged | CommandAnswered,
+    Field(discriminator="type"),
+]
+"""Any event, told apart by ``type``."""
+EventSink = Callable[[AgentEvent], None]
