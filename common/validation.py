@@ -6,7 +6,7 @@ whole number). A date may be a TOML date or an ISO string (:data:`IsoDate`), an 
 datetime or ISO 8601 text (:data:`Instant`); a list may stand where a tuple is kept
 (:data:`Strings`). :func:`validate` turns pydantic's errors into :class:`Problem` s in a reader's
 words, each naming the file, the place (a step, a server) and the field by its key as written (a
-dotted path inside nested tables: ``fleet.models."6x"``).
+dotted path inside nested tables: ``fleet.releases."7.0"``).
 
 Invariant: :func:`validate` returns a model or raises the caller's :class:`InputError` listing
 every problem found, never a pydantic error. (A model built in code with bad values raises
@@ -223,7 +223,12 @@ _NAMES: dict[Any, str] = {
     datetime: "a date-time (ISO 8601)",
     AwareDatetime: "a date-time with a timezone (ISO 8601, e.g. 2024-03-01T02:00:00+00:00)",
 }
-_PLURALS = {"a string": "strings", "a number": "numbers", "a whole number": "whole numbers"}
+_PLURALS = {
+    "a string": "strings",
+    "a number": "numbers",
+    "a whole number": "whole numbers",
+    "a list of strings": "lists of strings",
+}
 
 
 def describe(annotation: Any) -> str:

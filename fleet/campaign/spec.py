@@ -178,11 +178,23 @@ def load_networks(path: Path) -> dict[str, tuple[str, ...]]:
     """Read a networks file: a JSON object, network name -> list of member serials (SITE-1).
 
     Raises:
-        CampaignSpecError: unreadable, not JSON, or not such an object.
+        CampaignSpecError: unreadable, or any problem :func:`parse_networks` finds.
     """
-    file = str(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CampaignSpecError([Problem(file, "", None, f"cannot be read as JSON: {exc}")]) from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CampaignSpecError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
+    return parse_networks(text, str(path))
+
+
+def parse_networks(text: str, file: str) -> dict[str, tuple[str, ...]]:
+    """Parse a networks file's text (read from ``file``).
+
+    Raises:
+        CampaignSpecError: not JSON, or not an object of lists of serials.
+    """
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise CampaignSpecError([Problem(file, "", None, f"not valid JSON: {exc}")]) from None
     return validate(_Networks, raw, file=file, error=CampaignSpecError).root

@@ -23,7 +23,7 @@ TOML form (every key optional; the defaults are the demo's fleet)::
 
 The keys live under ``[fleet]``: a file without that table is refused (:class:`FleetFileError`),
 as is an unknown key or a value of the wrong type, each problem naming the file and the key
-(``fleet.models."6x"``). Command-line flags override the file's values and are checked alike.
+(``fleet.releases."7.0"``). Command-line flags override the file's values and are checked alike.
 
 Invariant: :func:`expand` is deterministic in the description, so a fleet can be rebuilt, reused,
 or shared among hosts (``--shard``) with every host agreeing on every server.
@@ -82,8 +82,11 @@ def _share(value: int | float) -> int | float:
 
 
 def _weights(weights: dict[str, float]) -> dict[str, float]:
-    if not weights or any(w < 0 for w in weights.values()) or not math.fsum(weights.values()) > 0:
+    total = sum(weights.values())
+    if not weights or any(w < 0 for w in weights.values()) or not total > 0:
         raise ValueError("weights must be non-negative and not all zero")
+    if math.isinf(total):
+        raise ValueError("weights too large: their sum must be a finite number")
     return weights
 
 
