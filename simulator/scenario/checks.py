@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.crashpoints import REGISTRY
 from common.reasons import PRODUCT_RULES, Reason
+from common.validation import Problem
 from releases.catalog import Catalog, default_catalog
 from simulator.scenario.model import (
     ORDER_CHECKS,
@@ -31,7 +32,6 @@ from simulator.scenario.model import (
     Migrate,
     Order,
     PlanStep,
-    Problem,
     Purchase,
     Return,
     RevokeKey,

@@ -7,8 +7,8 @@ fields *are* the format: a field's TOML key is its alias (``as``, ``from``), els
 
 Parsing lives in :mod:`simulator.scenario.parse` (TOML, then each table validated by its model)
 and :mod:`simulator.scenario.checks` (references, reason codes, rule IDs, dates): a problem is a
-:class:`Problem` naming the file, the server or step (1-based, as a reader counts ``[[step]]``
-tables) and the field.
+:class:`~common.validation.Problem` naming the file, the server or step (1-based, as a reader
+counts ``[[step]]`` tables) and the field.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
-from common.validation import FileModel, InputError, IsoDate, Problem
+from common.validation import FileModel, InputError, IsoDate
 from simulator.portal import Damage
-
-__all__ = ["Problem", "ScenarioFileError"]  # Problem is re-exported: scenario code names it from here
 
 
 class ScenarioFileError(InputError):

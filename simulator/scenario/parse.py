@@ -18,11 +18,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.validation import FileModel, show, validate
+from common.validation import FileModel, Problem, show, validate
 from simulator.scenario.model import (
     STEP_KINDS,
     Header,
-    Problem,
     Scenario,
     ScenarioFileError,
     ServerDecl,
