@@ -56,31 +56,30 @@ class InputError(AllworxError, ValueError):
         self.problems = list(problems)
 
 
-def _iso_date(value: object) -> object:
-    """An ISO string becomes a date; anything else is left for the strict check to refuse."""
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            return value
-    return value
+def _from_text(parse: Callable[[str], object]) -> Callable[[object], object]:
+    """A before-validator: text that ``parse`` reads becomes its value.
 
+    Anything else is left as it is, for the strict check to refuse in the reader's words
+    ("expected a date (YYYY-MM-DD), got 'tomorrow'").
+    """
 
-def _iso_datetime(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    return value
+    def convert(value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return parse(value)
+            except ValueError:
+                return value
+        return value
+
+    return convert
 
 
 def _listed(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
-IsoDate = Annotated[date, BeforeValidator(_iso_date)]  # a TOML date or "YYYY-MM-DD"
-Instant = Annotated[AwareDatetime, BeforeValidator(_iso_datetime)]  # timezone-aware, or ISO 8601 text
+IsoDate = Annotated[date, BeforeValidator(_from_text(date.fromisoformat))]  # a TOML date or "YYYY-MM-DD"
+Instant = Annotated[AwareDatetime, BeforeValidator(_from_text(datetime.fromisoformat))]  # aware, or ISO text
 Strings = Annotated[tuple[str, ...], BeforeValidator(_listed)]  # a list of strings, kept as a tuple
 
 
