@@ -47,7 +47,7 @@ from common.validation import FileModel, InputError, IsoDate, Problem, Strings, 
 from releases.catalog import Catalog, default_catalog
 from simulator.server import serial_for
 
-# weights are integers here (a TOML weight is read as a float): the digest of the defaults is kept
+# integer weights (a TOML weight is read as a float): part of the defaults' digest, which names built fleets
 DEFAULT_MODELS: dict[str, float] = {
     "6x12": 2, "6x": 4, "24x": 3, "48x": 2, "320": 2, "324": 2, "530": 2, "536": 2, "731": 1,
 }  # fmt: skip
@@ -103,7 +103,7 @@ def _sites(sites: tuple[str, ...]) -> tuple[str, ...]:
     return sites
 
 
-Share = Annotated[int | float, AfterValidator(_share)]  # an integer stays one: the digest is unchanged
+Share = Annotated[int | float, AfterValidator(_share)]  # an integer stays one (it is part of the digest)
 Weights = Annotated[dict[str, float], AfterValidator(_weights)]
 KeyWeights = Annotated[Weights, AfterValidator(_key_kinds)]
 
@@ -207,8 +207,8 @@ def from_flags(**overrides: Any) -> FleetSpec:
 def _validate(raw: dict[str, Any], file: str, overrides: dict[str, Any]) -> FleetSpec:
     """Validate a parsed file with the flags' values over its ``[fleet]`` table.
 
-    A flag replaces the file's value before validation (as it always did: a flag fixes a bad
-    value in the file); a problem with a flag's value names the flag.
+    A flag replaces the file's value before validation (so a flag fixes a bad value in the
+    file); a problem with a flag's value names the flag.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     table = raw["fleet"]

@@ -43,7 +43,7 @@ def test_the_retained_json_form_reads_back_as_written() -> None:
 
 
 def test_an_older_state_without_optional_keys_reads_with_the_defaults() -> None:
-    """Keys absent from the JSON take their defaults, as they always did."""
+    """Keys absent from the JSON take their defaults."""
     spec = CampaignSpec.from_dict({"campaign_id": "c1", "abort": None, "window": None})
     assert spec == CampaignSpec(campaign_id="c1")
 

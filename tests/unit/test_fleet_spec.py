@@ -1,4 +1,4 @@
-"""Fleet descriptions (``allworx-sim fleet --config`` TOML): loaded as before, refused naming file and key."""
+"""Fleet descriptions (``allworx-sim fleet --config`` TOML): loaded as written, or refused naming the key."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_the_documented_example_loads_as_written() -> None:
 
 
 def test_a_described_fleet_keeps_its_digest(tmp_path: Path) -> None:
-    """Digests are unchanged by the validation (a fleet built earlier is reused, not rebuilt)."""
+    """Descriptions have these digests (a fleet folder built from one is reused only while it matches)."""
     path = tmp_path / "fleet.toml"
     path.write_text(EXAMPLE)
     assert FleetSpec().digest() == "f5e719e1b454a67a"
@@ -57,7 +57,7 @@ def test_a_described_fleet_keeps_its_digest(tmp_path: Path) -> None:
 
 
 def test_a_flag_replaces_the_files_value_even_a_bad_one(tmp_path: Path) -> None:
-    """``--servers`` over a file's ``servers = 0`` builds the flag's count, as flags always did."""
+    """``--servers`` over a file's ``servers = 0`` builds the flag's count: the flag replaces the value."""
     path = tmp_path / "fleet.toml"
     path.write_text("[fleet]\nservers = 0\n")
     assert load_toml(path, servers=3).servers == 3
