@@ -1,8 +1,9 @@
 """Shared command-line plumbing for ``allworx-agent``, ``allworx-sim`` and ``allworx-fleet``.
 
 Invariant: a command ends with exit 0 (done), 2 (refused by policy) or 1 (error: bad input, I/O),
-each non-zero exit with one line ``error: CODE: message`` on stderr and never a traceback; click's
-own usage errors are bad input too, so they exit 1 (not click's default 2, which means "refused").
+each non-zero exit with a line ``error: CODE: message`` on stderr (one per problem of a malformed
+file) and never a traceback; click's own usage errors are bad input too, so they exit 1 (not
+click's default 2, which means "refused").
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
 
 def fail(reason: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
-    click.echo(f"error: {reason}: {message}", err=True)
+    """Print ``error: REASON: message`` on stderr (a line each for a message of several) and exit."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {reason}: {line}", err=True)
     sys.exit(code)
 
 

@@ -174,3 +174,7 @@ def _attach_broker() -> None:  # the embedded zero-set-up broker
 
 
 _attach_broker()
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from agent.clock import Clock, SimClock, SystemClock, parse_now
 from common.errors import AllworxError
 from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
 from fleet.campaign.setup import dry_run
-from fleet.campaign.spec import AbortRule, CampaignSpec, Window
+from fleet.campaign.spec import CampaignSpec, load_networks
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
 from fleet.options import broker_options, broker_settings
@@ -35,15 +35,14 @@ def _clock(now: str | None, speed: float) -> Clock:
 
 def _spec(p: dict[str, Any]) -> CampaignSpec:
     abort = (
-        AbortRule(p["abort_threshold"], p["abort_min"], p["abort_action"]) if p["abort_threshold"] else None
+        {"threshold": p["abort_threshold"], "min_finished": p["abort_min"], "action": p["abort_action"]}
+        if p["abort_threshold"]
+        else None
     )
     window = None
     if p["window_opens"]:
-        window = Window(parse_now(p["window_opens"]), parse_now(p["window_closes"]))
-    networks = {}
-    if p["networks"]:
-        networks = {k: tuple(v) for k, v in json.loads(Path(p["networks"]).read_text()).items()}
-    return CampaignSpec(
+        window = {"opens": parse_now(p["window_opens"]), "closes": parse_now(p["window_closes"])}
+    return CampaignSpec.from_options(
         campaign_id=p["campaign_id"],
         target=p["target"],
         canary=p["canary"],
@@ -53,7 +52,7 @@ def _spec(p: dict[str, Any]) -> CampaignSpec:
         abort=abort,
         window=window,
         gate_phases=p["gate"],
-        networks=networks,
+        networks=load_networks(Path(p["networks"])) if p["networks"] else None,
     )
 
 

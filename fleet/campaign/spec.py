@@ -4,36 +4,57 @@ Pure data with its JSON form (it is part of the retained campaign state, so a re
 controller reads it back). Times are instants of the campaign's clock (simulated in a simulation,
 real on lab servers); the rate limit counts servers started per minute of that clock.
 
+The JSON form is read back with the same strictness as a file someone wrote (pydantic models,
+:mod:`common.validation`): unknown keys, wrong types and values out of range are refused with a
+:class:`CampaignSpecError` naming each field. A networks file (``--networks``: network name ->
+serials, as ``allworx-sim fleet`` writes ``networks.json``) is read by :func:`load_networks`.
+
 Invariants: a spec is validated on construction (``ValueError``), and ``from_dict(to_dict(s)) == s``.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+
+from pydantic import AfterValidator, ConfigDict, Field, RootModel, model_validator
+
+from common.validation import FileModel, InputError, Instant, PositionalFileModel, Problem, Strings, validate
 
 NEWEST = "newest"  # the target meaning "the newest release each server's model can run now"
 _BATCH = re.compile(r"^[1-9][0-9]*%?$")
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-@dataclass(frozen=True, slots=True)
-class AbortRule:
+class CampaignSpecError(InputError):
+    """A campaign's description (its JSON form, its options or a networks file) is malformed."""
+
+
+def _threshold(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError(f"must be a share above 0 and at most 1, got {value:g}")
+    return value
+
+
+class AbortRule(PositionalFileModel):
     """Stop a phase whose failure rate passes ``threshold`` once ``min_finished`` servers finished.
 
     The rate is failed / (succeeded + failed) among the phase's servers: policy refusals, servers
     already current and offline ones are not failures of the rollout (they were predictable).
     """
 
-    threshold: float  # fraction, 0 < threshold <= 1
-    min_finished: int = 1  # servers of the phase that succeeded or failed before the rule applies
+    threshold: Annotated[float, AfterValidator(_threshold)]  # fraction, 0 < threshold <= 1
+    min_finished: Annotated[int, Field(ge=1)] = 1  # servers of the phase that succeeded or failed first
     action: Literal["pause", "cancel"] = "pause"
 
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1 or self.min_finished < 1 or self.action not in ("pause", "cancel"):
-            raise ValueError("abort rule: 0 < threshold <= 1, min_finished >= 1, action pause|cancel")
+    if TYPE_CHECKING:  # built positionally in code: AbortRule(0.5, 2)
+
+        def __init__(
+            self, threshold: float, min_finished: int = 1, action: Literal["pause", "cancel"] = "pause"
+        ) -> None: ...
 
     def tripped(self, succeeded: int, failed: int) -> bool:
         """Whether the rule stops the phase at these counts."""
@@ -41,49 +62,61 @@ class AbortRule:
         return finished >= self.min_finished and failed / finished > self.threshold
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(PositionalFileModel):
     """The maintenance window: activation only inside ``[opens, closes)``; staging may come earlier."""
 
-    opens: datetime
-    closes: datetime
+    opens: Instant
+    closes: Instant
 
-    def __post_init__(self) -> None:
-        if self.closes <= self.opens or self.opens.tzinfo is None:
-            raise ValueError("window: closes must follow opens, both timezone-aware")
+    if TYPE_CHECKING:  # built positionally in code: Window(opens, closes)
+
+        def __init__(self, opens: datetime, closes: datetime) -> None: ...
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.closes <= self.opens:
+            raise ValueError("closes must follow opens")
+        return self
 
 
-@dataclass(frozen=True, slots=True)
-class CampaignSpec:
+def _campaign_id(value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(f"1-64 letters, digits, '.', '_' or '-', got {value!r}")
+    return value
+
+
+def _batch(value: str) -> str:
+    if not _BATCH.match(value):
+        raise ValueError(f"a count ('25') or a share ('20%'), got {value!r}")
+    if value.endswith("%") and int(value[:-1]) > 100:
+        raise ValueError(f"a batch share is at most 100%, got {value!r}")
+    return value
+
+
+def _rate(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ValueError(f"must be positive, got {value:g}")
+    return value
+
+
+class CampaignSpec(FileModel):
     """A campaign's request.
 
     Raises:
-        ValueError: on construction, when a field is out of range.
+        pydantic.ValidationError: on construction, when a field is out of range.
     """
 
-    campaign_id: str
+    campaign_id: Annotated[str, AfterValidator(_campaign_id)]
     target: str = NEWEST  # a release, or "newest"
-    canary: int = 0  # servers in the canary phase (0: none)
-    batch: str = "100%"  # each later phase: a count ("25") or a share of the fleet ("20%")
-    rate_per_minute: float | None = None  # servers started per minute of the campaign's clock
-    max_in_flight: int | None = None  # servers upgrading (or staging) at once
+    canary: Annotated[int, Field(ge=0)] = 0  # servers in the canary phase (0: none)
+    batch: Annotated[str, AfterValidator(_batch)] = "100%"  # later phases: a count ("25") or a share ("20%")
+    rate_per_minute: Annotated[float | None, AfterValidator(_rate)] = None  # servers started per minute
+    max_in_flight: Annotated[int | None, Field(ge=1)] = None  # servers upgrading (or staging) at once
     abort: AbortRule | None = None
     window: Window | None = None
     stage_early: bool = True  # with a window: download and verify before it opens
     gate_phases: bool = False  # pause after each phase, for external checks, until resumed
-    networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # SITE-1: name -> serials
-
-    def __post_init__(self) -> None:
-        if not _ID.match(self.campaign_id):
-            raise ValueError("campaign id: 1-64 letters, digits, '.', '_' or '-'")
-        if self.canary < 0 or not _BATCH.match(self.batch):
-            raise ValueError("canary must be >= 0 and batch a count ('25') or a share ('20%')")
-        if self.batch.endswith("%") and int(self.batch[:-1]) > 100:
-            raise ValueError("a batch share is at most 100%")
-        if (self.rate_per_minute is not None and self.rate_per_minute <= 0) or (
-            self.max_in_flight is not None and self.max_in_flight < 1
-        ):
-            raise ValueError("rate_per_minute and max_in_flight must be positive")
+    networks: dict[str, Strings] = Field(default_factory=dict)  # SITE-1: name -> serials
 
     def batch_size(self, fleet: int) -> int:
         """Servers per phase after the canary, for a fleet of ``fleet`` servers (at least 1)."""
@@ -116,30 +149,52 @@ class CampaignSpec:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CampaignSpec:
-        """Parse the JSON form.
+    def from_dict(cls, raw: object, source: str = "campaign spec") -> CampaignSpec:
+        """Parse the JSON form (``source`` names it in problems).
 
         Raises:
-            ValueError: a field is missing or out of range.
-            KeyError: ``campaign_id`` is missing.
+            CampaignSpecError: a field is missing, unknown, of the wrong type or out of range.
         """
-        abort, window = raw.get("abort"), raw.get("window")
-        return cls(
-            campaign_id=str(raw["campaign_id"]),
-            target=str(raw.get("target", NEWEST)),
-            canary=int(raw.get("canary", 0)),
-            batch=str(raw.get("batch", "100%")),
-            rate_per_minute=raw.get("rate_per_minute"),
-            max_in_flight=raw.get("max_in_flight"),
-            abort=AbortRule(
-                float(abort["threshold"]), int(abort.get("min_finished", 1)), abort.get("action", "pause")
-            )
-            if abort
-            else None,
-            window=Window(datetime.fromisoformat(window["opens"]), datetime.fromisoformat(window["closes"]))
-            if window
-            else None,
-            stage_early=bool(raw.get("stage_early", True)),
-            gate_phases=bool(raw.get("gate_phases", False)),
-            networks={str(k): tuple(str(s) for s in v) for k, v in dict(raw.get("networks", {})).items()},
-        )
+        return validate(cls, raw, file=source, error=CampaignSpecError)
+
+    @classmethod
+    def from_options(cls, **values: Any) -> CampaignSpec:
+        """A spec from command-line values (``None``: not given, the default).
+
+        Raises:
+            CampaignSpecError: a value out of range, naming its field.
+        """
+        given = {k: v for k, v in values.items() if v is not None}
+        return validate(cls, given, file="campaign options", error=CampaignSpecError)
+
+
+class _Networks(RootModel[dict[str, Strings]]):
+    """A networks file: network name -> member serials."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+
+def load_networks(path: Path) -> dict[str, tuple[str, ...]]:
+    """Read a networks file: a JSON object, network name -> list of member serials (SITE-1).
+
+    Raises:
+        CampaignSpecError: unreadable, or any problem :func:`parse_networks` finds.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CampaignSpecError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
+    return parse_networks(text, str(path))
+
+
+def parse_networks(text: str, file: str) -> dict[str, tuple[str, ...]]:
+    """Parse a networks file's text (read from ``file``).
+
+    Raises:
+        CampaignSpecError: not JSON, or not an object of lists of serials.
+    """
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise CampaignSpecError([Problem(file, "", None, f"not valid JSON: {exc}")]) from None
+    return validate(_Networks, raw, file=file, error=CampaignSpecError).root

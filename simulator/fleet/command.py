@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from agent.cliutil import guarded
+from agent.cliutil import fail, guarded
 from simulator.fleet.build import Fleet, build_fleet, in_use
-from simulator.fleet.spec import FleetSpec, load_toml, networks, parse_weights
+from simulator.fleet.spec import FleetFileError, FleetSpec, from_flags, load_toml, networks, parse_weights
 
 
 def _spec(p: dict[str, Any]) -> FleetSpec:
@@ -36,7 +36,7 @@ def _spec(p: dict[str, Any]) -> FleetSpec:
     }
     if p["config"]:
         return load_toml(Path(p["config"]), **overrides)
-    return FleetSpec(**{k: v for k, v in overrides.items() if v is not None})
+    return from_flags(**overrides)
 
 
 @click.command("fleet")
@@ -72,6 +72,8 @@ def fleet_command(**p: Any) -> None:
         spec = _spec(p)
         index, _, count = p["shard"].partition("/")
         shard, shards = int(index), int(count or 1)
+    except FleetFileError as exc:  # one line per problem, each naming the file (or flag) and key
+        fail(exc.reason.value, str(exc))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     with in_use(p["root"]):

@@ -21,6 +21,10 @@ TOML form (every key optional; the defaults are the demo's fleet)::
     expired = 1
     none = 1
 
+The keys live under ``[fleet]``: a file without that table is refused (:class:`FleetFileError`),
+as is an unknown key or a value of the wrong type, each problem naming the file and the key
+(``fleet.releases."7.0"``). Command-line flags override the file's values and are checked alike.
+
 Invariant: :func:`expand` is deterministic in the description, so a fleet can be rebuilt, reused,
 or shared among hosts (``--shard``) with every host agreeing on every server.
 """
@@ -29,18 +33,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field
+
+from common.validation import FileModel, InputError, IsoDate, Problem, Strings, validate
 from releases.catalog import Catalog, default_catalog
 from simulator.server import serial_for
 
-DEFAULT_MODELS = {"6x12": 2, "6x": 4, "24x": 3, "48x": 2, "320": 2, "324": 2, "530": 2, "536": 2, "731": 1}
-DEFAULT_RELEASES = {
+# integer weights (a TOML weight is read as a float): part of the defaults' digest, which names built fleets
+DEFAULT_MODELS: dict[str, float] = {
+    "6x12": 2, "6x": 4, "24x": 3, "48x": 2, "320": 2, "324": 2, "530": 2, "536": 2, "731": 1,
+}  # fmt: skip
+DEFAULT_RELEASES: dict[str, float] = {
     "7.0": 2,
     "7.1": 1,
     "7.2": 1,
@@ -54,46 +65,77 @@ DEFAULT_RELEASES = {
     "8.2": 2,
     "8.3": 1,
 }
-DEFAULT_KEYS = {"anytime": 8, "expired": 1, "none": 1}
+DEFAULT_KEYS: dict[str, float] = {"anytime": 8, "expired": 1, "none": 1}
 KEY_KINDS = ("anytime", "expired", "none")
 NETWORK_SIZE = 5
+MAX_SERVERS = 1_000_000  # as the --servers flag
 
 
-@dataclass(frozen=True, slots=True)
-class FleetSpec:
-    """What fleet to build.
+class FleetFileError(InputError):
+    """A fleet description (its file or the flags over it) is malformed; each problem names the key."""
+
+
+def _share(value: int | float) -> int | float:
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be a share between 0 and 1, got {value:g}")
+    return value
+
+
+def _weights(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    if not weights or any(w < 0 for w in weights.values()) or not total > 0:
+        raise ValueError("weights must be non-negative and not all zero")
+    if math.isinf(total):
+        raise ValueError("weights too large: their sum must be a finite number")
+    return weights
+
+
+def _key_kinds(weights: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(weights) - set(KEY_KINDS))
+    if unknown:
+        raise ValueError(f"unknown key kind {unknown[0]!r} (kinds are {', '.join(KEY_KINDS)})")
+    return weights
+
+
+def _sites(sites: tuple[str, ...]) -> tuple[str, ...]:
+    if not sites:
+        raise ValueError("a fleet needs at least one site")
+    return sites
+
+
+Share = Annotated[int | float, AfterValidator(_share)]  # an integer stays one (it is part of the digest)
+Weights = Annotated[dict[str, float], AfterValidator(_weights)]
+KeyWeights = Annotated[Weights, AfterValidator(_key_kinds)]
+
+
+class FleetSpec(FileModel):
+    """What fleet to build (the ``[fleet]`` table; defaults: the demo's fleet).
 
     Raises:
-        ValueError: on construction, when a count, share or weight is out of range.
+        pydantic.ValidationError: on construction, when a count, share or weight is out of range.
     """
 
-    servers: int = 200
+    servers: int = Field(default=200, ge=1, le=MAX_SERVERS)
     seed: int = 7
-    now: date = date(2024, 3, 1)
-    sites: tuple[str, ...] = ("hq", "east", "west", "north")
-    models: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MODELS))
-    releases: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RELEASES))
-    keys: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_KEYS))
-    multisite: float = 0.025
-    failing: float = 0.02
-    offline: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.servers < 1 or not self.sites:
-            raise ValueError("a fleet needs at least one server and one site")
-        for share in (self.multisite, self.failing, self.offline):
-            if not 0 <= share <= 1:
-                raise ValueError("multisite, failing and offline are shares between 0 and 1")
-        for name, weights in (("models", self.models), ("releases", self.releases), ("keys", self.keys)):
-            if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-                raise ValueError(f"{name}: weights must be non-negative and not all zero")
-        if set(self.keys) - set(KEY_KINDS):
-            raise ValueError(f"keys: kinds are {', '.join(KEY_KINDS)}")
+    now: IsoDate = date(2024, 3, 1)
+    sites: Annotated[Strings, AfterValidator(_sites)] = ("hq", "east", "west", "north")
+    models: Weights = Field(default_factory=lambda: dict(DEFAULT_MODELS))
+    releases: Weights = Field(default_factory=lambda: dict(DEFAULT_RELEASES))
+    keys: KeyWeights = Field(default_factory=lambda: dict(DEFAULT_KEYS))
+    multisite: Share = 0.025
+    failing: Share = 0.02
+    offline: Share = 0.02
 
     def digest(self) -> str:
         """A fingerprint of the description (reuse checks it)."""
-        raw = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        raw = json.dumps(self.model_dump(), sort_keys=True, default=str).encode()
         return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class FleetFile(FileModel):
+    """A fleet description file: everything under ``[fleet]``."""
+
+    fleet: FleetSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,29 +165,66 @@ class ServerPlan:
         return out
 
 
+def parse_toml(text: str, file: str, **overrides: Any) -> FleetSpec:
+    """Parse a fleet description's text (read from ``file``), flags' values (``overrides``) over it.
+
+    Raises:
+        FleetFileError: not TOML, no ``[fleet]`` table, an unknown key or a bad value.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, or a number tomllib cannot convert
+        raise FleetFileError([Problem(file, "", None, f"not valid TOML: {exc}")]) from None
+    if "fleet" not in raw:
+        found = f" (found: {', '.join(sorted(raw))})" if raw else " (the file is empty)"
+        problem = f"no [fleet] table: a fleet description's keys go under [fleet]{found}"
+        raise FleetFileError([Problem(file, "", None, problem)])
+    return _validate(raw, file, overrides)
+
+
 def load_toml(path: Path, **overrides: Any) -> FleetSpec:
     """Read a fleet description, then apply ``overrides`` (flags given on the command line).
 
     Raises:
-        ValueError: unreadable file or a bad value.
+        FleetFileError: unreadable file, or any problem :func:`parse_toml` finds; a bad override.
     """
     try:
-        raw = tomllib.loads(path.read_text()).get("fleet", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    values: dict[str, Any] = {}
-    for key in ("servers", "seed", "multisite", "failing", "offline"):
-        if key in raw:
-            values[key] = raw[key]
-    if "now" in raw:
-        values["now"] = raw["now"] if isinstance(raw["now"], date) else date.fromisoformat(str(raw["now"]))
-    if "sites" in raw:
-        values["sites"] = tuple(str(s) for s in raw["sites"])
-    for key in ("models", "releases", "keys"):
-        if key in raw:
-            values[key] = {str(k): float(v) for k, v in dict(raw[key]).items()}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return FleetSpec(**values)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FleetFileError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
+    return parse_toml(text, str(path), **overrides)
+
+
+def from_flags(**overrides: Any) -> FleetSpec:
+    """A description from command-line values alone (``None``: not given, the default).
+
+    Raises:
+        FleetFileError: a value out of range, naming its flag.
+    """
+    return _validate({"fleet": {}}, "", overrides)
+
+
+def _validate(raw: dict[str, Any], file: str, overrides: dict[str, Any]) -> FleetSpec:
+    """Validate a parsed file with the flags' values over its ``[fleet]`` table.
+
+    A flag replaces the file's value before validation (so a flag fixes a bad value in the
+    file); a problem with a flag's value names the flag.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    table = raw["fleet"]
+    merged = {**raw, "fleet": {**table, **given}} if isinstance(table, dict) else raw
+    try:
+        return validate(FleetFile, merged, file=file, error=FleetFileError).fleet
+    except FleetFileError as exc:
+        problems = [_from_flag(p, given) for p in exc.problems]
+        raise FleetFileError(problems) from None
+
+
+def _from_flag(problem: Problem, given: dict[str, Any]) -> Problem:
+    name = (problem.field or "").removeprefix("fleet.").split(".")[0]
+    if name not in given:
+        return problem
+    return Problem("command line", "", f"--{name}", problem.message)
 
 
 def parse_weights(text: str) -> dict[str, float]:

@@ -6,7 +6,8 @@ reports in JUnit XML, ``allworx-sim scenario run`` (:mod:`~simulator.scenario.cl
 plugin (:mod:`~simulator.scenario.pytest_plugin`) are the two ways in.
 """
 
-from simulator.scenario.model import Problem, Scenario, ScenarioFileError
+from common.validation import Problem
+from simulator.scenario.model import Scenario, ScenarioFileError
 from simulator.scenario.parse import load_scenario, parse_scenario
 
 __all__ = ["Problem", "Scenario", "ScenarioFileError", "load_scenario", "parse_scenario"]

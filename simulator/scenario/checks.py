@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.crashpoints import REGISTRY
 from common.reasons import DOMAIN_RULES, PRODUCT_RULES, Reason
+from common.validation import Problem
 from releases.catalog import Catalog, default_catalog
 from simulator.scenario.model import (
     ORDER_CHECKS,
@@ -32,7 +33,6 @@ from simulator.scenario.model import (
     Migrate,
     Order,
     PlanStep,
-    Problem,
     Purchase,
     Return,
     RevokeKey,
@@ -158,8 +158,11 @@ def _check_advance(ctx: _Context, step: Advance) -> None:
         ctx.add(step, "to", "give exactly one of 'to' (a date) and 'days'")
         return
     if step.days is not None:
+        room = (date.max - ctx.today).days  # a calendar ends on 9999-12-31
         if step.days < 1:
             ctx.add(step, "days", f"must be at least 1, got {step.days}")
+        elif step.days > room:
+            ctx.add(step, "days", f"goes past {date.max.isoformat()}: at most {room} days from here")
         else:
             ctx.today += timedelta(days=step.days)
     elif step.to is not None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from simulator.scenario.model import Problem
+from common.validation import Problem
 from simulator.scenario.results import ScenarioResult
 
 SUITE = "allworx-scenarios"

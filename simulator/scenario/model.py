@@ -1,15 +1,14 @@
 """The scenario file format (a public contract, docs/scenarios.md): typed steps and their parser.
 
 A scenario is a TOML file: a title, a start date, the servers it creates (``[[server]]``) and
-the steps it runs (``[[step]]``, each with ``do = KIND``). Every step kind is a frozen dataclass
-below; its fields *are* the format: the parser derives the allowed TOML keys, their types and
-which are required from the dataclass (a field's TOML name is its ``toml`` metadata, else its
-own name).
+the steps it runs (``[[step]]``, each with ``do = KIND``). Every step kind is a frozen pydantic
+model below (:class:`~common.validation.FileModel`: unknown keys refused, strict types); its
+fields *are* the format: a field's TOML key is its alias (``as``, ``from``), else its own name.
 
-Parsing lives in :mod:`simulator.scenario.parse` (types, required and unknown fields) and
-:mod:`simulator.scenario.checks` (references, reason codes, rule IDs, dates): a problem is a
-:class:`Problem` naming the file, the server or step (1-based, as a reader counts ``[[step]]``
-tables) and the field.
+Parsing lives in :mod:`simulator.scenario.parse` (TOML, then each table validated by its model)
+and :mod:`simulator.scenario.checks` (references, reason codes, rule IDs, dates): a problem is a
+:class:`~common.validation.Problem` naming the file, the server or step (1-based, as a reader
+counts ``[[step]]`` tables) and the field.
 """
 
 from __future__ import annotations
@@ -17,54 +16,45 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from common.errors import AllworxError
+from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
+
+from common.validation import FileModel, InputError, IsoDate
 from simulator.portal import Damage
 
 
-def toml_name(name: str) -> dict[str, str]:
-    """Field metadata giving a field's TOML key (for keys that are Python keywords)."""
-    return {"toml": name}
-
-
-INTERNAL = {"internal": "yes"}
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a scenario file."""
-
-    file: str
-    where: str  # "", "step 3 (upgrade)", "server 1 ('hq')"
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        place = ", ".join(p for p in (self.where, f"field '{self.field}'" if self.field else "") if p)
-        return f"{self.file}: {place}: {self.message}" if place else f"{self.file}: {self.message}"
-
-
-class ScenarioFileError(AllworxError):
+class ScenarioFileError(InputError):
     """A scenario file is malformed; ``problems`` lists everything found, each with file/step/field."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
+
+class _Table(FileModel):
+    """A ``[[server]]`` or ``[[step]]`` table; its 1-based position comes from the parser's context."""
+
+    _index: int = PrivateAttr(default=0)
+
+    @model_validator(mode="after")
+    def _numbered(self, info: ValidationInfo) -> Self:
+        context: dict[str, Any] = info.context or {}
+        self._index = int(context.get("index", 0))
+        return self
+
+    @property
+    def index(self) -> int:
+        """The table's position in the file (1-based, as a reader counts them)."""
+        return self._index
 
 
 # ---------------------------------------------------------------------------- servers and steps
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServerDecl:
+class ServerDecl(_Table):
     """A ``[[server]]`` table: a virtual server the scenario creates before its first step."""
 
-    index: int = field(default=0, metadata=INTERNAL)
     name: str
     model: str
     release: str
-    shipped: date | None = None  # default: the release's date, as the simulator does
+    shipped: IsoDate | None = None  # default: the release's date, as the simulator does
     users: int | None = None
     site: str | None = None
     network: str | None = None
@@ -72,13 +62,11 @@ class ServerDecl:
     call_log_rows: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Step:
+class Step(_Table):
     """Fields every step kind has."""
 
     KIND: ClassVar[str] = ""
     REFUSABLE: ClassVar[bool] = False  # may carry expect_refused
-    index: int = field(default=0, metadata=INTERNAL)
     expect_refused: str | None = None
     note: str | None = None
 
@@ -87,12 +75,11 @@ class Step:
         return f"step {self.index} ({self.KIND})"
 
 
-@dataclass(frozen=True, kw_only=True)
 class Advance(Step):
     """Move the scenario clock to a date or by a number of days."""
 
     KIND = "advance"
-    to: date | None = None
+    to: IsoDate | None = None
     days: int | None = None
 
 
@@ -100,7 +87,6 @@ KeyKindName = Literal["maintenance", "feature", "users", "patch"]
 PlanName = Literal["ship-90d", "anytime-1y", "bundle-5y", "temporary"]
 
 
-@dataclass(frozen=True, kw_only=True)
 class IssueKey(Step):
     """The vendor issues a key for ``server`` (or ``for_server``'s serial) and, by default, installs it."""
 
@@ -109,8 +95,8 @@ class IssueKey(Step):
     server: str
     kind: KeyKindName
     plan: PlanName | None = None
-    start: date | None = None  # default: the scenario's current date
-    expires: date | None = None
+    start: IsoDate | None = None  # default: the scenario's current date
+    expires: IsoDate | None = None
     ceiling: str | None = None
     feature: str | None = None
     users: str | None = None
@@ -119,10 +105,9 @@ class IssueKey(Step):
     install: bool = True
     for_server: str | None = None
     tamper: bool = False
-    name: str | None = field(default=None, metadata=toml_name("as"))
+    name: str | None = Field(default=None, alias="as")
 
 
-@dataclass(frozen=True, kw_only=True)
 class InstallKey(Step):
     """Install a key issued earlier (``issue-key`` with ``as``) on ``server``."""
 
@@ -132,7 +117,6 @@ class InstallKey(Step):
     key: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class RevokeKey(Step):
     """The vendor revokes a key issued earlier (its ``as``); every server installs the new list (SWM-2)."""
 
@@ -140,7 +124,6 @@ class RevokeKey(Step):
     key: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class TamperImage(Step):
     """Damage one release's download in this scenario's copy of the vendor's portal (rule IMG-1)."""
 
@@ -149,7 +132,6 @@ class TamperImage(Step):
     how: Damage = "byte"
 
 
-@dataclass(frozen=True, kw_only=True)
 class Upgrade(Step):
     """Ask the agent to take ``server`` to release ``to`` (planned single steps, SEQ-1)."""
 
@@ -161,7 +143,6 @@ class Upgrade(Step):
     seed: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
 class Install(Step):
     """Install exactly one uploaded release image, no planning."""
 
@@ -173,7 +154,6 @@ class Install(Step):
     seed: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
 class PlanStep(Step):
     """A dry run: what an upgrade to ``to`` would do now (checked by the next ``expect``)."""
 
@@ -183,7 +163,6 @@ class PlanStep(Step):
     to: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class Order(Step):
     """A trade-in or trade-up order at the vendor desk; ``as`` names the order and the new server."""
 
@@ -194,10 +173,9 @@ class Order(Step):
     new_model: str
     key_transfer: bool = False
     functional: bool = True
-    name: str = field(metadata=toml_name("as"))
+    name: str = Field(alias="as")
 
 
-@dataclass(frozen=True, kw_only=True)
 class Return(Step):
     """The old server of an order goes back to the vendor (TRADE-3)."""
 
@@ -205,17 +183,15 @@ class Return(Step):
     server: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class Migrate(Step):
     """Allworx Migrate from one server to another (MIG-1)."""
 
     KIND = "migrate"
     REFUSABLE = True
-    source: str = field(metadata=toml_name("from"))
+    source: str = Field(alias="from")
     to: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class SiteCheck(Step):
     """Check a multi-site network (SITE-1); each member's status is what later expects read."""
 
@@ -224,7 +200,6 @@ class SiteCheck(Step):
     target: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class Purchase(Step):
     """Buy a warranty or maintenance plan for ``server`` (SWM-5)."""
 
@@ -234,7 +209,6 @@ class Purchase(Step):
     option: Literal["hw-5y", "bundle-5y", "anytime-1y"]
 
 
-@dataclass(frozen=True, kw_only=True)
 class TemporaryKey(Step):
     """The vendor issues and installs a temporary upgrade key with a ceiling release (MIG-2)."""
 
@@ -248,7 +222,6 @@ Maintenance = Literal["valid", "expired", "none"]
 InvoiceStatus = Literal["awaiting-return", "returned", "penalty"]
 
 
-@dataclass(frozen=True, kw_only=True)
 class Expect(Step):
     """Check a server (``server``) or an order (``order``); every given field must match."""
 
@@ -267,11 +240,11 @@ class Expect(Step):
     inactive_features: list[str] | None = None
     user_key: str | None = None
     maintenance: Maintenance | None = None
-    maintenance_expires: date | Literal["none"] | None = None
+    maintenance_expires: IsoDate | Literal["none"] | None = None
     key_count: int | None = None
     steps: list[str] | None = None
     phone_firmware: str | None = None
-    hardware_warranty_until: date | None = None
+    hardware_warranty_until: IsoDate | None = None
     site_target: str | None = None
     needs_maintenance_key: bool | None = None
     # order checks
@@ -303,19 +276,18 @@ STEP_KINDS: dict[str, type[Step]] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, kw_only=True)
-class Header:
+class Header(FileModel):
     """The top-level fields of a scenario file."""
 
     title: str
-    start: date  # the simulated date when the scenario starts (midnight UTC)
+    start: IsoDate  # the simulated date when the scenario starts (midnight UTC)
     description: str | None = None
-    rules: list[str] = field(default_factory=list)  # rule IDs the scenario exercises
+    rules: list[str] = Field(default_factory=list)  # rule IDs the scenario exercises
 
 
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
-    """A parsed, validated scenario file."""
+    """A parsed, validated scenario file (put together by the parser from validated tables)."""
 
     path: Path
     title: str

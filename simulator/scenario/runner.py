@@ -26,13 +26,14 @@ from pathlib import Path
 from agent.logs import configure_logging
 from common.errors import AllworxError
 from common.reasons import Refusal
+from common.validation import Problem
 from releases.catalog import Catalog, default_catalog
 from simulator.keyring import VendorKeyring
 from simulator.publish import default_repository
 from simulator.scenario import model as m
 from simulator.scenario.checks import NONE
 from simulator.scenario.expect import check_expect
-from simulator.scenario.model import Problem, Scenario, ScenarioFileError
+from simulator.scenario.model import Scenario, ScenarioFileError
 from simulator.scenario.parse import load_scenario
 from simulator.scenario.results import Failure, ScenarioResult
 from simulator.scenario.world import StepError, World

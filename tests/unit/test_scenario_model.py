@@ -136,6 +136,11 @@ BAD = [
         ("step 2 (advance)", "field 'to'", "dates out of order", "2014-01-31"),
     ),
     Bad(
+        "advance past the calendar's last day",
+        step('do = "advance"\ndays = 10000000000'),
+        ("step 1 (advance)", "field 'days'", "goes past 9999-12-31"),
+    ),
+    Bad(
         "advance with both to and days",
         step('do = "advance"\nto = "2014-02-01"\ndays = 3'),
         ("step 1 (advance)", "exactly one of 'to'"),
