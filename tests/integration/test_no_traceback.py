@@ -41,6 +41,7 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z? +\[")  # structlog's console 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "down-1-downgrades-refused.toml"
 HUGE = "1" + "0" * 30
 NOW = "--now=2016-01-01"
+HANG = 60  # seconds: a row still running then is a hang (every row should end in a few seconds)
 
 
 @dataclass(frozen=True)
@@ -371,10 +372,17 @@ def _run(one: Row, index: int, places: dict[str, str], base: Path) -> Outcome:
     values = {**places, "new": str(base / "new" / str(index))}
     program, *path = one.command.split()
     argv = [sys.executable, "-c", ENTRY[program], *path, *(a.format(**values) for a in one.args)]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=90, check=False, env=dict(os.environ), cwd=base
-    )
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=HANG, check=False, env=dict(os.environ), cwd=base
+        )
+    except subprocess.TimeoutExpired as hung:  # a command that waits for ever fails its row only
+        return Outcome(-1, _text(hung.stdout), _text(hung.stderr) + f"\n(still running after {HANG} s)")
     return Outcome(done.returncode, done.stdout, done.stderr)
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 @pytest.fixture(scope="module")
