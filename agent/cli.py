@@ -1,8 +1,9 @@
 """``allworx-agent``: the local administrator's command line.
 
 Every command takes ``--server-dir``, ``--json`` (one JSON document on stdout) and ``--now`` (the
-simulated clock). Exit codes: 0 done, 2 refused by policy, 1 error (bad input, I/O) — each with
-a one-line ``error: CODE: message`` on stderr and never a traceback.
+simulated clock). Exit codes: 0 done, 2 refused by policy, 1 error (bad input, I/O, and a key or
+revocation list file that cannot be parsed: ``KEY_FORMAT_INVALID``) — each with a one-line
+``error: CODE: message`` on stderr and never a traceback.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from agent.results import UpgradeResult
 from agent.status import StatusDocument, status_document
 from agent.store import key_report, key_reports
 from agent.upgrader import Upgrader
-from common.errors import VerificationError
+from common.errors import KeyFormatError, VerificationError
+from common.reasons import Reason
 from releases.catalog import default_catalog
 
 
@@ -92,7 +94,9 @@ def plan(server_dir: Path, as_json: bool, now: str | None, target: str) -> None:
     moment = clock_for(now).now()
     result = make_plan(default_catalog(), server.facts(), server.key_checks(moment.date()), target, moment)
     emit(result.report(), as_json, _plan_text)
-    sys.exit(EXIT_REFUSED if result.refusal else EXIT_OK)
+    if result.refusal:
+        fail(result.refusal.reason.value, result.refusal.message, EXIT_REFUSED)
+    sys.exit(EXIT_OK)
 
 
 def _result_text(doc: UpgradeReport) -> str:
@@ -155,12 +159,13 @@ def keys() -> None:
 @click.argument("key_file", type=click.Path(path_type=Path))
 @guarded
 def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Path) -> None:
-    """Verify a key file and install it; a refused key changes nothing."""
+    """Verify a key file and install it; a refused key changes nothing.
+
+    Exit 2 when the key is refused (wrong serial, bad signature, expired, revoked); exit 1 when the
+    file is not a key at all (``KEY_FORMAT_INVALID``) or cannot be read (``BAD_INPUT``).
+    """
     server = open_server(server_dir)
-    try:
-        text = key_file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail("KEY_FORMAT_INVALID", f"cannot read {key_file}: {exc}")
+    text = _read_text(key_file)
     check = server.install_key(text, clock_for(now).now().date())
     installed = check.valid or (check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID")
     document = InstalledKey(**dict(key_report(check)), installed=installed)
@@ -172,9 +177,18 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
         ),
     )
     if not document.installed:
-        if as_json:
-            click.echo(f"error: {document.reason}: {document.message}", err=True)
-        sys.exit(EXIT_REFUSED)
+        malformed = document.reason == Reason.KEY_FORMAT_INVALID.value
+        fail(str(document.reason), str(document.message), EXIT_ERROR if malformed else EXIT_REFUSED)
+
+
+def _read_text(path: Path) -> str:
+    """The text of a key or revocation list file (exit 1 when it is unreadable or not text)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        fail(Reason.KEY_FORMAT_INVALID.value, f"{path} is not a text file: {exc}")
+    except OSError as exc:
+        fail("BAD_INPUT", f"cannot read {path}: {exc.strerror or exc}")
 
 
 @keys.command("install-revocations")
@@ -184,18 +198,18 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
 def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, list_file: Path) -> None:
     """Verify the vendor's revocation list and install it if newer (rule SWM-2: revoked keys stop counting).
 
-    Exit 2 when the list is refused (malformed, not the vendor's, or not newer than the installed
-    one); the installed list and keys are then unchanged. Installing the same list again is a no-op.
+    Exit 2 when the list is refused (not the vendor's, or not newer than the installed one); exit 1
+    when the file is not a revocation list (``KEY_FORMAT_INVALID``) or cannot be read. The installed
+    list and keys are then unchanged. Installing the same list again is a no-op.
     """
     server = open_server(server_dir)
-    try:
-        text = list_file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail("BAD_INPUT", f"cannot read {list_file}: {exc}")
+    text = _read_text(list_file)
     today = clock_for(now).now().date()
     before = server.trust()
     try:
         trust = server.install_revocations(text, today)
+    except KeyFormatError as exc:
+        fail(exc.reason.value, str(exc))
     except VerificationError as exc:
         fail(exc.reason.value, str(exc), EXIT_REFUSED)
     installed = trust.revocation_sequence != before.revocation_sequence

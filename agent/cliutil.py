@@ -4,30 +4,42 @@ Invariant: a command ends with exit 0 (done), 2 (refused by policy) or 1 (error:
 each non-zero exit with a line ``error: CODE: message`` on stderr (one per problem of a malformed
 file) and never a traceback; click's own usage errors are bad input too, so they exit 1 (not
 click's default 2, which means "refused").
+Besides those lines, stderr may carry lines starting ``warning:`` (see :func:`warn`) and the
+agent's log lines (``-v``, or warnings it logs on its own). Errors raised inside an asyncio task
+group arrive as an exception group: the guard reports the first real error inside it. An error of
+no known kind is a bug: ``error: INTERNAL: ...`` (exit 1); ``ALLWORX_DEBUG=1`` shows its traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from agent.clock import SimClock, parse_now
 from agent.documents import Wire
 from agent.store import ServerDir
 from common.errors import AllworxError
 
+DEBUG_VARIABLE = "ALLWORX_DEBUG"
+PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable name, not a password
+
 
 class AllworxGroup(click.Group):
     """A click group whose usage errors are ``error: BAD_INPUT: ...`` and exit 1."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]  # reason: click's overloads; we always run standalone
-        """Run the command line, mapping usage errors to exit 1."""
+        """Run the command line, mapping usage errors to exit 1 and any escaped error to one line."""
         try:
             return super().main(args, prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -37,6 +49,8 @@ class AllworxGroup(click.Group):
             fail("CANCELLED", "aborted")
         except click.ClickException as exc:
             fail("BAD_INPUT", exc.format_message())
+        except Exception as exc:  # the last guard before a traceback
+            report(exc)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,19 +65,149 @@ def fail(reason: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def warn(message: str) -> None:
+    """Print one ``warning: message`` line on stderr (the command goes on)."""
+    click.echo(f"warning: {message}", err=True)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error an exception group stands for: its first member that is not a cancellation."""
+    while isinstance(exc, BaseExceptionGroup):
+        members = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = (members or list(exc.exceptions))[0]
+    return exc
+
+
+def error_line(exc: BaseException) -> tuple[str, str] | None:
+    """The ``(CODE, message)`` of an error a command can meet, or None for a bug."""
+    exc = root_cause(exc)
+    if isinstance(exc, AllworxError):
+        return exc.reason.value, str(exc)
+    if isinstance(exc, TimeoutError):
+        return "TIMEOUT", str(exc) or "no answer in time"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return "BAD_INPUT", f"{where}{exc.strerror or exc}"
+    if isinstance(exc, (ValueError, OverflowError)):
+        return "BAD_INPUT", str(exc)
+    return None
+
+
+def report(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as one ``error:`` line and exit 1 (``INTERNAL`` when it is of no known kind)."""
+    found = error_line(exc)
+    if found is not None:
+        fail(*found)
+    if os.environ.get(DEBUG_VARIABLE):
+        raise exc
+    cause = root_cause(exc)
+    fail("INTERNAL", f"{type(cause).__name__}: {cause} (a bug; {DEBUG_VARIABLE}=1 shows where)")
+
+
 def guarded(func: F) -> F:
-    """Turn the product's errors into one line and exit 1, never a traceback."""
+    """Turn the product's errors (also inside exception groups) into one line and exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except AllworxError as exc:
-            fail(exc.reason.value, str(exc))
-        except (OSError, ValueError) as exc:
-            fail("BAD_INPUT", str(exc))
+        except Exception as exc:
+            if error_line(exc) is None:
+                raise
+            report(exc)
 
     return wrapper  # type: ignore[return-value]  # reason: functools.wraps keeps the signature
+
+
+class Real(click.FloatRange):
+    """A float in a range that is a number: never ``nan``, and ``inf`` only when allowed."""
+
+    name = "number"
+
+    def __init__(self, *args: Any, allow_inf: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allow_inf = allow_inf
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse and check ``value``."""
+        number = super().convert(value, param, ctx)
+        if math.isnan(number) or (math.isinf(number) and not self.allow_inf):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def positive(*, allow_inf: bool = False) -> Real:
+    """A number above 0 (seconds, speeds, rates)."""
+    return Real(min=0, min_open=True, allow_inf=allow_inf)
+
+
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
+
+
+class Day(click.ParamType):  # type: ignore[type-arg]  # reason: generic only from click 8.2; 8.1 is allowed
+    """A calendar day ``YYYY-MM-DD`` between 1970 and 2999 (dates beyond overflow key arithmetic)."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse and check ``value``."""
+        if isinstance(value, date):
+            return value
+        try:
+            day = date.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date like 2015-09-08", param, ctx)
+        if not FIRST_DAY <= day <= LAST_DAY:
+            self.fail(f"{value!r} is not between {FIRST_DAY} and {LAST_DAY}", param, ctx)
+        return day
+
+
+DAY = Day()
+
+
+class _TypedSecret(click.Option):
+    """An option whose value, typed on the command line, shows in the process list: warn then."""
+
+    def consume_value(self, ctx: click.Context, opts: Any) -> tuple[Any, ParameterSource]:
+        """Take the value as click does; warn when it came from the command line."""
+        value, source = super().consume_value(ctx, opts)
+        if source is ParameterSource.COMMANDLINE:
+            warn(f"--password shows in the process list; prefer {PASSWORD_VARIABLE} or --password-file")
+        return value, source
+
+
+def password_options(func: F) -> F:
+    """``--password`` (warned against: it shows in the process list) and ``--password-file``."""
+    func = click.option(
+        "--password-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="A file whose first line is the broker password (preferred).",
+    )(func)
+    return click.option(
+        "--password",
+        cls=_TypedSecret,
+        default=None,
+        envvar=PASSWORD_VARIABLE,
+        help=f"Broker password (better: {PASSWORD_VARIABLE} or --password-file).",
+    )(func)
+
+
+def read_password(password: str | None, password_file: Path | None) -> str | None:
+    """The broker password from ``--password``/the variable or from the first line of ``--password-file``.
+
+    Raises:
+        ValueError: both are given, or the file cannot be read as text.
+    """
+    if password_file is None:
+        return password
+    if password is not None:
+        raise ValueError(f"give --password-file or --password ({PASSWORD_VARIABLE}), not both")
+    try:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the password file {password_file}: {exc}") from exc
+    return lines[0] if lines else ""
 
 
 def server_options(func: F) -> F:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 accepted (and, with ``--wait``, succeeded); 2 rejected (by a policy or by the
 command checks), each with ``error: CODE: message`` on stderr; 1 any other failure (broker
-unreachable, no reply in time, the upgrade failed or was cancelled).
+unreachable, no reply in time, bad input such as a file that is not a key, the upgrade failed or
+was cancelled).
 """
 
 from __future__ import annotations
@@ -16,14 +17,24 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail, version_option
+from agent.cliutil import (
+    EXIT_ERROR,
+    EXIT_REFUSED,
+    AllworxGroup,
+    fail,
+    positive,
+    root_cause,
+    version_option,
+)
 from agent.events import Progress, Refused, Resumed, Transition
+from agent.keys import parse_key
 from agent.mqtt.messages import EventMessage, StateDocument
 from common.errors import AllworxError
+from common.reasons import Reason
 from fleet.campaign.cli import campaign, watch_command
 from fleet.client import Answer, FleetClient
 from fleet.operator import OperatorKey, default_operator, load_key_file
-from fleet.options import broker_options, broker_settings
+from fleet.options import broker_options, broker_settings, topic_level
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as everywhere
@@ -43,8 +54,10 @@ def send() -> None:
 def command_options(func: F) -> F:
     """The options every ``send`` command takes."""
     func = broker_options(func)
-    func = click.option("--site", required=True, help="The server's site.")(func)
-    func = click.option("--serial", required=True, help="The server's serial number.")(func)
+    func = click.option("--site", required=True, callback=topic_level, help="The server's site.")(func)
+    func = click.option("--serial", required=True, callback=topic_level, help="The server's serial number.")(
+        func
+    )
     func = click.option(
         "--operator-key",
         type=click.Path(path_type=Path),
@@ -52,7 +65,7 @@ def command_options(func: F) -> F:
         help="Operator private key file (default: the simulation's operator).",
     )(func)
     return click.option(
-        "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the reply."
+        "--timeout", type=positive(), default=10.0, show_default=True, help="Seconds to wait for the reply."
     )(func)
 
 
@@ -85,10 +98,10 @@ def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: flo
 
     try:
         answer = asyncio.run(go())
-    except AllworxError as exc:
-        fail(exc.reason.value, str(exc))
-    except TimeoutError:
-        fail("TIMEOUT", f"no answer from {params['site']}/{params['serial']} in time")
+    except Exception as exc:
+        if isinstance(root_cause(exc), TimeoutError):  # raised inside the client's task group
+            fail("TIMEOUT", f"no answer from {params['site']}/{params['serial']} in {params['timeout']:g} s")
+        raise
     _print_answer(answer, as_json)
 
 
@@ -131,7 +144,9 @@ def _print_answer(answer: Answer, as_json: bool) -> None:
 @command_options
 @click.option("--to", "target", required=True, help="The release to reach.")
 @click.option("--wait", is_flag=True, help="Wait for the upgrade's end and show its events.")
-@click.option("--wait-timeout", type=float, default=3600.0, show_default=True, help="Seconds for --wait.")
+@click.option(
+    "--wait-timeout", type=positive(), default=3600.0, show_default=True, help="Seconds for --wait."
+)
 def send_upgrade(target: str, wait: bool, wait_timeout: float, **params: Any) -> None:
     """Upgrade a server step by step to a release."""
     _exchange(params, "upgrade", {"to": target}, wait_timeout if wait else None)
@@ -164,8 +179,17 @@ def send_cancel(**params: Any) -> None:
 @command_options
 @click.argument("key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def send_install_key(key_file: Path, **params: Any) -> None:
-    """Send a software key file for the server to verify and install."""
-    _exchange(params, "install-key", {"key": key_file.read_text()}, None)
+    """Send a software key file for the server to verify and install.
+
+    A file that is not a key (``KEY_FORMAT_INVALID``) is not sent: exit 1, as ``allworx-agent keys
+    install`` does.
+    """
+    try:
+        text = key_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        fail(Reason.KEY_FORMAT_INVALID.value, f"{key_file} is not a text file: {exc}")
+    parse_key(text)  # KeyFormatError: exit 1 before anything is sent
+    _exchange(params, "install-key", {"key": text}, None)
 
 
 @send.command("report")
@@ -177,7 +201,7 @@ def send_report(**params: Any) -> None:
 
 @main.command()
 @broker_options
-@click.option("--site", default=None, help="Only this site's servers.")
+@click.option("--site", default=None, callback=topic_level, help="Only this site's servers.")
 def status(site: str | None, **params: Any) -> None:
     """List every server's retained state."""
     settings = broker_settings(params)

@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import fail
+from agent.cliutil import fail, password_options, read_password
 from agent.mqtt.connection import BrokerSettings
+from agent.mqtt.topics import check_level
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,12 +26,7 @@ def broker_options(func: F) -> F:
     func = click.option("--cert", default=None, help="Client certificate (mqtts://).")(func)
     func = click.option("--key", "cert_key", default=None, help="Client certificate's key.")(func)
     func = click.option("--username", default=None, help="Broker user name.")(func)
-    func = click.option(
-        "--password",
-        default=None,
-        envvar="ALLWORX_MQTT_PASSWORD",
-        help="Broker password (or ALLWORX_MQTT_PASSWORD).",
-    )(func)
+    func = password_options(func)
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
 
@@ -43,7 +39,17 @@ def broker_settings(params: dict[str, Any]) -> BrokerSettings:
             cert=params["cert"],
             key=params["cert_key"],
             username=params["username"],
-            password=params["password"],
+            password=read_password(params["password"], params["password_file"]),
         )
     except ValueError as exc:
         fail("BAD_INPUT", str(exc))
+
+
+def topic_level(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a ``--site``/``--serial``/``--id`` value is one MQTT topic level (no ``/``, ``+``, ``#``)."""
+    if value is None:
+        return None
+    try:
+        return check_level(value, "value")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None

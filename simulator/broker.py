@@ -27,6 +27,8 @@ from typing import Any
 
 import click
 
+from agent.cliutil import fail, guarded
+
 MOSQUITTO_LIMITS = {
     "max_queued_messages": 100_000,  # per slow subscriber: a fleet's events must not be dropped
     "max_inflight_messages": 100,  # QoS 1 messages in flight per client
@@ -39,6 +41,38 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    """Return whether nothing listens on 127.0.0.1:``port`` (so a broker could bind it now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_broker(url: str, timeout: float = 5.0) -> None:
+    """Connect to the broker at ``url`` once (MQTT 3.1.1, which every broker speaks) and leave.
+
+    Raises:
+        ValueError: ``url`` is not ``mqtt://host:port`` or ``mqtts://host:port``.
+        BrokerError: the broker is unreachable or refused the connection within ``timeout``.
+    """
+    from agent.mqtt.connection import BrokerSettings, Protocol, connect
+    from common.errors import BrokerError
+
+    settings = BrokerSettings(url=url, timeout=timeout, connect_timeout=timeout)
+
+    async def probe() -> None:
+        async with asyncio.timeout(timeout), connect(settings, protocol=Protocol.V311):
+            pass
+
+    try:
+        asyncio.run(probe())
+    except TimeoutError:
+        raise BrokerError(f"no MQTT answer from {url} within {timeout:g} s") from None
 
 
 def wait_listening(port: int, timeout: float = 5.0) -> bool:
@@ -246,13 +280,23 @@ class Mosquitto:
 
 
 @click.command("broker")
-@click.option("--port", type=int, default=1883, show_default=True, help="The loopback port to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True,
+              help="The loopback port to listen on.")  # fmt: skip
 @click.option("--mosquitto", "use_mosquitto", is_flag=True, help="Run Mosquitto instead of the embedded one.")
+@guarded
 def broker_command(port: int, use_mosquitto: bool) -> None:
-    """Run a broker on 127.0.0.1 until Ctrl-C (embedded amqtt by default, MQTT 3.1.1)."""
+    """Run a broker on 127.0.0.1 until Ctrl-C (embedded amqtt by default, MQTT 3.1.1).
+
+    Exit 1 (``error: BAD_INPUT``) when the port is taken or the broker cannot start.
+    """
+    if not port_free(port):
+        fail("BAD_INPUT", f"port {port} on 127.0.0.1 is in use (or not ours to bind)")
     if use_mosquitto:
         server = Mosquitto(port)
-        server.start()
+        try:
+            server.start()
+        except RuntimeError as exc:
+            fail("BAD_INPUT", str(exc))
         click.echo(f"mosquitto listening on {server.url} (config {server.config})")
         try:
             while server.running:
@@ -268,5 +312,9 @@ def broker_command(port: int, use_mosquitto: bool) -> None:
             click.echo(f"embedded broker listening on {embedded.url}")
             await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve())
+    except KeyboardInterrupt:
+        return
+    except RuntimeError as exc:  # the embedded broker could not start
+        fail("BAD_INPUT", str(exc))

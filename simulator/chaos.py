@@ -430,10 +430,10 @@ def rich_progress(total: int) -> tuple[Callable[[Outcome, Tally], None], Callabl
 
 
 @click.command("chaos")
-@click.option("--servers", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--servers", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
               help="Virtual servers to build and upgrade.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="The run's seed.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Worker processes (default: one per CPU).")  # fmt: skip
 @click.option("--dir", "workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to build servers (default: a temp folder; failing servers are kept).")  # fmt: skip

@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from agent.cliutil import AllworxGroup, guarded, version_option
+from agent.cliutil import DAY, AllworxGroup, guarded, positive, version_option
 from agent.logs import configure_logging
 from simulator.keycmd import keys as keys_group
-from simulator.server import ServerSpec, create_server
+from simulator.server import MAX_CALL_LOG_ROWS, ServerSpec, create_server
 
 
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,10 +34,13 @@ def server() -> None:
 @click.option("--model", required=True, help="6x12, 6x, 24x, 48x, 320, 324, 530, 536 or 731.")
 @click.option("--release", required=True, help="The release it runs, e.g. 7.0.")
 @click.option("--serial", default=None, help="Serial number (default: derived from the directory).")
-@click.option("--shipped", default=None, help="Ship date YYYY-MM-DD (default: the release's date).")
-@click.option("--users", type=int, default=None, help="Users in its database (default: up to 40).")
+@click.option("--shipped", type=DAY, default=None, help="Ship date YYYY-MM-DD (default: the release's date).")
+@click.option(
+    "--users", type=click.IntRange(min=0), default=None, help="Users in its database (default: up to 40)."
+)
 @click.option("--site", default="default", help="The site it belongs to.")
-@click.option("--call-log-rows", type=int, default=None, help="Call-log rows (default: scaled by users).")
+@click.option("--call-log-rows", type=click.IntRange(0, MAX_CALL_LOG_ROWS), default=None,
+              help="Call-log rows (default: scaled by users).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @guarded
 def server_create(
@@ -46,22 +49,18 @@ def server_create(
     model: str,
     release: str,
     serial: str | None,
-    shipped: str | None,
+    shipped: date | None,
     users: int | None,
     site: str,
     call_log_rows: int | None,
     as_json: bool,
 ) -> None:
     """Create a virtual server directory (a new server gets its SWM-4 ship key)."""
-    try:
-        ship = date.fromisoformat(shipped) if shipped else None
-    except ValueError:
-        raise click.BadParameter(f"{shipped!r} is not a date (YYYY-MM-DD)", param_hint="--shipped") from None
     spec = ServerSpec(
         model=model,
         release=release,
         serial=serial,
-        shipped=ship,
+        shipped=shipped,
         users=users,
         site=site,
         call_log_rows=call_log_rows,
@@ -110,7 +109,7 @@ _attach_publish()
 )
 @click.option("--servers", type=click.IntRange(1, 20_000), default=200, show_default=True,
               help="Servers in the fleet.")  # fmt: skip
-@click.option("--speed", type=float, default=600.0, show_default=True,
+@click.option("--speed", type=positive(), default=600.0, show_default=True,
               help="Simulated seconds per real second.")  # fmt: skip
 @click.option("--broker", default=None, help="mqtt://host:port (default: an embedded broker).")
 @click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
@@ -128,7 +127,11 @@ def demo(
     report_dir: Path | None,
 ) -> None:
     """The main job: a fleet upgraded by one campaign, watched live, then reported."""
+    from simulator.broker import check_broker
     from simulator.demo import run_demo
+
+    if broker is not None:
+        check_broker(broker)  # an unreachable broker fails now, not after the agents' wait
 
     sys.exit(run_demo(workdir, servers=servers, speed=speed, broker=broker, workers=workers,
                       report_dir=report_dir))  # fmt: skip
@@ -158,7 +161,7 @@ def _attach_chaos() -> None:
 _attach_chaos()
 
 
-def _attach_fleet() -> None:  # simulated fleets
+def _attach_fleet() -> None:
     from simulator.fleet.command import fleet_command
 
     main.add_command(fleet_command, "fleet")
@@ -167,7 +170,7 @@ def _attach_fleet() -> None:  # simulated fleets
 _attach_fleet()
 
 
-def _attach_broker() -> None:  # the embedded zero-set-up broker
+def _attach_broker() -> None:
     from simulator.broker import broker_command
 
     main.add_command(broker_command, "broker")

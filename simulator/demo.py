@@ -78,7 +78,7 @@ def run_demo(
         say(f"  {fleet.built} built, {servers - fleet.built} reused ({time.monotonic() - began:.1f} s)")
         campaign = asyncio.run(_run(fleet, broker=broker, speed=speed, workers=workers, live=live))
     if campaign is None:
-        say("error: the fleet did not come up", err=True)
+        say("error: TIMEOUT: the fleet's agents did not all report their state in time", err=True)
         return 1
     report = build_report(campaign)
     json_path, html_path = write_report(report, report_dir or base / "report")

@@ -1,53 +1,21 @@
 """``allworx-sim keys``: the vendor issues and revokes keys.
 
 Errors print one line ``error: REASON_CODE: message`` on stderr and exit 1, never a traceback
-(bad flags are click usage errors, exit 2).
+(bad flags included: agent/cliutil.py's convention).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from agent.cliutil import DAY, guarded
 from agent.keys import KeyKind, Plan, parse_key, parse_revocation_list
-from common.errors import AllworxError
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _guard(func: F) -> F:
-    """Turn the product's errors into one line on stderr and exit 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except AllworxError as exc:
-            click.echo(f"error: {exc.reason.value}: {exc}", err=True)
-            sys.exit(1)
-        except OSError as exc:
-            click.echo(f"error: BAD_INPUT: {exc.filename or ''}: {exc.strerror}", err=True)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]  # reason: functools.wraps keeps the signature
-
-
-def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date like 2015-09-08", param=param) from None
 
 
 def _keyring(path: Path | None) -> VendorKeyring:
@@ -74,8 +42,8 @@ def keys() -> None:
     "--kind", required=True, type=click.Choice([k.value for k in KeyKind]), help="What it licenses."
 )
 @click.option("--plan", type=click.Choice([p.value for p in Plan]), default=None, help="Maintenance plan.")
-@click.option("--start", callback=_date, default=None, help="First valid day YYYY-MM-DD (default: today).")
-@click.option("--expires", callback=_date, default=None, help="Last valid day (default: from the plan).")
+@click.option("--start", type=DAY, default=None, help="First valid day YYYY-MM-DD (default: today).")
+@click.option("--expires", type=DAY, default=None, help="Last valid day (default: from the plan).")
 @click.option("--ceiling", default=None, help="Temporary keys: the highest release allowed (e.g. 8.0).")
 @click.option("--feature", default=None, help="Feature keys: the feature (e.g. T1).")
 @click.option("--users", default=None, help="User expansion keys: the range (e.g. 51-100).")
@@ -86,7 +54,7 @@ def keys() -> None:
     "--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Key file to write."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@_guard
+@guarded
 def issue(
     *,
     serial: str,
@@ -137,13 +105,13 @@ def issue(
 
 @keys.command("revoke")
 @click.argument("key_id")
-@click.option("--today", callback=_date, default=None, help="Issue date of the new list (default: today).")
+@click.option("--today", type=DAY, default=None, help="Issue date of the new list (default: today).")
 @keyring_option
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="List file to write."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@_guard
+@guarded
 def revoke(key_id: str, today: date | None, keyring_dir: Path | None, out: Path, as_json: bool) -> None:
     """Revoke KEY_ID and write the new signed revocation list to --out."""
     keyring = _keyring(keyring_dir)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 import click
 
 from agent import crypto
+from agent.cliutil import guarded
 from agent.crypto import SignedDocument
 from agent.manifest import Manifest, encode_signed_manifest
 from common.errors import StoreError
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from datetime import date
 
 DEFAULT_IMAGE_SIZE = 256 * 1024  # bytes per synthetic image
+MAX_IMAGE_SIZE = 64 * 1024 * 1024  # bytes: every build's image is made in memory, then written
 INDEX_FILE = "index.json"
 _SEED = b"allworx-sim-image\0"
 
@@ -178,20 +180,16 @@ def verify_repository(repo: Path, root_public: bytes, today: date) -> list[Manif
 @click.command("publish")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="The repository folder to build or update.")  # fmt: skip
-@click.option("--image-size", type=click.IntRange(min=1), default=DEFAULT_IMAGE_SIZE, show_default=True,
-              help="Bytes per synthetic image.")  # fmt: skip
+@click.option("--image-size", type=click.IntRange(1, MAX_IMAGE_SIZE), default=DEFAULT_IMAGE_SIZE,
+              show_default=True, help="Bytes per synthetic image.")  # fmt: skip
 @click.option("--keyring", "keyring_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The vendor keyring folder (default: $ALLWORX_SIM_HOME/vendor).")  # fmt: skip
+@guarded
 def publish_command(out_dir: Path, image_size: int, keyring_dir: Path | None) -> None:
     """Publish every release and patch build of the catalogue as a signed repository."""
-    from common.errors import AllworxError
     from simulator.keyring import VendorKeyring  # lazy: the vendor's keyring lives in the simulator
 
-    try:
-        keyring = VendorKeyring.load_or_create(keyring_dir)
-        publish(default_catalog(), keyring, out_dir, image_size)
-    except AllworxError as exc:
-        click.echo(f"error: {exc.reason.value}: {exc}", err=True)
-        raise SystemExit(1) from None
+    keyring = VendorKeyring.load_or_create(keyring_dir)
+    publish(default_catalog(), keyring, out_dir, image_size)
     count = len(default_catalog().releases) + len(default_catalog().patches)
     click.echo(f"published {count} builds ({image_size} bytes each) to {out_dir}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agent.bootloader import BootEnv
 from agent.journal import write_json
+from agent.mqtt.topics import check_level
 from agent.opkeys import trust_operator
 from agent.store import ServerDir, SlotInfo
 from common.errors import StoreError
@@ -32,6 +33,7 @@ from simulator.pbxdata import populate
 from simulator.publish import default_repository
 
 ALLWORX_OUI = "00:0A:DD"  # the vendor's MAC prefix, as on real Allworx hardware
+MAX_CALL_LOG_ROWS = 5_000_000  # about 300 MB of database; more is a typo, not a test
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,14 @@ def _validate(spec: ServerSpec, catalog: Catalog) -> None:
     max_users = catalog.model(spec.model).max_users
     if spec.users is not None and not 0 <= spec.users <= max_users:
         raise StoreError(f"users must be between 0 and {max_users} for a {spec.model}")
+    if spec.call_log_rows is not None and not 0 <= spec.call_log_rows <= MAX_CALL_LOG_ROWS:
+        raise StoreError(f"call-log rows must be between 0 and {MAX_CALL_LOG_ROWS:,}")
+    try:  # the agent's daemon puts both in MQTT topics: one topic level each
+        if spec.serial is not None:
+            check_level(spec.serial, "serial")
+        check_level(spec.site, "site")
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def create_server(

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import click
 
-from agent.cliutil import clock_for, fail, guarded, open_server
+from agent.cliutil import clock_for, fail, guarded, open_server, password_options, positive, read_password
 from agent.mqtt.connection import BrokerSettings, Protocol
 from agent.mqtt.topics import check_level
 from agent.upgrader import Timing
-
-PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable name, not a password
 
 
 @click.command("run")
@@ -38,12 +36,7 @@ PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable 
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="Client certificate (mqtts://).")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False), help="Client certificate's key.")
 @click.option("--username", default=None, help="Broker user name.")
-@click.option(
-    "--password",
-    default=None,
-    envvar=PASSWORD_VARIABLE,
-    help=f"Broker password (better: the {PASSWORD_VARIABLE} environment variable).",
-)
+@password_options
 @click.option(
     "--keepalive",
     type=click.IntRange(1, 3600),
@@ -62,7 +55,7 @@ PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable 
 @click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")
 @click.option(
     "--speed",
-    type=float,
+    type=positive(allow_inf=True),
     default=float("inf"),
     help="Simulated seconds per real second (reboots, database work); default: no waiting.",
 )
@@ -76,6 +69,7 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     key: str | None,
     username: str | None,
     password: str | None,
+    password_file: Path | None,
     keepalive: int,
     mqtt_version: str,
     now: str | None,
@@ -86,15 +80,14 @@ def run(  # noqa: PLR0917  # reason: click passes every option
 
     server = open_server(server_dir)
     try:
+        secret = read_password(password, password_file)
         settings = BrokerSettings(
-            url=broker, ca=ca, cert=cert, key=key, username=username, password=password, keepalive=keepalive
+            url=broker, ca=ca, cert=cert, key=key, username=username, password=secret, keepalive=keepalive
         )
         if site is not None:
             check_level(site, "site")
     except ValueError as exc:
         fail("BAD_INPUT", str(exc))
-    if speed <= 0:
-        fail("BAD_INPUT", "--speed must be positive")
     clock = clock_for(now)
     if speed != float("inf"):
         from agent.clock import SimClock

@@ -3,8 +3,9 @@
 ``start`` runs the controller in the foreground until the campaign ends (or, with ``--dry-run``,
 prints the per-server prediction and changes nothing); kill it and run ``start --resume`` to
 continue from the retained state. ``pause``/``resume``/``abort`` publish a signed, retained
-request the controller applies (even one started later). Exit codes: 0 done; 1 error; 2 the
-campaign ended cancelled, or some servers failed.
+request the controller applies; the campaign must be on the broker (started, its state retained).
+Exit codes: 0 done; 1 error (bad options, no such campaign, broker unreachable); 2 the campaign
+ended cancelled, or some servers failed.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from typing import Any
 
 import click
 
-from agent.cliutil import fail, guarded
+from agent.cliutil import Real, fail, guarded, positive
 from agent.clock import Clock, SimClock, SystemClock, parse_now
 from common.errors import AllworxError
+from common.reasons import Reason
 from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
 from fleet.campaign.setup import dry_run
-from fleet.campaign.spec import CampaignSpec, load_networks
+from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
-from fleet.options import broker_options, broker_settings
+from fleet.options import broker_options, broker_settings, topic_level
+from releases.catalog import default_catalog
 
 
 def _clock(now: str | None, speed: float) -> Clock:
@@ -34,12 +37,22 @@ def _clock(now: str | None, speed: float) -> Clock:
 
 
 def _spec(p: dict[str, Any]) -> CampaignSpec:
+    """The campaign the options describe.
+
+    Raises:
+        ValueError: an option is out of range, or the networks file is not a JSON object of lists.
+        AllworxError: the target is not ``newest`` nor a release of the catalogue (``UNKNOWN_RELEASE``).
+    """
+    if p["target"] != NEWEST and default_catalog().get(p["target"]) is None:
+        raise AllworxError(f"no release {p['target']!r} in the catalogue", reason=Reason.UNKNOWN_RELEASE)
     abort = (
         {"threshold": p["abort_threshold"], "min_finished": p["abort_min"], "action": p["abort_action"]}
         if p["abort_threshold"]
         else None
     )
     window = None
+    if (p["window_opens"] is None) != (p["window_closes"] is None):
+        raise ValueError("give both --window-opens and --window-closes, or neither")
     if p["window_opens"]:
         window = {"opens": parse_now(p["window_opens"]), "closes": parse_now(p["window_closes"])}
     return CampaignSpec.from_options(
@@ -62,7 +75,9 @@ def campaign() -> None:
 
 
 def _common(func: Any) -> Any:
-    func = click.option("--id", "campaign_id", required=True, help="The campaign's id.")(func)
+    func = click.option(
+        "--id", "campaign_id", required=True, callback=topic_level, help="The campaign's id."
+    )(func)
     func = click.option(
         "--operator-key",
         type=click.Path(path_type=Path),
@@ -75,12 +90,14 @@ def _common(func: Any) -> Any:
 @campaign.command("start")
 @_common
 @click.option("--target", default="newest", show_default=True, help="A release, or newest (per model).")
-@click.option("--canary", type=int, default=0, help="Servers in the canary phase.")
+@click.option("--canary", type=click.IntRange(min=0), default=0, help="Servers in the canary phase.")
 @click.option("--batch", default="100%", help="Later phases: a count (25) or a share (20%).")
-@click.option("--rate", type=float, default=None, help="Servers started per minute (campaign clock).")
-@click.option("--max-in-flight", type=int, default=None, help="Servers upgrading at once.")
-@click.option("--abort-threshold", type=float, default=None, help="Failure share that stops a phase.")
-@click.option("--abort-min", type=int, default=1, help="Finished servers before the rule applies.")
+@click.option("--rate", type=positive(), default=None, help="Servers started per minute (campaign clock).")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Servers upgrading at once.")
+@click.option("--abort-threshold", type=Real(0, 1, min_open=True), default=None,
+              help="Failure share (0 to 1) that stops a phase.")  # fmt: skip
+@click.option("--abort-min", type=click.IntRange(min=1), default=1,
+              help="Finished servers before the rule applies.")  # fmt: skip
 @click.option("--abort-action", type=click.Choice(["pause", "cancel"]), default="pause")
 @click.option("--window-opens", default=None, help="Maintenance window start (ISO 8601).")
 @click.option("--window-closes", default=None, help="Maintenance window end (ISO 8601).")
@@ -89,8 +106,9 @@ def _common(func: Any) -> Any:
     "--networks", type=click.Path(exists=True), default=None, help="JSON: network -> serials (SITE-1)."
 )
 @click.option("--now", default=None, help="Campaign clock start for a simulated fleet (default: real time).")
-@click.option("--speed", type=float, default=1.0, help="Campaign clock speed with --now.")
-@click.option("--servers", "expected", type=int, default=None, help="Wait until this many servers reported.")
+@click.option("--speed", type=positive(), default=1.0, help="Campaign clock speed with --now.")
+@click.option("--servers", "expected", type=click.IntRange(min=0), default=None,
+              help="Wait until this many servers reported.")  # fmt: skip
 @click.option(
     "--dry-run", is_flag=True, help="Print each server's predicted steps and outcome; change nothing."
 )
@@ -100,36 +118,41 @@ def start(**p: Any) -> None:
     """Start (or continue) a campaign and drive it to its end."""
     settings = broker_settings(p)
     operator = load_key_file(p["operator_key"]) if p["operator_key"] else default_operator()
+    _clock(p["now"], p["speed"])  # a bad --now fails here, before any connection
+    wanted = None if p["resume_existing"] else _spec(p)  # so do bad campaign options
 
     async def go() -> Any:
         async with FleetClient.open(settings, operator) as client:
             controller = Controller(client, _clock(p["now"], p["speed"]))
             existing = await load(client, p["campaign_id"]) if p["resume_existing"] else None
+            if p["resume_existing"] and existing is None:
+                raise AllworxError(f"no campaign {p['campaign_id']!r} on the broker to resume")
             async with controller.listening(p["campaign_id"]):
                 await controller.settle(expected=p["expected"], quiet=2.0)
-                current = existing or await controller.prepare(_spec(p))
+                current = existing or await controller.prepare(wanted or _spec(p))
                 if p["dry_run"]:
                     return dry_run(current)
                 return summary(await controller.run(current))
 
-    try:
-        result = asyncio.run(go())
-    except (AllworxError, ValueError) as exc:
-        fail(exc.reason.value if isinstance(exc, AllworxError) else "BAD_INPUT", str(exc))
+    result = asyncio.run(go())
     if p["dry_run"]:
-        click.echo(
-            json.dumps({"dry_run": result}, indent=1)
-            if p["as_json"]
-            else "\n".join(
-                f"{r['serial']:<14} {r['release']:>5} -> {r['final_release']:<5} {r['outcome']:<9} "
-                f"{r.get('reason') or ''}"
-                for r in result
-            )
-        )
+        _print_dry_run(p["campaign_id"], result, p["as_json"])
         return
     click.echo(json.dumps(result, indent=1))
     counts = result["counts"]
     sys.exit(2 if result["status"] == "cancelled" or counts.get("failed") else 0)
+
+
+def _print_dry_run(campaign_id: str, rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"dry_run": rows}, indent=1))
+        return
+    click.echo(f"dry run of campaign {campaign_id}: {len(rows)} servers reported; nothing was changed")
+    for r in rows:
+        click.echo(
+            f"{r['serial']:<14} {r['release']:>5} -> {r['final_release']:<5} {r['outcome']:<9} "
+            f"{r.get('reason') or ''}"
+        )
 
 
 @campaign.command("status")
@@ -156,13 +179,15 @@ def _request(action: str) -> Any:
 
         async def go() -> None:
             async with FleetClient.open(broker_settings(p), operator) as client:
+                if await load(client, p["campaign_id"]) is None:
+                    raise AllworxError(f"no campaign {p['campaign_id']!r} on the broker")
                 payload = sign_control(operator, p["campaign_id"], action)
                 await client.link.publish(control_topic(p["campaign_id"]), payload, qos=1, retain=True)
 
         asyncio.run(go())
         click.echo(f"{action} requested for campaign {p['campaign_id']} at {datetime.now().isoformat()}")
 
-    command.__doc__ = f"Ask the campaign's controller to {action}."
+    command.__doc__ = f"Ask the controller of a campaign on the broker to {action}."
     return command
 
 
@@ -172,8 +197,8 @@ for _action in ("pause", "resume", "abort"):
 
 @click.command("watch")
 @click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="mqtt://host:port.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--until-done", default=None, help="Stop when this campaign has ended.")
+@click.option("--duration", type=positive(), default=None, help="Stop after this many seconds.")
+@click.option("--until-done", default=None, callback=topic_level, help="Stop when this campaign has ended.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
 def watch_command(broker: str, duration: float | None, until_done: str | None, plain: bool) -> None:
     """A live view of the fleet from the retained topics (any broker the agents use)."""

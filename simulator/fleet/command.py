@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from agent.cliutil import fail, guarded
+from agent.cliutil import Real, fail, guarded, positive
+from simulator.broker import check_broker
 from simulator.fleet.build import Fleet, build_fleet, in_use
 from simulator.fleet.spec import FleetFileError, FleetSpec, from_flags, load_toml, networks, parse_weights
 
@@ -39,6 +40,21 @@ def _spec(p: dict[str, Any]) -> FleetSpec:
     return from_flags(**overrides)
 
 
+SHARE = Real(0, 1)
+
+
+def _shard(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    """Parse ``i/n`` with ``0 <= i < n``."""
+    index, _, count = value.partition("/")
+    try:
+        shard, shards = int(index), int(count or 1)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not i/n (e.g. 0/4)", param=param) from None
+    if not 0 <= shard < shards:
+        raise click.BadParameter(f"{value!r}: need 0 <= i < n (e.g. 0/4 .. 3/4)", param=param)
+    return shard, shards
+
+
 @click.command("fleet")
 @click.option("--dir", "root", type=click.Path(path_type=Path), required=True, help="The fleet's folder.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None, help="Fleet TOML.")
@@ -47,9 +63,9 @@ def _spec(p: dict[str, Any]) -> FleetSpec:
 @click.option("--releases", default=None, help="Weights per release, e.g. 7.0=2,7.6=1,8.0=1.")
 @click.option("--keys", default=None, help="Weights per key kind: anytime, expired, none.")
 @click.option("--sites", default=None, help="Comma-separated site names.")
-@click.option("--multisite", type=float, default=None, help="Share of servers in multi-site networks.")
-@click.option("--failing", type=float, default=None, help="Share given corrupted images.")
-@click.option("--offline", type=float, default=None, help="Share whose agent is not started.")
+@click.option("--multisite", type=SHARE, default=None, help="Share of servers in multi-site networks (0-1).")
+@click.option("--failing", type=SHARE, default=None, help="Share given corrupted images (0-1).")
+@click.option("--offline", type=SHARE, default=None, help="Share whose agent is not started (0-1).")
 @click.option("--seed", type=int, default=None, help="The fleet's random seed.")
 @click.option("--broker", default=None, help="mqtt://host:port (default: an embedded broker).")
 @click.option(
@@ -59,8 +75,11 @@ def _spec(p: dict[str, Any]) -> FleetSpec:
     show_default=True,
     help="Processes hosting the agents (0: this process).",
 )
-@click.option("--speed", type=float, default=600.0, show_default=True, help="Simulated seconds per second.")
-@click.option("--shard", default="0/1", show_default=True, help="i/n: run the servers with index = i mod n.")
+@click.option(
+    "--speed", type=positive(), default=600.0, show_default=True, help="Simulated seconds per second."
+)
+@click.option("--shard", default="0/1", show_default=True, callback=_shard,
+              help="i/n, 0 <= i < n: run the servers with index = i mod n.")  # fmt: skip
 @click.option("--build-only", is_flag=True, help="Build (or reuse) the servers and stop.")
 @guarded
 def fleet_command(**p: Any) -> None:
@@ -70,12 +89,11 @@ def fleet_command(**p: Any) -> None:
     quiet_logs()
     try:
         spec = _spec(p)
-        index, _, count = p["shard"].partition("/")
-        shard, shards = int(index), int(count or 1)
     except FleetFileError as exc:  # one line per problem, each naming the file (or flag) and key
         fail(exc.reason.value, str(exc))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    shard, shards = p["shard"]
+    if p["broker"] is not None and not p["build_only"]:
+        check_broker(p["broker"])  # an unreachable broker fails now, not after the agents' wait
     with in_use(p["root"]):
         built = build_fleet(p["root"], spec, workers=2, progress=None)
         mine = replace(built, plans=[s for s in built.plans if s.index % shards == shard])

@@ -8,7 +8,7 @@ XML report for CI.
 Exit codes (agent/cliutil.py's convention): 0 every expectation held; 1 otherwise: a scenario
 failed or could not run, or a file is malformed (then nothing runs, and every problem is printed
 on stderr as ``error: BAD_INPUT: FILE: step N (KIND), field 'F': ...``), or the command line is
-wrong. Never a traceback.
+wrong, or the ``--junit`` file cannot be written (checked before anything runs). Never a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from agent.cliutil import fail
 from common.errors import AllworxError
 from simulator.scenario.junit import render_junit, write_junit
 from simulator.scenario.model import ScenarioFileError
@@ -76,6 +77,17 @@ def _malformed(exc: ScenarioFileError, files: list[Path], junit: Path | None, as
     sys.exit(EXIT_MALFORMED)
 
 
+def _check_writable(junit: Path) -> None:
+    """Fail before anything runs when the JUnit report could not be written where asked."""
+    probe = junit.with_name(f".{junit.name}.probe")
+    try:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        fail("BAD_INPUT", f"--junit {junit}: cannot write there: {exc.strerror or exc}")
+
+
 @scenario.command("run")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--junit", "junit", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -87,6 +99,8 @@ def run_command(paths: tuple[Path, ...], junit: Path | None, as_json: bool, jobs
     """Run scenario files (a directory means every *.toml under it); exit 0 only if all pass."""
     from simulator.scenario.runner import discover, load_all, run_files
 
+    if junit is not None:
+        _check_writable(junit)
     files: list[Path] = []
     try:
         files = discover(paths)
@@ -101,7 +115,10 @@ def run_command(paths: tuple[Path, ...], junit: Path | None, as_json: bool, jobs
         sys.exit(EXIT_FAILED)
     elapsed = time.perf_counter() - started
     if junit is not None:
-        write_junit(junit, render_junit(results, duration=elapsed))
+        try:
+            write_junit(junit, render_junit(results, duration=elapsed))
+        except OSError as exc:
+            fail("BAD_INPUT", f"--junit {junit}: {exc.strerror or exc}")
     if as_json:
         click.echo(json.dumps(_document(results, elapsed), indent=2))
     else:

@@ -284,7 +284,10 @@ class Desk:
         if not path.is_file():
             raise DeskError(f"no order {order_id!r} at the desk {self.state_dir}")
         try:
-            return Order.from_dict(read_json(path))
+            raw = read_json(path)
+            if not isinstance(raw, dict):
+                raise TypeError(f"a JSON {type(raw).__name__}, not an object")
+            return Order.from_dict(raw)
         except (StoreError, KeyError, TypeError, ValueError) as exc:
             raise DeskError(f"{path} is not a readable order: {exc}") from exc
 

@@ -107,8 +107,9 @@ def test_a_revoked_maintenance_key_stops_upgrades_and_bad_lists_change_nothing(t
     assert stale.returncode == 2 and "error: REVOCATION_LIST_STALE:" in stale.stderr
     garbled = tmp_path / "garbled.list"
     garbled.write_text(second.read_text().replace("A", "B", 40))
-    bad = install(garbled)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: KEY_"), bad.stderr
+    bad = install(garbled)  # not a revocation list at all: an error (exit 1), not a refusal
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.startswith("error: KEY_FORMAT_INVALID:"), bad.stderr
     missing = install(tmp_path / "nope.list")
     assert missing.returncode == 1 and "error: BAD_INPUT:" in missing.stderr
     assert tree_hash(hq) == before, "a refused list changed the server"
