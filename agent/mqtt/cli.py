@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from agent.cliutil import clock_for, fail, guarded, open_server, password_options, positive, read_password
+from agent.clock import Clock, SimClock, SystemClock
 from agent.mqtt.connection import BrokerSettings, Protocol
 from agent.mqtt.topics import check_level
 from agent.upgrader import Timing
@@ -52,7 +53,9 @@ from agent.upgrader import Timing
     show_default=True,
     help="auto: MQTT 5, falling back to 3.1.1 for brokers that lack it.",
 )
-@click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")
+@click.option(
+    "--now", default=None, help="Start a simulated clock at this date (YYYY-MM-DD); default: the real clock."
+)
 @click.option(
     "--speed",
     type=positive(allow_inf=True),
@@ -88,15 +91,11 @@ def run(  # noqa: PLR0917  # reason: click passes every option
             check_level(site, "site")
     except ValueError as exc:
         fail("BAD_INPUT", str(exc))
-    clock = clock_for(now)
-    if speed != float("inf"):
-        from agent.clock import SimClock
-
-        clock = SimClock(clock.now(), speed=speed)
+    clock, timing = _clock_and_timing(now, speed)
 
     async def serve() -> None:
         protocol = None if mqtt_version == "auto" else Protocol(mqtt_version)
-        options = AgentOptions(broker=settings, site=site, timing=Timing(), protocol=protocol)
+        options = AgentOptions(broker=settings, site=site, timing=timing, protocol=protocol)
         agent = Agent(server, options, clock=clock)
         task = asyncio.current_task()
         if task is not None:
@@ -107,3 +106,17 @@ def run(  # noqa: PLR0917  # reason: click passes every option
         asyncio.run(serve())
     except (KeyboardInterrupt, asyncio.CancelledError):
         return
+
+
+def _clock_and_timing(now: str | None, speed: float) -> tuple[Clock, Timing]:
+    """The policy clock and the simulated hardware's durations of one daemon.
+
+    Without ``--now`` and ``--speed`` the daemon judges every decision at the real current instant
+    (a key that expires while it runs stops authorising upgrades at once), and the simulated
+    hardware's own durations (a reboot, database work) take no time. With either option the clock
+    is simulated: it starts at ``--now`` (or the real now) and runs ``--speed`` times real time.
+    """
+    if now is None and speed == float("inf"):
+        return SystemClock(), Timing(reboot=0.0, db_rows_per_second=float("inf"))
+    start = clock_for(now)
+    return (start if speed == float("inf") else SimClock(start.now(), speed=speed)), Timing()
