@@ -35,6 +35,36 @@ def configure_logging(*, json_logs: bool = False, verbose: bool = False) -> None
     )
 
 
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_service_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Logs of the daemon, for journald: lines on stdout at ``level`` and above.
+
+    ``fmt`` ``auto`` writes JSON lines when stdout is not a terminal (a service) and readable,
+    coloured lines on a terminal; ``json`` and ``console`` force one. Calling it again (SIGHUP)
+    changes the level and format of every logger at once.
+    """
+    tty = sys.stdout.isatty()
+    as_json = fmt == "json" or (fmt == "auto" and not tty)
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=tty)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            redact,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
 REDACTED = "[redacted]"
 SECRET_FIELDS = frozenset(
     {"password", "passphrase", "secret", "private_key", "signature", "key_text", "certificate", "token"}

@@ -1,7 +1,13 @@
 """``allworx-agent run``: the daemon that connects a server to the fleet broker.
 
+Every option can also come from the configuration file (``--config``, default
+``/etc/allworx-agent/agent.toml`` when it exists; :mod:`agent.service.config`) and from an
+environment variable ``ALLWORX_<OPTION>``. Precedence, highest first: the command line, the
+environment, the file, the option's default. ``allworx-agent config show`` prints the result.
+
 Exit codes as every ``allworx-agent`` command: 0 after a clean stop (SIGTERM, Ctrl-C), 1 when
-the server directory or the options are unusable (``error: CODE: message`` on stderr).
+the server directory, the options or the configuration file are unusable (``error: CODE: message``
+on stderr).
 """
 
 from __future__ import annotations
@@ -18,7 +24,47 @@ from agent.mqtt.topics import check_level
 from agent.upgrader import Timing
 
 
-@click.command("run")
+class ConfigCommand(click.Command):
+    """A command whose options' defaults come from the configuration file first."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Load the configuration file named by ``--config`` (or the default one) before parsing."""
+        path = config_path(args)
+        if path is not None:
+            try:
+                extra["default_map"] = {**load_config(path), **extra.get("default_map", {})}
+            except ConfigError as exc:
+                fail(exc.reason.value, str(exc))
+        extra.setdefault("auto_envvar_prefix", ENV_PREFIX.rstrip("_"))
+        return super().make_context(info_name, args, parent, **extra)
+
+
+def config_path(args: list[str]) -> Path | None:
+    """The file ``--config`` names in ``args``, else ``ALLWORX_CONFIG``, else the default if it exists."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.partition("=")[2])
+    if named := os.environ.get(env_name("config")):
+        return Path(named)
+    return DEFAULT_PATH if DEFAULT_PATH.exists() else None
+
+
+@click.command("run", cls=ConfigCommand)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"A TOML file setting any option by its long name (default: {DEFAULT_PATH} if it exists).",
+)
 @click.option(
     "--server-dir",
     "server_dir",
@@ -61,6 +107,33 @@ from agent.upgrader import Timing
     type=positive(allow_inf=True),
     default=float("inf"),
     help="Simulated seconds per real second (reboots, database work); default: no waiting.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(sorted(LEVELS)),
+    default="info",
+    show_default=True,
+    help="The least important log lines written.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="auto: JSON lines when stdout is not a terminal (journald), readable lines on one.",
+)
+@click.option(
+    "--health",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve GET /healthz and /metrics there (e.g. 127.0.0.1:9464); off by default.",
+)
+@click.option(
+    "--health-down-after",
+    type=positive(),
+    default=60.0,
+    show_default=True,
+    help="Seconds the broker session may be down before /healthz answers 503.",
 )
 @guarded
 def run(  # noqa: PLR0917  # reason: click passes every option

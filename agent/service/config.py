@@ -4,7 +4,7 @@ Every option of ``allworx-agent run`` can be set in the file under its long name
 ``-`` (``server_dir``, ``broker``, ``keepalive``, ``log_level``, ...). Precedence, lowest first:
 the option's default, the file, the environment variable ``ALLWORX_<OPTION>``, the command line.
 A secret may be named by a file path (``password_file``) so it stays out of the unit file and the
-process list.
+process list; ``allworx-agent config show`` masks secrets.
 
 Invariant: a file that does not load is refused whole with a :class:`ConfigError` naming the file,
 the key and the problem; nothing of it is applied.
@@ -26,8 +26,7 @@ from common.reasons import Reason
 DEFAULT_PATH = Path("/etc/allworx-agent/agent.toml")
 ENV_PREFIX = "ALLWORX_"
 MAX_CONFIG_BYTES = 64 * 1024  # a configuration file is a few hundred bytes
-MAX_SECRET_BYTES = 4096
-SECRETS = frozenset({"password"})
+SECRETS = frozenset({"password"})  # masked by `allworx-agent config show`
 
 
 class ConfigError(AllworxError):
@@ -62,12 +61,12 @@ class AgentConfig(BaseModel):
     log_format: Literal["auto", "json", "console"] | None = None
     health: str | None = None
     health_down_after: float | None = Field(default=None, gt=0)
+    ha_discovery: bool | None = None
+    ha_prefix: str | None = None
 
 
 def load_config(path: Path) -> dict[str, object]:
     """Read ``path`` and return the options it sets (names as in ``run``'s parameters).
-
-    ``password_file`` is read here and returned as ``password``.
 
     Raises:
         ConfigError: the file is missing, too large, not TOML, or a key is unknown or mistyped.
@@ -83,24 +82,7 @@ def load_config(path: Path) -> dict[str, object]:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(file)"
         raise ConfigError(path, key, first["msg"]) from None
-    values = config.model_dump(exclude_none=True)
-    if "password_file" in values:
-        secret = Path(str(values.pop("password_file")))
-        values["password"] = read_secret(secret, where=f"{path}: password_file")
-    return values
-
-
-def read_secret(path: Path, *, where: str) -> str:
-    """Return the first line of a secret file, refusing one that others can read.
-
-    Raises:
-        ConfigError: the file is missing, not a regular file, too large, or readable by others.
-    """
-    text = _read_small(path, MAX_SECRET_BYTES, where)
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(path, where, f"mode {stat.S_IMODE(mode):04o}: others may read it; chmod 600")
-    return text.splitlines()[0] if text else ""
+    return config.model_dump(exclude_none=True)
 
 
 def env_name(option: str) -> str:

@@ -122,20 +122,17 @@ def test_metrics_of_two_agents_do_not_mix() -> None:
     assert b"allworx_rollbacks_total 0.0" in two.render()
 
 
-def test_config_loads_options_and_reads_the_password_file(tmp_path: Path) -> None:
-    """Options come back under run's parameter names; password_file becomes password."""
-    secret = tmp_path / "password"
-    secret.write_text("s3cret\n")
-    secret.chmod(0o600)
+def test_config_loads_options_under_run_parameter_names(tmp_path: Path) -> None:
+    """Options come back under run's parameter names, typed."""
     path = tmp_path / "agent.toml"
     path.write_text(
-        f'broker = "mqtts://b:8883"\nkeepalive = 20\nlog_level = "debug"\npassword_file = "{secret}"\n'
+        'broker = "mqtts://b:8883"\nkeepalive = 20\nlog_level = "debug"\npassword_file = "/etc/p"\n'
     )
     assert load_config(path) == {
         "broker": "mqtts://b:8883",
         "keepalive": 20,
         "log_level": "debug",
-        "password": "s3cret",
+        "password_file": "/etc/p",
     }
 
 
@@ -161,17 +158,12 @@ def test_config_refuses_a_bad_file_naming_the_key(tmp_path: Path, text: str, key
     assert str(caught.value).startswith(f"{path}: {key}: ")
 
 
-def test_config_refuses_a_missing_file_and_a_readable_secret(tmp_path: Path) -> None:
-    """A missing file, and a password file others can read, are refused."""
+def test_config_refuses_a_missing_file_and_a_directory(tmp_path: Path) -> None:
+    """A missing file, and a directory in its place, are refused."""
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
-    secret = tmp_path / "password"
-    secret.write_text("s3cret\n")
-    secret.chmod(0o644)
-    path = tmp_path / "agent.toml"
-    path.write_text(f'password_file = "{secret}"\n')
-    with pytest.raises(ConfigError, match="others may read it"):
-        load_config(path)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(tmp_path)
 
 
 def test_redaction_removes_key_material_and_keeps_digests() -> None:
