@@ -261,9 +261,11 @@ class KeyList(Wire):
     keys: tuple[KeyReport, ...]
 
 
+from agent.mqtt.cli import config_group as _config_group  # noqa: E402  # reason: the daemon commands register last
 from agent.mqtt.cli import run as _run  # noqa: E402  # reason: the daemon command registers itself last
 
 main.add_command(_run, "run")
+main.add_command(_config_group, "config")
 
 
 if __name__ == "__main__":

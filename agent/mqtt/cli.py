@@ -13,14 +13,21 @@ on stderr).
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from agent.cliutil import clock_for, fail, guarded, open_server, password_options, positive, read_password
 from agent.clock import Clock, SimClock, SystemClock
+from agent.logs import LEVELS, configure_service_logging
 from agent.mqtt.connection import BrokerSettings, Protocol
 from agent.mqtt.topics import check_level
+from agent.service.config import DEFAULT_PATH, ENV_PREFIX, SECRETS, ConfigError, env_name, load_config
 from agent.upgrader import Timing
 
 
@@ -63,6 +70,7 @@ def config_path(args: list[str]) -> Path | None:
     "config_file",
     type=click.Path(path_type=Path),
     default=None,
+    envvar=env_name("config"),
     help=f"A TOML file setting any option by its long name (default: {DEFAULT_PATH} if it exists).",
 )
 @click.option(
@@ -150,10 +158,17 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     mqtt_version: str,
     now: str | None,
     speed: float,
+    config_file: Path | None,
+    log_level: str,
+    log_format: str,
+    health: str | None,
+    health_down_after: float,
 ) -> None:
     """Serve the fleet broker: publish state, availability and events, obey signed commands."""
     from agent.mqtt.daemon import Agent, AgentOptions, stop_on_sigterm
 
+    del config_file  # read before the options were parsed (ConfigCommand)
+    configure_service_logging(log_level, log_format)
     server = open_server(server_dir)
     try:
         secret = read_password(password, password_file)
@@ -193,3 +208,55 @@ def _clock_and_timing(now: str | None, speed: float) -> tuple[Clock, Timing]:
         return SystemClock(), Timing(reboot=0.0, db_rows_per_second=float("inf"))
     start = clock_for(now)
     return (start if speed == float("inf") else SimClock(start.now(), speed=speed)), Timing()
+
+
+SOURCES = {
+    ParameterSource.COMMANDLINE: "command line",
+    ParameterSource.ENVIRONMENT: "environment",
+    ParameterSource.DEFAULT_MAP: "config file",
+    ParameterSource.DEFAULT: "default",
+}
+
+
+@click.group("config")
+def config_group() -> None:
+    """The daemon's configuration (file, environment, flags)."""
+
+
+def _optional(param: click.Parameter) -> click.Parameter:
+    copied = copy.copy(param)
+    copied.required = False
+    return copied
+
+
+@config_group.command("show", cls=ConfigCommand)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+@guarded
+def config_show(ctx: click.Context, /, as_json: bool, **options: Any) -> None:
+    """Print the effective configuration of `run` and where each value came from (secrets masked).
+
+    Takes the same options as `run` (``--config FILE`` among them) and starts nothing.
+    """
+    rows = []
+    for name, value in options.items():
+        if name == "config_file":
+            continue
+        source = SOURCES.get(ctx.get_parameter_source(name) or ParameterSource.DEFAULT, "default")
+        shown: object = value
+        if name in SECRETS and value is not None:
+            shown = "********"
+        elif isinstance(value, Path):
+            shown = str(value)
+        rows.append({"option": name, "value": shown, "source": source})
+    path = options["config_file"] or config_path([])
+    if as_json:
+        click.echo(json.dumps({"config_file": str(path) if path else None, "options": rows}, indent=2))
+        return
+    click.echo(f"config file: {path if path else '(none)'}")
+    for row in rows:
+        value = "-" if row["value"] is None else row["value"]
+        click.echo(f"{row['option']:<18} {value!s:<40} {row['source']}")
+
+
+config_show.params[:0] = [_optional(p) for p in run.params]

@@ -119,6 +119,13 @@ ROWS = [
     row(f"{AGENT} run", S, C, "--ca={missing}"),
     row(f"{AGENT} run", S, C, "--password=secret", "--password-file={password}"),
     row(f"{AGENT} run", S, C, "--password-file={binary}"),
+    row(f"{AGENT} run", S, C, "--config={missing}", code="CONFIG_INVALID"),
+    row(f"{AGENT} run", S, C, "--config={dir}", code="CONFIG_INVALID"),
+    row(f"{AGENT} run", S, C, "--config={binary}", code="CONFIG_INVALID"),
+    row(f"{AGENT} run", S, C, "--log-level=loud"),
+    row(f"{AGENT} run", S, C, "--health-down-after=nan"),
+    row(f"{AGENT} config show", "--config={missing}", code="CONFIG_INVALID"),
+    row(f"{AGENT} config show", "--config={empty}", "--keepalive=0"),
     row(f"{AGENT} nonsense"),
     # ---------------------------------------------------------------- allworx-sim
     row(f"{SIM} server create", "{new}", "--model=zz", "--release=7.0"),
