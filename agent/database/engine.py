@@ -142,13 +142,20 @@ def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | 
 
 
 FileKey = tuple[str, int, int, int, int]
+Read = tuple[bytes, FileKey]  # the SHA-256 of a file's bytes and its :func:`file_key`, as they were read
 
 
 class DatabaseVerifier(Protocol):
     """What the engine asks about database files: their digests, and whether one is ready."""
 
-    def database_digest(self, path: Path, compute: Callable[[], RecordDigest]) -> RecordDigest:
-        """The digest of the database file at ``path`` as it is now; ``compute()`` computes it."""
+    def database_digest(
+        self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
+    ) -> RecordDigest:
+        """The digest of the database file at ``path`` as it is now; ``compute()`` computes it.
+
+        ``read``: what :func:`read_stable` gave for the file when the caller just read it whole
+        (None: not read, or not stable).
+        """
 
     def database_verified(self, path: Path, verified: RecordDigest, schema: int) -> None:
         """Told that the database just published at ``path`` verified as ``verified`` in ``schema``."""
@@ -160,7 +167,9 @@ class DatabaseVerifier(Protocol):
 class Recompute:
     """The durable :class:`DatabaseVerifier`: every digest and every check is done again."""
 
-    def database_digest(self, path: Path, compute: Callable[[], RecordDigest]) -> RecordDigest:
+    def database_digest(
+        self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
+    ) -> RecordDigest:
         """Compute the digest (``compute()``), every time."""
         return compute()
 
@@ -191,7 +200,7 @@ def file_key(path: Path) -> FileKey | None:
 _CHUNK = 1 << 20  # bytes read at a time: a large database is hashed and copied in pieces
 
 
-def read_stable(path: Path, copy_to: Path | None = None) -> tuple[bytes, FileKey] | None:
+def read_stable(path: Path, copy_to: Path | None = None) -> Read | None:
     """The SHA-256 of a database file's bytes and its :func:`file_key` as read, or None when they
     may not be its content; with ``copy_to``, the bytes are also written there as they are read.
 
@@ -344,15 +353,14 @@ def _backup(
     source.backup(out, pages=1024, progress=pages_copied)
 
 
-def _copy_bytes(source: Path, tmp: Path) -> bytes | None:
-    """Copy the database file byte for byte; return the SHA-256 of the bytes.
+def _copy_bytes(source: Path, tmp: Path) -> Read | None:
+    """Copy the database file byte for byte; return the SHA-256 of the bytes and the source's key.
 
     Returns None, leaving no copy, when the file cannot be copied that way: a journal beside it (a
     write was under way) or the file changed while it was read; the caller then takes
     :func:`_backup`, which costs far more than a byte copy.
     """
-    read = read_stable(source, copy_to=tmp)
-    return read[0] if read is not None else None
+    return read_stable(source, copy_to=tmp)
 
 
 def _step(out: sqlite3.Connection, target_schema: int) -> None:
@@ -447,12 +455,12 @@ def migrate_copy(
             current = read_schema(source)
             _check_step(current, target_schema)
             copied = _copy_bytes(source_path, tmp)
-            expected = verifier.database_digest(source_path, lambda: digest_connection(source))
+            expected = verifier.database_digest(source_path, lambda: digest_connection(source), copied)
             hit("db.export")
             _copy_and_verify(
                 source,
                 tmp,
-                copied=copied,
+                copied=copied[0] if copied is not None else None,
                 steps=(current, target_schema),
                 expected=expected,
                 progress=progress,

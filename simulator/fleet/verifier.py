@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from agent.database import RecordDigest
-from agent.database.engine import FileKey, file_key, read_stable
+from agent.database.engine import FileKey, Read, file_key, read_stable
 from agent.keys import KeyCheck, TrustStore
 from agent.manifest import Manifest, verify_manifest
 from agent.verifier import DurableVerifier
@@ -159,16 +159,20 @@ class RememberingVerifier(DurableVerifier):
         self.checks.put(folder, (inputs, checks))
         return list(checks)
 
-    def database_digest(self, path: Path, compute: Callable[[], RecordDigest]) -> RecordDigest:
+    def database_digest(
+        self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
+    ) -> RecordDigest:
         """The digest remembered for this very file or for these bytes, or ``compute()``.
 
-        A computed digest is remembered by the bytes' SHA-256 only when the file kept its key while
-        it was read and digested, so it is the digest of exactly the bytes hashed.
+        The bytes are the caller's ``read`` of the file, or read here. A computed digest is
+        remembered by the bytes' SHA-256 only when the file kept its key while it was read and
+        digested, so it is the digest of exactly the bytes hashed.
         """
         known = self._recall(path)
         if known is not None:
             return known[0]
-        read = read_stable(path)
+        if read is None:
+            read = read_stable(path)
         if read is None:
             return compute()
         content, key = read
