@@ -5,9 +5,9 @@ Each boot of a trial slot counts an attempt *before* booting it; past ``max_atte
 bootloader falls back to ``active`` by itself, so no power cut can leave a server that boots
 nothing. Only :meth:`commit` after a verified boot makes the trial slot active.
 
-Every change is one atomic write of ``boot.json`` (a power cut leaves the old environment or the
-new one, never a torn one); the crash points ``boot.switch``, ``boot.attempt``, ``commit`` and
-``rollback`` sit in the middle of those writes.
+Every change is one atomic write of ``boot.json`` through the given :class:`~agent.fileio.Disk`
+(a power cut leaves the old environment or the new one, never a torn one); the crash points
+``boot.switch``, ``boot.attempt``, ``commit`` and ``rollback`` sit in the middle of those writes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.journal import read_json, write_json
+from agent.fileio import DURABLE, Disk, read_json, write_json
 from common.errors import StoreError
 
 SLOTS = ("a", "b")
@@ -40,8 +40,9 @@ class BootEnv:
 class Bootloader:
     """Reads and changes ``boot.json`` of one server."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, disk: Disk = DURABLE) -> None:
         self.path = path
+        self.disk = disk
 
     def env(self) -> BootEnv:
         """Return the current environment.
@@ -59,7 +60,7 @@ class Bootloader:
         return env
 
     def _write(self, env: BootEnv, point: str | None) -> None:
-        write_json(self.path, asdict(env), point=point, compact=True)
+        write_json(self.path, asdict(env), point=point, compact=True, disk=self.disk)
 
     def try_slot(self, slot: str) -> None:
         """Arrange for the next boot to try ``slot`` on trial."""

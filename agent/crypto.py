@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -28,13 +29,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from agent.memo import Memo
 from common.errors import SignatureError
 from common.reasons import Reason
 
 PURPOSES = ("keys", "releases", "revocations", "operator")
 KEY_SIZE = 32  # bytes, raw Ed25519 private and public keys
 SIGNATURE_SIZE = 64  # bytes, an Ed25519 signature
+
+SignatureCheck = Callable[[bytes, bytes, bytes], bool]  # (public, message, signature): as :func:`verify`
 
 
 # ---------------------------------------------------------------------------- raw Ed25519
@@ -70,26 +72,17 @@ def sign(private: bytes, message: bytes) -> bytes:
     return _private(private).sign(message)
 
 
-_verified: Memo[bytes, bool] = Memo(32_768)  # valid signatures by digest (32 bytes): a fleet host's keys
-
-
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """Return whether ``signature`` is a valid signature of ``message`` by ``public``; never raises.
+    """Return whether ``signature`` is a valid Ed25519 signature of ``message`` by ``public``.
 
-    A valid (public key, message, signature) triple is remembered by the SHA-256 of its bytes, so
-    the same key file or manifest checked again costs a hash, not an Ed25519 verification; an
-    invalid one is verified every time.
+    Every call verifies; never raises.
     """
     if len(public) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
-    seen = hashlib.sha256(public + signature + message).digest()
-    if _verified.get(seen):
-        return True
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError, TypeError):
         return False
-    _verified.put(seen, True)
     return True
 
 
@@ -287,9 +280,14 @@ def sign_document(payload: bytes, signer_private: bytes, certificate: Certificat
     return SignedDocument(payload, certificate, sign(signer_private, payload))
 
 
-def check_certificate(cert: Certificate, root_public: bytes, purpose: str, today: date) -> VerificationResult:
-    """Verify a certificate against the pinned root for ``purpose`` on ``today``; never raises."""
-    if not verify(root_public, cert.tbs(), cert.signature):
+def check_certificate(
+    cert: Certificate, root_public: bytes, purpose: str, today: date, *, check: SignatureCheck = verify
+) -> VerificationResult:
+    """Verify a certificate against the pinned root for ``purpose`` on ``today``; never raises.
+
+    ``check`` verifies the root's signature (:func:`verify` unless the caller gives another).
+    """
+    if not check(root_public, cert.tbs(), cert.signature):
         return VerificationResult(
             False, "certificate not signed by the pinned root", Problem.CERTIFICATE_UNTRUSTED, cert.signer_id
         )
@@ -314,12 +312,14 @@ def check_certificate(cert: Certificate, root_public: bytes, purpose: str, today
     return VerificationResult(True, f"certificate {cert.signer_id} is trusted", None, cert.signer_id)
 
 
-def verify_document(doc: SignedDocument, root_public: bytes, purpose: str, today: date) -> VerificationResult:
-    """Verify the certificate chain and the signature of ``doc``; never raises."""
-    chain = check_certificate(doc.certificate, root_public, purpose, today)
+def verify_document(
+    doc: SignedDocument, root_public: bytes, purpose: str, today: date, *, check: SignatureCheck = verify
+) -> VerificationResult:
+    """Verify the certificate chain and the signature of ``doc`` (each by ``check``); never raises."""
+    chain = check_certificate(doc.certificate, root_public, purpose, today, check=check)
     if not chain:
         return chain
-    if not verify(doc.certificate.public_key, doc.payload, doc.signature):
+    if not check(doc.certificate.public_key, doc.payload, doc.signature):
         return VerificationResult(
             False, "signature does not match", Problem.SIGNATURE_MISMATCH, doc.certificate.signer_id
         )
@@ -333,13 +333,14 @@ def require_document(
     today: date,
     *,
     reason: Reason = Reason.KEY_SIGNATURE_INVALID,
+    check: SignatureCheck = verify,
 ) -> VerificationResult:
     """Verify ``doc`` like :func:`verify_document`, raising on failure.
 
     Raises:
         SignatureError: the document does not verify (carrying ``reason``).
     """
-    result = verify_document(doc, root_public, purpose, today)
+    result = verify_document(doc, root_public, purpose, today, check=check)
     if not result:
         raise SignatureError(result.message, reason=reason)
     return result

@@ -5,7 +5,8 @@ Invariants:
 - Never more than the signed ``size`` is written, and at most one byte past it is read from the
   source: the count passing ``size`` stops the download at once (``IMAGE_TOO_LARGE``).
 - Only a file whose size and SHA-256 match the signed values is renamed from ``<name>.part`` to
-  ``<name>``; the rename is atomic (fsync the file, ``os.replace``, fsync the folder).
+  ``<name>``; the rename is atomic (fsync the file, rename, fsync the folder, through the
+  caller's :class:`~agent.fileio.Disk`, durable by default).
 - Bad data (:class:`~common.errors.VerificationError`) is never retried and deletes the ``.part``;
   transport trouble (an ``OSError`` from the source) is retried with jittered exponential backoff
   on the injected clock, resuming from the bytes already written. A cancel or a power cut keeps
@@ -35,7 +36,7 @@ from typing import Protocol
 
 from agent.clock import Clock, exponential_backoff
 from agent.crashpoints import hit
-from agent.journal import fsync, fsync_dir, replace
+from agent.fileio import DURABLE, Disk
 from agent.limits import DEFAULT_LIMITS, Limits
 from common.errors import CancelledUpgrade, DigestError, StoreError, TransportError, VerificationError
 from common.reasons import Reason
@@ -349,13 +350,13 @@ def _discard(part: Path) -> None:
     part.unlink(missing_ok=True)
 
 
-def _promote(part: Path, final: Path) -> None:
+def _promote(part: Path, final: Path, disk: Disk) -> None:
     """Make the verified ``.part`` durable, then atomically rename it to ``final``."""
     with part.open("rb") as handle:
-        fsync(handle.fileno())  # skipped only in a no-fsync simulation (agent.journal.durable)
+        disk.fsync(handle.fileno())
     hit("stage.promote")
-    replace(part, final)
-    fsync_dir(final.parent)
+    disk.replace(part, final)
+    disk.fsync_dir(final.parent)
 
 
 async def fetch_image(
@@ -370,6 +371,7 @@ async def fetch_image(
     cancel: asyncio.Event | None = None,
     opener: Opener = open_source,
     rng: random.Random | None = None,
+    disk: Disk = DURABLE,
 ) -> Path:
     """Download ``source`` into ``part``, verify it against its signed size and digest, and stage it.
 
@@ -385,6 +387,7 @@ async def fetch_image(
         cancel: when set, the download stops at the next chunk and keeps the ``.part``.
         opener: opens the source at an offset (tests inject failing or counting sources).
         rng: the jitter source (seed it for reproducible runs).
+        disk: flushes and renames the staged image (durable by default).
 
     Returns:
         The staged image's path: ``part`` without ``.part``.
@@ -408,7 +411,7 @@ async def fetch_image(
     except VerificationError:
         _discard(part)
         raise
-    _promote(part, final)
+    _promote(part, final, disk)
     hit("stage.verified")
     if progress is not None:
         progress(size, size)

@@ -31,10 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from agent import armor, crypto
-from agent.crypto import Certificate, SignedDocument
+from agent.crypto import Certificate, SignatureCheck, SignedDocument
 from agent.revocation import (
     REVOCATIONS_FILE,
     ROOT_FILE,
@@ -258,6 +259,18 @@ def parse_key(text: str | bytes) -> SignedKey:
 parse_key_text = parse_key  # the name the server directory (agent/store.py) uses
 
 
+def installed_keys(folder: Path) -> list[SignedKey]:
+    """Every ``*.key`` file in ``folder`` that parses, by file name (one that does not is skipped:
+    it was never valid)."""
+    keys = []
+    for path in sorted(folder.glob("*.key")):
+        try:
+            keys.append(parse_key(path.read_text()))
+        except (KeyFormatError, OSError, UnicodeDecodeError):
+            continue
+    return keys
+
+
 def sign_key(info: KeyInfo, signer_private: bytes, certificate: Certificate) -> SignedKey:
     """Sign a payload (vendor side; the simulator's issuer calls this).
 
@@ -299,13 +312,16 @@ def _window(info: KeyInfo, today: date) -> KeyCheck:
     return KeyCheck(info=info, valid=True, message=f"Key {info.key_id} is valid.", passed=5)
 
 
-def check_key(key: SignedKey, trust: TrustStore, serial: str, today: date) -> KeyCheck:
-    """Verify a parsed key for server ``serial`` on ``today``: signature, serial, revocation, window.
+def check_key(
+    key: SignedKey, trust: TrustStore, serial: str, today: date, *, check: SignatureCheck = crypto.verify
+) -> KeyCheck:
+    """Verify a parsed key for server ``serial`` on ``today``: signature (by ``check``), serial,
+    revocation, window.
 
     Never raises: the result says which check failed first and why (rule SWM-2).
     """
     info = key.info
-    result = crypto.verify_document(key.document, trust.root_public, "keys", today)
+    result = crypto.verify_document(key.document, trust.root_public, "keys", today, check=check)
     if not result:
         if result.problem is crypto.Problem.SIGNATURE_MISMATCH:
             return _fail(
@@ -439,6 +455,7 @@ __all__ = [
     "check_key_text",
     "feature_counts",
     "install_revocation_list",
+    "installed_keys",
     "licensed_users",
     "load_trust",
     "maintenance_state",

@@ -14,7 +14,6 @@ manifest, :class:`~common.errors.CatalogError` (file, entry, problem) for a malf
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
@@ -140,8 +139,10 @@ def _parse_document(file: str, raw: bytes) -> tuple[SignedDocument, dict[str, An
     return SignedDocument(crypto.canonical_json(manifest), certificate, signature), manifest
 
 
-def load_manifest(path: Path, root_public: bytes, today: date) -> Manifest:
-    """Read, verify and parse a signed manifest.
+def load_manifest(
+    path: Path, root_public: bytes, today: date, *, check: crypto.SignatureCheck = crypto.verify
+) -> Manifest:
+    """Read, verify (signatures by ``check``) and parse a signed manifest.
 
     Raises:
         CatalogError: unreadable or malformed (names the file, the entry and the problem), or the
@@ -153,19 +154,23 @@ def load_manifest(path: Path, root_public: bytes, today: date) -> Manifest:
         raw = path.read_bytes()
     except OSError as exc:
         raise CatalogError(str(path), "(file)", f"cannot read: {exc.strerror}") from exc
-    return _verified(str(path), raw, root_public, today)
+    return verify_manifest(str(path), raw, root_public, today, check=check)
 
 
-@functools.lru_cache(maxsize=512)
-def _verified(file: str, raw: bytes, root_public: bytes, today: date) -> Manifest:
-    """Verify and parse one manifest's bytes, remembered by content, trust root and day.
+def verify_manifest(
+    file: str, raw: bytes, root_public: bytes, today: date, *, check: crypto.SignatureCheck = crypto.verify
+) -> Manifest:
+    """Verify and parse the bytes ``raw`` of the manifest file ``file`` (signatures by ``check``).
 
-    The key holds every input of the verdict, so a changed file, another root or another day
-    verifies afresh; a failure raises and is never remembered. A fleet host's servers share one
-    repository: each manifest is verified once a simulated day, not once per server and step.
+    Raises:
+        CatalogError: malformed, or the manifest names another build than its file name.
+        SignatureError: not signed by a "releases" certificate of the root, or altered
+            (reason ``IMAGE_SIGNATURE_INVALID``).
     """
     doc, data = _parse_document(file, raw)
-    crypto.require_document(doc, root_public, "releases", today, reason=Reason.IMAGE_SIGNATURE_INVALID)
+    crypto.require_document(
+        doc, root_public, "releases", today, reason=Reason.IMAGE_SIGNATURE_INVALID, check=check
+    )
     manifest = manifest_from_dict(data, file)
     path = Path(file)
     if path.suffix == ".manifest" and path.stem != manifest.build:

@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from agent import crypto
-from agent.journal import write_atomic
+from agent.fileio import write_atomic
 
 log = structlog.get_logger("agent.opkeys")
 OPERATORS_DIR = Path("trust") / "operators"

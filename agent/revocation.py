@@ -11,15 +11,14 @@ in hex) and the optional ``revocations.key`` (the newest installed list, text).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
 from agent import armor, crypto
-from agent.crypto import Certificate, SignedDocument
+from agent.crypto import Certificate, SignatureCheck, SignedDocument
+from agent.fileio import DURABLE, Disk, write_atomic
 from common.errors import KeyFormatError, StaleRevocationError, StoreError
 
 REVOCATIONS_BEGIN = "-----BEGIN ALLWORX REVOCATION LIST-----"
@@ -104,14 +103,16 @@ class TrustStore:
     revoked: frozenset[str] = frozenset()
     revocation_sequence: int = -1  # -1: no list installed yet
 
-    def accept(self, revocations: RevocationList, today: date) -> TrustStore:
-        """Return a store updated with a newer revocation list.
+    def accept(
+        self, revocations: RevocationList, today: date, *, check: SignatureCheck = crypto.verify
+    ) -> TrustStore:
+        """Return a store updated with a newer revocation list (its signatures verified by ``check``).
 
         Raises:
             SignatureError: the list is not signed by a "revocations" certificate of the root.
             StaleRevocationError: the list is not newer than the installed one.
         """
-        crypto.require_document(revocations.document, self.root_public, "revocations", today)
+        crypto.require_document(revocations.document, self.root_public, "revocations", today, check=check)
         if revocations.sequence <= self.revocation_sequence:
             raise StaleRevocationError(
                 f"revocation list {revocations.sequence} is not newer than the installed "
@@ -120,10 +121,11 @@ class TrustStore:
         return replace(self, revoked=revocations.revoked, revocation_sequence=revocations.sequence)
 
 
-def load_trust(directory: Path) -> TrustStore:
+def load_trust(directory: Path, *, check: SignatureCheck = crypto.verify) -> TrustStore:
     """Read ``DIR/vendor-root.pub`` (hex) and the optional ``DIR/revocations.key``.
 
-    The stored list is verified as of its own issue date (it was checked when installed).
+    The stored list is verified (signatures by ``check``) as of its own issue date (it was checked
+    when installed).
 
     Raises:
         StoreError: the root file is missing or not a 32-byte hex key, or the list is unreadable.
@@ -144,11 +146,12 @@ def load_trust(directory: Path) -> TrustStore:
     except OSError as exc:
         raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
     revocations = parse_revocation_list(text)
-    return trust.accept(revocations, revocations.issued)
+    return trust.accept(revocations, revocations.issued, check=check)
 
 
 def write_trust(directory: Path, root_public: bytes, revocations_text: str | None = None) -> None:
-    """Create a trust directory: the pinned root and, optionally, a revocation list (atomic writes).
+    """Create a trust directory: the pinned root and, optionally, a revocation list (durable
+    atomic writes, :func:`agent.fileio.write_atomic`).
 
     Raises:
         StoreError: the directory cannot be written.
@@ -157,13 +160,21 @@ def write_trust(directory: Path, root_public: bytes, revocations_text: str | Non
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"{directory}: cannot create: {exc.strerror}") from exc
-    atomic_write(directory / ROOT_FILE, (root_public.hex() + "\n").encode("ascii"))
+    write_atomic(directory / ROOT_FILE, (root_public.hex() + "\n").encode("ascii"))
     if revocations_text is not None:
-        atomic_write(directory / REVOCATIONS_FILE, revocations_text.encode("utf-8"))
+        write_atomic(directory / REVOCATIONS_FILE, revocations_text.encode("utf-8"))
 
 
-def install_revocation_list(directory: Path, text: str | bytes, today: date) -> TrustStore:
-    """Verify a revocation list and, if newer than the installed one, store it atomically.
+def install_revocation_list(
+    directory: Path,
+    text: str | bytes,
+    today: date,
+    *,
+    check: SignatureCheck = crypto.verify,
+    disk: Disk = DURABLE,
+) -> TrustStore:
+    """Verify a revocation list (signatures by ``check``) and, if newer than the installed one,
+    store it by an atomic write through ``disk``.
 
     Raises:
         StoreError: the trust directory is unreadable or unwritable.
@@ -171,27 +182,7 @@ def install_revocation_list(directory: Path, text: str | bytes, today: date) -> 
         SignatureError: the list is not signed by the root's revocations key.
         StaleRevocationError: the list is not newer than the installed one.
     """
-    trust = load_trust(directory).accept(parse_revocation_list(text), today)
-    atomic_write(directory / REVOCATIONS_FILE, text.encode("utf-8") if isinstance(text, str) else text)
+    trust = load_trust(directory, check=check).accept(parse_revocation_list(text), today, check=check)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    write_atomic(directory / REVOCATIONS_FILE, data, disk=disk)
     return trust
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, ``os.replace``: readers see old or new, never torn.
-
-    Raises:
-        StoreError: the file cannot be written.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot write: {exc.strerror}") from exc

@@ -1,33 +1,26 @@
 """A server directory: the agent's view of the server it runs on (layout in docs/architecture.md).
 
-Invariants: every change is an atomic write (:mod:`agent.journal`); reading never changes
-anything; a key is verified before it is written, and a refused key leaves ``keys/`` as it was.
-
-Caching: the identity, the trust store and the verified key checks are kept in memory, each
-keyed by a :func:`fingerprint` (a digest of the names and bytes) of the files it was computed
-from and, for key checks, by ``today``. Parsing and verification are pure for a given file
-content, trust and date, so a cached result is exactly what a fresh verification would give: the
-files are read again on every call (a few small reads), and any change to ``keys/``, ``trust/``
-or ``identity.json``, by this process or another, misses the cache. Only the parsing and the
-Ed25519 signature checks are saved.
+Invariants: every change is an atomic write (:mod:`agent.fileio`) through the directory's
+:class:`~agent.fileio.Disk`; reading never changes anything; a key is verified before it is
+written, and a refused key leaves ``keys/`` as it was. Every read of the trust store and the key
+checks goes to the directory's :class:`~agent.verifier.Verifier`. Both are given at construction
+and default to the durable ones (always fsync; verify from the files on every call).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from agent.bootloader import Bootloader
 from agent.documents import KeyReport, LastResult
-from agent.journal import Journal, read_json, write_atomic, write_json
+from agent.fileio import DURABLE, Disk, read_json, write_atomic, write_json
+from agent.journal import Journal
 from agent.keys import (
     REVOCATIONS_FILE,
     KeyCheck,
@@ -35,33 +28,13 @@ from agent.keys import (
     TrustStore,
     check_key,
     install_revocation_list,
-    load_trust,
+    installed_keys,
     parse_key_text,
 )
 from agent.policy import ServerFacts
+from agent.verifier import DURABLE_VERIFIER, Verifier
 from common.errors import KeyFormatError, StoreError
 from common.reasons import Reason
-
-
-def fingerprint(folder: Path, suffix: str = "") -> bytes:
-    """A SHA-256 over the names and contents of the regular files in ``folder`` ending with ``suffix``.
-
-    Keyed by content, not by timestamps: any change of a file's bytes, any new or removed file
-    changes it, however fast the edits come. A missing folder has the digest of nothing.
-    """
-    digest = hashlib.sha256()
-    try:
-        with os.scandir(folder) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(suffix) and e.is_file())
-    except (FileNotFoundError, NotADirectoryError):
-        names = []
-    for name in names:
-        try:
-            data = (folder / name).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            continue  # removed meanwhile: as if it were never there
-        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
-    return digest.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +59,19 @@ class SlotInfo:
 
 
 class ServerDir:
-    """Paths and reads/writes of one server directory."""
+    """Paths and reads/writes of one server directory.
 
-    def __init__(self, root: Path) -> None:
+    ``disk`` flushes and renames every write (the journal's, the bootloader's, the upgrade's);
+    ``verifier`` verifies the trust store, keys, manifests and databases. The upgrader and the
+    daemon built on this directory use both.
+    """
+
+    def __init__(self, root: Path, *, disk: Disk = DURABLE, verifier: Verifier = DURABLE_VERIFIER) -> None:
         self.root = root
-        self.bootloader = Bootloader(root / "boot.json")
-        self.journal = Journal(root / "journal.json")
-        self._identity: tuple[bytes, Identity] | None = None  # (identity.json's bytes, parsed)
-        self._trust: tuple[bytes, TrustStore] | None = None  # (fingerprint of trust/, loaded)
-        self._checks: tuple[tuple[Any, ...], tuple[KeyCheck, ...]] | None = None  # (inputs, checks)
+        self.disk = disk
+        self.verifier = verifier
+        self.bootloader = Bootloader(root / "boot.json", disk=disk)
+        self.journal = Journal(root / "journal.json", disk=disk)
 
     # --- layout ---------------------------------------------------------------------------
     @property
@@ -139,8 +116,6 @@ class ServerDir:
             raise StoreError(f"{self.root} is not a server directory (no identity.json)") from exc
         except OSError as exc:
             raise StoreError(f"{path} is unreadable: {exc}") from exc
-        if self._identity is not None and self._identity[0] == data:
-            return self._identity[1]
         try:
             raw = json.loads(data)
         except ValueError as exc:
@@ -156,7 +131,6 @@ class ServerDir:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{self.root / 'identity.json'} is malformed: {exc}") from exc
-        self._identity = (data, identity)
         return identity
 
     def slot_info(self, slot: str) -> SlotInfo | None:
@@ -188,49 +162,26 @@ class ServerDir:
         return ServerFacts(serial=ident.serial, model=ident.model, release=info.version, build=info.build)
 
     def trust(self) -> TrustStore:
-        """The pinned vendor root and revocations (cached while ``trust/`` is unchanged).
+        """The pinned vendor root and revocations, as the verifier reads them from ``trust/``.
 
         Raises:
             StoreError: the root is missing or malformed, or the revocation list unreadable.
             VerificationError: the stored revocation list is malformed or not signed by the root.
         """
-        digest = fingerprint(self.trust_dir)
-        if self._trust is not None and self._trust[0] == digest:
-            return self._trust[1]
-        trust = load_trust(self.trust_dir)
-        self._trust = (digest, trust)
-        return trust
-
-    def _trust_digest(self) -> bytes:
-        """The fingerprint the cached trust store was loaded from (call after :meth:`trust`)."""
-        return self._trust[0] if self._trust is not None else b""
+        return self.verifier.trust(self.trust_dir)
 
     def installed_keys(self) -> list[SignedKey]:
         """Every installed key that parses (a file that does not is skipped: it was never valid)."""
-        keys = []
-        for path in sorted(self.keys_dir.glob("*.key")):
-            try:
-                keys.append(parse_key_text(path.read_text()))
-            except (KeyFormatError, OSError, UnicodeDecodeError):
-                continue
-        return keys
+        return installed_keys(self.keys_dir)
 
     def key_checks(self, today: date) -> list[KeyCheck]:
-        """Every installed key verified for this server on ``today``.
-
-        Cached: a key check is pure for a given key file, trust store, serial and date, so the
-        result is reused while ``keys/``, ``trust/``, ``identity.json`` and ``today`` are unchanged.
+        """Every installed key verified (by the verifier) for this server on ``today``.
 
         Raises:
             StoreError: the trust store or the identity is unreadable.
         """
         trust, serial = self.trust(), self.identity().serial
-        inputs = (fingerprint(self.keys_dir, ".key"), self._trust_digest(), serial, today)
-        if self._checks is not None and self._checks[0] == inputs:
-            return list(self._checks[1])
-        checks = tuple(check_key(key, trust, serial, today) for key in self.installed_keys())
-        self._checks = (inputs, checks)
-        return list(checks)
+        return self.verifier.key_checks(self.keys_dir, trust, serial, today)
 
     def key_digest(self) -> str:
         """A content checksum of every installed key (for "keys intact" checks)."""
@@ -257,7 +208,9 @@ class ServerDir:
         installed = self.trust_dir / REVOCATIONS_FILE
         if installed.is_file() and installed.read_text() == text:
             return self.trust()
-        return install_revocation_list(self.trust_dir, text, today)
+        return install_revocation_list(
+            self.trust_dir, text, today, check=self.verifier.signature, disk=self.disk
+        )
 
     def install_key(self, text: str, today: date) -> KeyCheck:
         """Verify a key and install it when acceptable; a refused key changes nothing.
@@ -272,7 +225,7 @@ class ServerDir:
             return KeyCheck(
                 info=None, valid=False, reason=Reason.KEY_FORMAT_INVALID, message=str(exc), passed=0
             )
-        check = check_key(key, trust, serial, today)
+        check = check_key(key, trust, serial, today, check=self.verifier.signature)
         if not check.valid and check.reason is not Reason.KEY_NOT_YET_VALID:
             return check
         target = self.keys_dir / f"{key.info.key_id}.key"
@@ -285,7 +238,7 @@ class ServerDir:
                 passed=check.passed,
             )
         self.keys_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, key.text().encode(), point="keys.install")
+        write_atomic(target, key.text().encode(), point="keys.install", disk=self.disk)
         return check
 
     def write_slot_info(self, slot: str, info: SlotInfo) -> None:
@@ -293,13 +246,14 @@ class ServerDir:
         write_json(
             self.slot_dir(slot) / "release.json",
             {"version": info.version, "build": info.build, "db_schema": info.db_schema},
+            disk=self.disk,
         )
 
     def offer_phone_firmware(self, version: str, release: str) -> None:
         """Rule PHONE-1: the booted release's phone firmware is offered to the phones, no key check."""
         phones = self.root / "phones"
         phones.mkdir(exist_ok=True)
-        write_json(phones / "offered.json", {"firmware": version, "release": release})
+        write_json(phones / "offered.json", {"firmware": version, "release": release}, disk=self.disk)
 
     def offered_phone_firmware(self) -> str | None:
         """The phone firmware version currently offered to phones."""
@@ -318,7 +272,7 @@ class ServerDir:
 
     def record_result(self, result: LastResult) -> None:
         """Remember the last upgrade outcome."""
-        write_json(self.root / "last_result.json", result.wire())
+        write_json(self.root / "last_result.json", result.wire(), disk=self.disk)
 
 
 def key_reports(checks: Sequence[KeyCheck]) -> tuple[KeyReport, ...]:

@@ -31,14 +31,14 @@ import structlog
 from agent import crashpoints, database
 from agent.bootloader import SLOTS
 from agent.clock import Clock
-from agent.database.schema import fsync_file
 from agent.documents import LastResult, StepOutcome
 from agent.events import EventSink, Progress, Refused, ResultEvent, Resumed, Transition
 from agent.fetcher import fetch_image, require_verified
-from agent.journal import MAX_PERSISTS, Job, disk_error, fsync_dir, replace
+from agent.fileio import disk_error, fsync_file
+from agent.journal import MAX_PERSISTS, Job
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.machine import Event, State, cancellable, next_state, resume_state
-from agent.manifest import Manifest, load_manifest
+from agent.manifest import Manifest
 from agent.planner import candidates
 from agent.policy import Verdict, judge_step
 from agent.results import StepResult, UpgradeResult, failure_rule
@@ -61,7 +61,7 @@ class Timing:
 
 
 class Upgrader:
-    """Upgrades one server directory."""
+    """Upgrades one server directory, writing through its disk and verifying with its verifier."""
 
     def __init__(
         self,
@@ -319,7 +319,7 @@ class Upgrader:
     # --- handlers (one per state) -----------------------------------------------------------------
     def _manifest(self, build: str) -> Manifest:
         trust = self.server.trust()
-        return load_manifest(
+        return self.server.verifier.manifest(
             self.repo / "manifests" / f"{build}.manifest", trust.root_public, self.clock.now().date()
         )
 
@@ -350,6 +350,7 @@ class Upgrader:
             limits=self.limits,
             progress=progress,
             cancel=self.cancel,
+            disk=self.server.disk,
         )
 
     async def _on_staging(self, job: Job) -> Event:
@@ -370,18 +371,18 @@ class Upgrader:
         def progress(done: int, total: int) -> None:
             self.on_event(Progress.database(job.build, done, total))
 
-        if job.rebuilds_database:  # rule DB-1: a complete new build, verified
-            report = await asyncio.to_thread(database.rebuild, src, dst, job.db_schema, progress)
-        else:  # rule DB-2: a migrated (or plain) verified copy; the original is the rollback copy
-            report = await asyncio.to_thread(database.migrate_copy, src, dst, job.db_schema, progress)
+        # rule DB-1: a complete new build, verified; rule DB-2: a migrated (or plain) verified copy,
+        # the original being the rollback copy
+        make = database.rebuild if job.rebuilds_database else database.migrate_copy
+        report = await asyncio.to_thread(
+            make, src, dst, job.db_schema, progress, disk=self.server.disk, verifier=self.server.verifier
+        )
         await self.clock.sleep(report.rows / self.timing.db_rows_per_second)
         return Event.DB_READY
 
     async def _on_db_ready(self, job: Job) -> Event:
         path = self.server.db_path(job.new_slot)
-        if database.verified_unchanged(path, job.db_schema):
-            return Event.ACTIVATE  # this process just built and verified it, and the file is unchanged
-        if not database.check_opens(path, job.db_schema):
+        if not self.server.verifier.database_ready(path, job.db_schema):
             raise AllworxError(
                 "the new database does not open in the expected schema", reason=Reason.DATABASE_VERIFY_FAILED
             )
@@ -399,9 +400,9 @@ class Upgrader:
             tmp.unlink(missing_ok=True)
             staged.unlink(missing_ok=True)  # a retry downloads it again
             raise
-        fsync_file(tmp)
-        replace(tmp, slot / "image.img")
-        fsync_dir(slot)
+        fsync_file(tmp, self.server.disk)
+        self.server.disk.replace(tmp, slot / "image.img")
+        self.server.disk.fsync_dir(slot)
         self.server.write_slot_info(job.new_slot, SlotInfo(job.release, job.build, job.db_schema))
         crashpoints.hit("slot.written")
         return Event.SLOT_WRITTEN

@@ -111,8 +111,8 @@ async def _campaign(
     fleet = build_fleet(root, spec, workers=2)
     print(f"fleet: {servers} servers, {fleet.built} built, rest reused, in {time.monotonic() - began:.1f} s")
     url = f"mqtt://127.0.0.1:{port}"
-    async with simulate(  # no power cut is simulated: the hosts skip fsync (docs/power-cuts.md)
-        fleet, broker=url, speed=3600.0, workers=workers, ready_timeout=600, durable=False
+    async with simulate(  # the simulation's fast disk and verifier (docs/power-cuts.md)
+        fleet, broker=url, speed=3600.0, workers=workers, ready_timeout=600
     ) as sim:
         print(f"agents connected after {time.monotonic() - began:.1f} s")
         before = await broker_counts(port)

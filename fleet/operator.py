@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import crypto
-from agent.journal import create_folder_once
+from agent.fileio import create_folder_once
 from common.errors import StoreError
 
 HOME_VARIABLE = "ALLWORX_SIM_HOME"

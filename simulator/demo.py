@@ -93,8 +93,8 @@ async def _run(
 ) -> Campaign | None:
     say = click.echo
     spec = demo_campaign(fleet)
-    # durable=False: no power cut is simulated here, so fsync buys nothing (docs/power-cuts.md)
-    async with simulate(fleet, broker=broker, speed=speed, workers=workers, durable=False) as sim:
+    # the agents as on a real server: the durable disk and verifier (docs/power-cuts.md)
+    async with simulate(fleet, broker=broker, speed=speed, workers=workers, fast=False) as sim:
         say(
             f"Broker {sim.settings.url}; {sim.running} agents starting, "
             f"{len(fleet.plans) - sim.running} servers powered off; simulated clock x{speed:g}"

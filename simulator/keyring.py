@@ -29,11 +29,10 @@ from typing import Any
 from agent import crypto
 from agent.armor import parse_token
 from agent.crypto import Certificate, SignedDocument
-from agent.journal import create_folder_once
+from agent.fileio import create_folder_once, write_atomic
 from agent.revocation import (
     REVOCATIONS_FILE,
     RevocationList,
-    atomic_write,
     parse_revocation_list,
     sign_revocation_list,
     write_trust,
@@ -206,7 +205,7 @@ class VendorKeyring:
             text = self.sign_revocations(
                 current.revoked | {key_id}, current.sequence + 1, max(today, current.issued)
             )
-            atomic_write(self.path / REVOCATIONS_FILE, text.encode("utf-8"))
+            write_atomic(self.path / REVOCATIONS_FILE, text.encode("utf-8"))
         return text
 
     def sign_revocations(self, revoked: Iterable[str], sequence: int, issued: date) -> str:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -29,6 +27,7 @@ import click
 from agent import crypto
 from agent.cliutil import guarded
 from agent.crypto import SignedDocument
+from agent.fileio import write_atomic
 from agent.manifest import Manifest, encode_signed_manifest
 from common.errors import StoreError
 from releases.catalog import Catalog, default_catalog
@@ -94,14 +93,7 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, shared=True)  # publishers in several processes may write it at once
     return True
 
 

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from agent.bootloader import BootEnv
-from agent.journal import write_json
+from agent.fileio import write_json
 from agent.mqtt.topics import check_level
 from agent.opkeys import trust_operator
 from agent.store import ServerDir, SlotInfo

@@ -23,11 +23,3 @@ def sim_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def keyring(sim_home: Path) -> VendorKeyring:
     """The vendor keyring in the session's simulator home (created once)."""
     return VendorKeyring.load_or_create()
-
-
-@pytest.fixture(autouse=True)
-def fresh_digest_memory() -> None:
-    """Each test starts with no remembered database digest (tests count the digests they cause)."""
-    from agent.database import engine
-
-    engine.forget()

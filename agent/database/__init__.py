@@ -12,7 +12,16 @@ Pure synchronous functions on database paths (no asyncio). Invariants:
 """
 
 from agent.database.digest import ENTITIES, RecordDigest, digest
-from agent.database.engine import DbReport, check_opens, migrate_copy, rebuild, tmp_path, verified_unchanged
+from agent.database.engine import (
+    RECOMPUTE,
+    DatabaseVerifier,
+    DbReport,
+    Recompute,
+    check_opens,
+    migrate_copy,
+    rebuild,
+    tmp_path,
+)
 from agent.database.importer import ImportReport, import_records, user_count
 from agent.database.schema import KNOWN_SCHEMAS, NEW_MODEL, create_empty, schema_of
 
@@ -20,8 +29,11 @@ __all__ = [
     "ENTITIES",
     "KNOWN_SCHEMAS",
     "NEW_MODEL",
+    "RECOMPUTE",
+    "DatabaseVerifier",
     "DbReport",
     "ImportReport",
+    "Recompute",
     "RecordDigest",
     "check_opens",
     "create_empty",
@@ -32,5 +44,4 @@ __all__ = [
     "schema_of",
     "tmp_path",
     "user_count",
-    "verified_unchanged",
 ]

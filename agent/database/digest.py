@@ -10,12 +10,11 @@ are 12 lower-case hex digits, dates integer Unix seconds. An entity a schema lac
 Invariants: a database before and after the 7.1 rebuild or any migration digests equal exactly
 when every record is present and unchanged; rows are hashed in a stable key order; the hashing
 streams (SQLite renders each row as one line, a JSON array of its fields, and concatenates a page
-of rows; Python only hashes the page), so a million-row call log digests in 0.6 s (0.9 s in
-the old model, whose dates SQLite parses), measured on the 2-core machine.
+of rows; Python only hashes the page).
 
 A row's line is SQLite's ``json_array`` of its fields: text quoted and escaped, integers and reals
-bare and told apart (``5`` and ``5.0``), NULL as ``null``: unambiguous, and about 2.9 times
-cheaper than concatenating ``quote()`` literals (2.5 ms against 7.3 ms for a 5,000-row call log).
+bare and told apart (``5`` and ``5.0``), NULL as ``null``: unambiguous, and cheaper than
+concatenating ``quote()`` literals.
 JSON cannot hold a BLOB, which no field of these schemas should be; an entity whose rows hold one
 is hashed again with each field guarded, a blob as ``{"blob": "<hex>"}``. The guarded line of a
 row without blobs is the plain line, so both sides of a comparison agree whichever they took.

@@ -5,20 +5,14 @@ Invariants (rules DB-1 and DB-2):
 - the source is opened read-only (a ``mode=ro`` URI) and is never modified;
 - the new database is built at ``<dst>.tmp`` and becomes ``dst`` only after its logical digest
   (counts and checksums of every record) equals the source's, or, for a copy whose schema stays,
-  its bytes read back hash (SHA-256) as the source's did, the file is fsynced, and
-  the atomic rename (``agent.journal.replace``) has renamed it, with the directory fsynced after;
+  its bytes read back hash (SHA-256) as the source's did, the file is fsynced, and the atomic
+  rename has renamed it, with the directory fsynced after (through the caller's
+  :class:`~agent.fileio.Disk`, durable by default);
 - on any failure no ``dst`` is produced by the call and the ``.tmp`` file is removed; a power cut
   (a ``BaseException`` at a crash point) may leave only the ``.tmp`` file, which the next call
   discards before it starts;
-- the digest a copy must match is the source's: computed now, or remembered from when this
-  process verified that very file (same path, device, inode, size and modification time). A stale
-  memory can only fail a verification, never pass a copy that lost a record;
-- a digest is a function of the database file's bytes alone (no journal beside it), so it is also
-  remembered by content: the SHA-256 of the bytes read (streamed: a large database is never held
-  in memory), kept only when the file did not change while it was read and digested. Virtual
-  servers copied from one template hold byte-identical databases and stay identical step after
-  step, so a fleet host digests each distinct content once; a copy that lost or altered a record
-  has other bytes and is digested in full.
+- every digest is asked of the caller's :class:`DatabaseVerifier` with the means to compute it;
+  the default, :data:`RECOMPUTE`, computes each one from the file as it is now, and keeps nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from agent.crashpoints import hit
 from agent.database.digest import OLD_CANON, PAGE_ROWS, RecordDigest, count_rows, digest, digest_connection
@@ -41,16 +36,13 @@ from agent.database.schema import (
     check_known,
     connect,
     ddl_for,
-    fsync_dir,
-    fsync_file,
     is_new_model,
     read_schema,
     stamp,
     steps_between,
     translated,
 )
-from agent.journal import replace
-from agent.memo import Memo
+from agent.fileio import DURABLE, Disk, fsync_file
 from common.errors import DatabaseError
 from common.reasons import Reason
 
@@ -117,12 +109,12 @@ def _verify(expected: RecordDigest, actual: RecordDigest) -> None:
         )
 
 
-def _publish(tmp: Path, dst: Path) -> None:
+def _publish(tmp: Path, dst: Path, disk: Disk) -> None:
     """fsync the verified file, rename it over ``dst`` and fsync the directory (rules DB-1, DB-2)."""
     with translated(f"publishing {dst}"):
-        fsync_file(tmp)
-        replace(tmp, dst)
-        fsync_dir(dst.parent)  # the folder the rename wrote (a link's own, not its target's)
+        fsync_file(tmp, disk)
+        disk.replace(tmp, dst)
+        disk.fsync_dir(dst.parent)  # the folder the rename wrote (a link's own, not its target's)
 
 
 def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | None) -> None:
@@ -150,25 +142,53 @@ def _export_and_load(conn: sqlite3.Connection, total: int, progress: Progress | 
 
 
 FileKey = tuple[str, int, int, int, int]
-
-# remembered digests and schemas (about half a KiB each): one per server of a fleet host
-_memory: Memo[FileKey, tuple[RecordDigest, int]] = Memo(20_000)
-# digests by the SHA-256 of the database bytes: one per distinct content (a fleet: a few per template)
-_by_content: Memo[bytes, RecordDigest] = Memo(1_024)
+Read = tuple[bytes, FileKey]  # the SHA-256 of a file's bytes and its :func:`file_key`, as they were read
 
 
-def forget() -> None:
-    """Forget every remembered digest (tests that count digests start from nothing)."""
-    _memory.clear()
-    _by_content.clear()
+class DatabaseVerifier(Protocol):
+    """What the engine asks about database files: their digests, and whether one is ready."""
+
+    def database_digest(
+        self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
+    ) -> RecordDigest:
+        """The digest of the database file at ``path`` as it is now; ``compute()`` computes it.
+
+        ``read``: what :func:`read_stable` gave for the file when the caller just read it whole
+        (None: not read, or not stable).
+        """
+
+    def database_verified(self, path: Path, verified: RecordDigest, schema: int) -> None:
+        """Told that the database just published at ``path`` verified as ``verified`` in ``schema``."""
+
+    def database_ready(self, path: Path, schema: int) -> bool:
+        """Whether the database at ``path`` opens in ``schema`` (the check before activation)."""
 
 
-def _file_key(path: Path) -> FileKey | None:
-    """Path, device, inode, size and modification time: every write changes one of them.
+class Recompute:
+    """The durable :class:`DatabaseVerifier`: every digest and every check is done again."""
 
-    The path is made absolute, not resolved (``realpath`` walks every link: 2% of a fleet's CPU);
-    two names of one file only make a memory miss, and a name moved to another file changes the
-    device or inode.
+    def database_digest(
+        self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
+    ) -> RecordDigest:
+        """Compute the digest (``compute()``), every time."""
+        return compute()
+
+    def database_verified(self, path: Path, verified: RecordDigest, schema: int) -> None:
+        """Keep nothing."""
+
+    def database_ready(self, path: Path, schema: int) -> bool:
+        """Run the boot check on the file as it is now (:func:`check_opens`)."""
+        return check_opens(path, schema)
+
+
+RECOMPUTE = Recompute()
+
+
+def file_key(path: Path) -> FileKey | None:
+    """Path, device, inode, size and modification time of a file (None when it is missing).
+
+    The path is made absolute, not resolved: two names of one file differ, and a name moved to
+    another file changes the device or inode.
     """
     try:
         st = path.stat()
@@ -177,33 +197,23 @@ def _file_key(path: Path) -> FileKey | None:
     return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _remember(path: Path, verified: RecordDigest, schema: int) -> None:
-    """Remember the digest and schema of a database this process just verified and published."""
-    key = _file_key(path)
-    if key is not None:
-        _memory.put(key, (verified, schema))
-
-
-def _recall(path: Path) -> tuple[RecordDigest, int] | None:
-    """The digest and schema remembered for ``path`` as it is now (None when it changed or is unknown)."""
-    key = _file_key(path)
-    return _memory.get(key) if key is not None else None
-
-
 _CHUNK = 1 << 20  # bytes read at a time: a large database is hashed and copied in pieces
 
 
-def _read_stable(path: Path, copy_to: Path | None = None) -> tuple[bytes, FileKey] | None:
-    """The SHA-256 of a database file's bytes and its key as read, or None when they may not be
-    its content; with ``copy_to``, the bytes are also written there as they are read.
+def read_stable(path: Path, copy_to: Path | None = None) -> Read | None:
+    """The SHA-256 of a database file's bytes and its :func:`file_key` as read, or None when they
+    may not be its content; with ``copy_to``, the bytes are also written there as they are read.
 
     None (and no ``copy_to`` left) when a journal is beside the file (a write was under way:
     SQLite would roll it back on open, so the bytes are not what a connection reads) or the file
     changed while it was read.
+
+    Raises:
+        OSError: the file cannot be read, or ``copy_to`` written.
     """
     if any(Path(f"{path}{suffix}").exists() for suffix in ("-journal", "-wal")):
         return None
-    before = _file_key(path)
+    before = file_key(path)
     if before is None:
         return None
     sha = hashlib.sha256()
@@ -213,61 +223,23 @@ def _read_stable(path: Path, copy_to: Path | None = None) -> tuple[bytes, FileKe
             sha.update(chunk)
             if out is not None:
                 out.write(chunk)
-    if _file_key(path) != before:
+    if file_key(path) != before:
         if copy_to is not None:
             copy_to.unlink(missing_ok=True)
         return None
     return sha.digest(), before
 
 
-def _content_digest(
-    read: tuple[bytes, FileKey] | None, path: Path, compute: Callable[[], RecordDigest]
+def _build(
+    src: Path, tmp: Path, target_schema: int, progress: Progress | None, verifier: DatabaseVerifier
 ) -> RecordDigest:
-    """The digest of the database ``read`` from ``path`` (its bytes' SHA-256 and its key):
-    remembered by content, or ``compute()``.
-
-    A computed digest is remembered only when ``path`` kept the key it had when it was read, so it
-    is the digest of exactly the bytes hashed. ``read`` None: computed, not remembered.
-    """
-    if read is None:
-        return compute()
-    content, key = read
-    found = _by_content.get(content)
-    if found is None:
-        found = compute()
-        if _file_key(path) == key:
-            _by_content.put(content, found)
-    return found
-
-
-def _digest_of(conn: sqlite3.Connection, path: Path) -> RecordDigest:
-    """The digest of the database this call built at ``path``, open and committed as ``conn``."""
-    return _content_digest(_read_stable(path), path, lambda: digest_connection(conn))
-
-
-def _digest_file(path: Path) -> RecordDigest:
-    """The digest of the database at ``path`` (opened read-only when it must be computed)."""
-    return _content_digest(_read_stable(path), path, lambda: digest(path))
-
-
-def verified_unchanged(path: Path | str, schema: int) -> bool:
-    """Whether this process built and verified ``path`` in ``schema``, and the file is unchanged since.
-
-    What the database-ready check would establish (the file opens in that schema) already holds
-    then; a resumed run in a new process remembers nothing and checks.
-    """
-    found = _recall(Path(path))
-    return found is not None and found[1] == schema
-
-
-def _build(src: Path, tmp: Path, target_schema: int, progress: Progress | None) -> RecordDigest:
     """Export ``src`` into a new ``target_schema`` database at ``tmp`` and verify it (rule DB-1).
 
-    The source digest is computed on its own read-only connection in a worker thread while this
-    thread loads the rows (SQLite releases the GIL while it steps), so it costs no extra wall time.
+    The source digest is taken on its own read-only connection in a worker thread while this
+    thread loads the rows (SQLite releases the GIL while it steps).
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-digest") as pool:
-        source_digest = pool.submit(_digest_file, src)
+        source_digest = pool.submit(verifier.database_digest, src, lambda: digest(src))
         with closing(connect(tmp)) as conn:
             conn.execute("PRAGMA journal_mode = OFF")  # a scratch file: fsynced once, at the end
             conn.execute("PRAGMA synchronous = OFF")
@@ -286,7 +258,8 @@ def _build(src: Path, tmp: Path, target_schema: int, progress: Progress | None) 
             conn.execute("DETACH DATABASE src")
             hit("db.rebuild")
             expected = source_digest.result()
-            _verify(expected, _digest_of(conn, tmp))  # rule DB-1: counts and checksums
+            built = verifier.database_digest(tmp, lambda: digest_connection(conn))
+            _verify(expected, built)  # rule DB-1: counts and checksums
     return expected
 
 
@@ -302,7 +275,13 @@ def _prepare(src: Path | str, dst: Path | str) -> tuple[Path, Path, Path]:
 
 
 def rebuild(
-    src: Path | str, dst: Path | str, target_schema: int, progress: Progress | None = None
+    src: Path | str,
+    dst: Path | str,
+    target_schema: int,
+    progress: Progress | None = None,
+    *,
+    disk: Disk = DURABLE,
+    verifier: DatabaseVerifier = RECOMPUTE,
 ) -> DbReport:
     """Build a new database in ``target_schema`` from every record of ``src`` (the 7.1 rebuild).
 
@@ -314,6 +293,8 @@ def rebuild(
         dst: where the new database goes; replaced only once verified.
         target_schema: a schema of the new data model (>= 20).
         progress: optional ``callable(done_rows, total_rows)``, called every page of rows.
+        disk: flushes and renames the new database (durable by default).
+        verifier: gives the digests and is told of the published database (recomputes by default).
 
     Returns:
         The verified counts and checksum, the time taken and the number of records.
@@ -335,12 +316,12 @@ def rebuild(
             raise RuntimeError("source is already in the 7.1 data model: use migrate_copy (rule DB-2)")
     try:
         with translated(f"rebuilding {source}"):
-            expected = _build(source, tmp, target_schema, progress)
-        _publish(tmp, target)
+            expected = _build(source, tmp, target_schema, progress, verifier)
+        _publish(tmp, target, disk)
     except Exception:
         _discard(tmp)
         raise
-    _remember(target, expected, target_schema)
+    verifier.database_verified(target, expected, target_schema)
     hit("db.verified")
     return _report(expected, started)
 
@@ -372,15 +353,14 @@ def _backup(
     source.backup(out, pages=1024, progress=pages_copied)
 
 
-def _copy_bytes(source: Path, tmp: Path) -> tuple[bytes, FileKey] | None:
+def _copy_bytes(source: Path, tmp: Path) -> Read | None:
     """Copy the database file byte for byte; return the SHA-256 of the bytes and the source's key.
 
     Returns None, leaving no copy, when the file cannot be copied that way: a journal beside it (a
     write was under way) or the file changed while it was read; the caller then takes
-    :func:`_backup`. A byte copy costs about a twentieth of a backup (0.13 ms against 2.1 ms for a
-    300 KB database).
+    :func:`_backup`, which costs far more than a byte copy.
     """
-    return _read_stable(source, copy_to=tmp)
+    return read_stable(source, copy_to=tmp)
 
 
 def _step(out: sqlite3.Connection, target_schema: int) -> None:
@@ -402,6 +382,7 @@ def _copy_and_verify(
     steps: tuple[int, int],
     expected: RecordDigest,
     progress: Progress | None,
+    verifier: DatabaseVerifier,
 ) -> None:
     """Step the schema of the copy at ``tmp`` (``copied``: the SHA-256 of the source bytes it holds;
     None: not copied yet), verify it.
@@ -415,7 +396,7 @@ def _copy_and_verify(
     current, target_schema = steps
     if copied is not None and current == target_schema:
         hit("db.rebuild")
-        read_back = _read_stable(tmp)
+        read_back = read_stable(tmp)
         if read_back is None or read_back[0] != copied:
             raise DatabaseError(
                 "verification failed: the copy differs from its source", reason=Reason.DATABASE_VERIFY_FAILED
@@ -427,13 +408,20 @@ def _copy_and_verify(
             if current != target_schema:
                 _step(out, target_schema)
             hit("db.rebuild")
-            _verify(expected, _digest_of(out, tmp))  # rule DB-2: same guarantee as DB-1
+            built = verifier.database_digest(tmp, lambda: digest_connection(out))
+            _verify(expected, built)  # rule DB-2: same guarantee as DB-1
     if progress is not None:
         progress(expected.rows, expected.rows)
 
 
 def migrate_copy(
-    src: Path | str, dst: Path | str, target_schema: int, progress: Progress | None = None
+    src: Path | str,
+    dst: Path | str,
+    target_schema: int,
+    progress: Progress | None = None,
+    *,
+    disk: Disk = DURABLE,
+    verifier: DatabaseVerifier = RECOMPUTE,
 ) -> DbReport:
     """Copy ``src`` to ``dst`` and migrate the copy in place to ``target_schema`` (rule DB-2).
 
@@ -446,6 +434,8 @@ def migrate_copy(
         dst: where the migrated copy goes; replaced only once verified.
         target_schema: the schema to reach, in the same data model as ``src``'s.
         progress: optional ``callable(done_rows, total_rows)``, called as the copy advances.
+        disk: flushes and renames the new database (durable by default).
+        verifier: gives the digests and is told of the published database (recomputes by default).
 
     Returns:
         The verified counts and checksum, the time taken and the number of records.
@@ -464,27 +454,23 @@ def migrate_copy(
         with translated(f"migrating {source_path}"), closing(connect(source_path, readonly=True)) as source:
             current = read_schema(source)
             _check_step(current, target_schema)
-            remembered = _recall(source_path)
             copied = _copy_bytes(source_path, tmp)
-            expected = (
-                remembered[0]
-                if remembered
-                else _content_digest(copied, source_path, lambda: digest_connection(source))
-            )
+            expected = verifier.database_digest(source_path, lambda: digest_connection(source), copied)
             hit("db.export")
             _copy_and_verify(
                 source,
                 tmp,
-                copied=copied[0] if copied else None,
+                copied=copied[0] if copied is not None else None,
                 steps=(current, target_schema),
                 expected=expected,
                 progress=progress,
+                verifier=verifier,
             )
-        _publish(tmp, target)
+        _publish(tmp, target, disk)
     except Exception:
         _discard(tmp)
         raise
-    _remember(target, expected, target_schema)
+    verifier.database_verified(target, expected, target_schema)
     hit("db.verified")
     return _report(expected, started)
 

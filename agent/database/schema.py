@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from agent.journal import durable
 from common.errors import DatabaseError
 from common.reasons import Reason
 
@@ -209,25 +208,3 @@ def create_empty(path: Path | str, schema: int) -> None:
             conn.execute(statement)
         stamp(conn, schema)
         conn.execute("COMMIT")
-
-
-def fsync_file(path: Path | str) -> None:
-    """Flush ``path``'s bytes to stable storage (skipped only in a no-fsync simulation)."""
-    if not durable():
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path | str) -> None:
-    """Flush the directory entry changes of ``path`` (a directory) to stable storage (as above)."""
-    if not durable():
-        return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

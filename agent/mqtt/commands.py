@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent import crypto
-from agent.journal import read_json, write_json
+from agent.fileio import DURABLE, Disk, read_json, write_json
 from agent.mqtt.messages import ARGS_MODELS, MAX_COMMAND_BYTES, SCHEMA_VERSION, Command
 from common.errors import CommandError, StoreError
 from common.reasons import Reason, Refusal
@@ -59,8 +59,9 @@ class CommandCheck:
 class NonceWindow:
     """The persisted set of accepted nonces, each kept until its command's expiry (rule CMD-3)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, disk: Disk = DURABLE) -> None:
         self.path = path
+        self.disk = disk
         self._nonces: dict[str, datetime] = {}
         if path.exists():
             try:
@@ -86,7 +87,7 @@ class NonceWindow:
         self._nonces = {k: v for k, v in self._nonces.items() if v >= now}
         self._nonces[nonce] = expires_at
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, {k: v.isoformat() for k, v in self._nonces.items()})
+        write_json(self.path, {k: v.isoformat() for k, v in self._nonces.items()}, disk=self.disk)
 
 
 def _refuse(name: str, token: str | None, reason: Reason, rule: str, message: str) -> CommandCheck:

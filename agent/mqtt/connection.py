@@ -190,8 +190,8 @@ class _Client(aiomqtt.Client):
     """aiomqtt's client, with paho's housekeeping run every ``misc_interval`` seconds, not every one.
 
     The housekeeping (``loop_misc``) sends the keep-alive PINGREQ and notices a silent broker; a
-    tenth of the keep-alive is precise enough for both. Measured here: 5,000 idle sessions in one
-    process cost 11% of a core with aiomqtt's fixed 1 s.
+    tenth of the keep-alive is precise enough for both, and costs a process hosting many idle
+    sessions far less than aiomqtt's fixed 1 s.
     """
 
     misc_interval = 1.0

@@ -88,7 +88,13 @@ class AgentOptions:
 
 
 class Agent:
-    """The daemon of one server directory (run with :meth:`run`)."""
+    """The daemon of one server directory (run with :meth:`run`).
+
+    Everything it writes (outbox, nonces, the upgrade) goes through the server directory's
+    :class:`~agent.fileio.Disk`, and everything it verifies through its
+    :class:`~agent.verifier.Verifier`: whoever builds the :class:`~agent.store.ServerDir` chooses
+    them (durable by default).
+    """
 
     def __init__(
         self,
@@ -106,7 +112,9 @@ class Agent:
         self.wall = wall or SystemClock()  # real time: network backoff, command expiry, rate limits
         self.catalog = catalog or default_catalog()
         self.topics = ServerTopics(options.site or ident.site, ident.serial)
-        self.outbox = Outbox(server.root / "agent" / "outbox", cursor_every=options.cursor_interval)
+        self.outbox = Outbox(
+            server.root / "agent" / "outbox", cursor_every=options.cursor_interval, disk=server.disk
+        )
         self.protocol = options.protocol or Protocol.V5
         self._state_dirty = asyncio.Event()
         self._state_urgent = asyncio.Event()
@@ -118,7 +126,8 @@ class Agent:
         self._staging = False  # whether the running job only stages (an upgrade may follow it)
         self._cancel = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
-        self.dispatcher = Dispatcher(self, NonceWindow(server.root / "agent" / "nonces.json"))
+        nonces = NonceWindow(server.root / "agent" / "nonces.json", disk=server.disk)
+        self.dispatcher = Dispatcher(self, nonces)
         self.connected = asyncio.Event()  # set while a connection is up (tests and tools wait on it)
 
     # --- lifetime -------------------------------------------------------------------------

@@ -9,8 +9,8 @@ Invariants:
 - sequence numbers start at 1 and increase by exactly one per event, across restarts and
   compactions: the next number is one more than the highest ever assigned (the log's last line,
   or the cursor's ``last`` once the log was compacted), so they never repeat or gap;
-- an event is on disk (fsync'd, unless the simulation-only setting of :func:`agent.journal.durable`
-  is on) before :meth:`Outbox.append` returns, so a kill loses nothing;
+- an event is on disk (flushed through the outbox's :class:`~agent.fileio.Disk`, by default an
+  fsync) before :meth:`Outbox.append` returns, so a kill loses nothing;
 - :meth:`Outbox.pending` returns the undelivered events in sequence order; delivery is
   at-least-once (a crash between PUBACK and :meth:`Outbox.delivered` re-sends), and readers drop
   a sequence number they have already seen;
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from agent.journal import disk_error, fsync, read_json, write_json
+from agent.fileio import DURABLE, Disk, disk_error, read_json, write_json
 from agent.mqtt.messages import EventMessage
 from common.errors import StoreError
 
@@ -57,15 +57,22 @@ class Outbox:
     """
 
     def __init__(
-        self, folder: Path, *, cursor_every: float = 0.0, monotonic: Callable[[], float] = time.monotonic
+        self,
+        folder: Path,
+        *,
+        cursor_every: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        disk: Disk = DURABLE,
     ) -> None:
         """Open (or create) the outbox in ``folder``.
 
         ``cursor_every`` > 0 writes the cursor at most that often (seconds of ``monotonic``), and
         on :meth:`flush`, :meth:`close` and before a compaction: a crash then re-sends at most that
-        much of delivered events, which readers drop by sequence number (at-least-once).
+        much of delivered events, which readers drop by sequence number (at-least-once). ``disk``
+        flushes the log and writes the cursor.
         """
         self.folder = folder
+        self.disk = disk
         self.cursor_every = cursor_every
         self._monotonic = monotonic
         self._written: tuple[int, float] | None = None  # (delivered, when) of the cursor on disk
@@ -118,7 +125,7 @@ class Outbox:
         try:
             self._log.write(payload + b"\n")
             self._log.flush()
-            fsync(self._log.fileno())
+            self.disk.fsync(self._log.fileno())
         except OSError as exc:
             raise disk_error(exc, f"cannot write {self.log_path}") from exc
         self._last += 1
@@ -176,7 +183,7 @@ class Outbox:
         if not self.cursor_behind:
             return
         cursor = Cursor(delivered=self._delivered, last=self._last)
-        write_json(self.cursor_path, cursor.model_dump(), compact=True)
+        write_json(self.cursor_path, cursor.model_dump(), compact=True, disk=self.disk)
         self._written = (self._delivered, self._monotonic())
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from agent.journal import read_json, write_json
+from agent.fileio import read_json, write_json
 from agent.store import ServerDir
 from common.errors import StoreError
 from common.reasons import Reason

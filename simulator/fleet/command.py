@@ -108,8 +108,8 @@ def _serve(p: dict[str, Any], mine: Fleet) -> None:
     from simulator.fleet.run import simulate
 
     async def serve() -> None:
-        async with simulate(  # no power cut is simulated: skip fsync (docs/power-cuts.md)
-            mine, broker=p["broker"], speed=p["speed"], workers=p["workers"], durable=False
+        async with simulate(  # the simulation's fast disk and verifier (docs/power-cuts.md)
+            mine, broker=p["broker"], speed=p["speed"], workers=p["workers"]
         ) as sim:
             anchor = {
                 "start": sim.config.start.isoformat(),

@@ -9,10 +9,12 @@ hosts with synchronised clocks) and the campaign controller agree on the simulat
 Invariants: a host never writes outside its servers' folders; SIGTERM stops its agents cleanly
 (each publishes ``offline`` itself); the workers are the caller's children and are stopped by it.
 
-Durability: a host whose :attr:`HostConfig.durable` is false turns on, for its own process only,
-the simulation-only no-fsync setting (:func:`agent.journal.durable`): it simulates no OS crash
-or power cut, so a flush to stable storage protects nothing there (docs/power-cuts.md). The
-default is durable; ``allworx-sim fleet`` and the fleet benchmark turn it off.
+Shortcuts: a host whose :attr:`HostConfig.fast` is true (the default) builds its agents' server
+directories with the simulation's :class:`~simulator.fleet.disk.FastDisk` (no fsync: no OS crash
+or power cut is simulated, docs/power-cuts.md) and one
+:class:`~simulator.fleet.verifier.RememberingVerifier` shared by all of them (its servers share
+their key files, manifests and database contents). With ``fast`` false they get the agent's own
+durable disk and verifier, as on a real server (the demo).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import SimClock
-from agent.journal import NO_FSYNC_ENV
+from agent.fileio import DURABLE
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.mqtt.connection import BrokerSettings, Link, Protocol
 from agent.mqtt.daemon import Agent, AgentOptions, stop_on_sigterm
@@ -39,7 +40,10 @@ from agent.mqtt.report import state_document
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from agent.upgrader import Timing
+from agent.verifier import DURABLE_VERIFIER
 from releases.catalog import default_catalog
+from simulator.fleet.disk import FastDisk
+from simulator.fleet.verifier import RememberingVerifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,7 @@ class HostConfig:
     state_interval: float = 2.0  # real seconds between two retained-state publishes of one agent
     cursor_interval: float = 2.0  # real seconds between two outbox cursor writes of one agent
     limits: Limits = DEFAULT_LIMITS  # each agent's download limits (the link's bandwidth, on the sim clock)
-    durable: bool = True  # False: skip fsync in this host's process (no power cut is simulated)
+    fast: bool = True  # the simulation's disk and verifier (False: the agent's durable ones)
 
 
 def anchored_clock(start: datetime, speed: float, epoch: float) -> SimClock:
@@ -75,14 +79,12 @@ async def host_agents(
     message matching *any* subscription to each connecting client, and fails when subscriptions
     change meanwhile, so the agents connect first).
 
-    When ``config.durable`` is false, this whole process skips fsync from then on (see the module
-    docstring): call it so only in a process that hosts nothing but simulated servers.
+    ``config.fast`` chooses the disk and verifier handed to the agents (see the module docstring);
+    nothing else in this process is affected.
 
     Raises:
         StoreError: a server folder is unreadable.
     """
-    if not config.durable:
-        os.environ[NO_FSYNC_ENV] = "1"
     clock = anchored_clock(config.start, config.speed, config.epoch)
     catalog = default_catalog()
     options = AgentOptions(
@@ -96,7 +98,12 @@ async def host_agents(
         protocol=Protocol(config.protocol) if config.protocol else None,
         limits=config.limits,
     )
-    agents = [Agent(ServerDir(path), options, clock=clock, catalog=catalog) for path in dirs]
+    if config.fast:
+        disk, verifier = FastDisk(), RememberingVerifier()
+        servers = [ServerDir(path, disk=disk, verifier=verifier) for path in dirs]
+    else:
+        servers = [ServerDir(path, disk=DURABLE, verifier=DURABLE_VERIFIER) for path in dirs]
+    agents = [Agent(server, options, clock=clock, catalog=catalog) for server in servers]
     async with asyncio.TaskGroup() as tasks:
         for agent in agents:
             tasks.create_task(agent.run(), name=f"agent-{agent.topics.serial}")

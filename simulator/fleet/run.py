@@ -53,13 +53,13 @@ async def simulate(
     protocol: Protocol | None = None,
     ready_timeout: float = 120.0,
     limits: Limits = DEFAULT_LIMITS,
-    durable: bool = True,
+    fast: bool = True,
 ) -> AsyncIterator[Simulation]:
     """Run the fleet's agents against ``broker`` (the embedded one when None).
 
     ``limits`` go to every agent (the link's bandwidth paces downloads on the simulated clock).
-    ``durable=False`` skips fsync in the hosting processes (simulation only, docs/power-cuts.md);
-    with ``workers=0`` that is this very process, so tests keep the default.
+    ``fast`` gives the agents the simulation's disk (no fsync, docs/power-cuts.md) and remembering
+    verifier (:mod:`simulator.fleet.host`); ``fast=False`` the agent's durable ones.
 
     Raises:
         RuntimeError: the embedded broker could not start, or the agents did not connect in time.
@@ -76,7 +76,7 @@ async def simulate(
             epoch=time.time(),
             protocol=protocol.value if protocol else None,
             limits=limits,
-            durable=durable,
+            fast=fast,
         )
         settings = BrokerSettings(url=broker, timeout=60.0)
         running = [fleet.server_dir(p) for p in fleet.plans if not p.offline]

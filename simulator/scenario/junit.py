@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.fileio import write_atomic
+from common.errors import StoreError
 from common.validation import Problem
 from simulator.scenario.results import ScenarioResult
 
@@ -96,8 +98,14 @@ def render_junit(
 
 
 def write_junit(path: Path, document: bytes) -> None:
-    """Write a report, creating its folder; atomic (temp file then rename) so CI never reads half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(document)
-    tmp.replace(path)
+    """Write a report, creating its folder; atomic (:func:`agent.fileio.write_atomic`) so CI never
+    reads half.
+
+    Raises:
+        StoreError: the folder or the file cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{path.parent}: cannot create: {exc.strerror}") from exc
+    write_atomic(path, document)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from agent import database
 from agent.clock import as_date
-from agent.journal import read_json, write_json
+from agent.fileio import read_json, write_json
 from agent.keys import KeyInfo, parse_key
 from agent.store import ServerDir
 from common.errors import StoreError

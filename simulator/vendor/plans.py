@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import as_date
-from agent.journal import read_json, write_json
+from agent.fileio import read_json, write_json
 from agent.keys import KeyKind, Plan, parse_key
 from agent.store import ServerDir
 from common.errors import StoreError

@@ -184,11 +184,11 @@ def test_issue_certificate_rejects_unknown_purposes_and_empty_periods() -> None:
         )
 
 
-def test_a_valid_signature_is_verified_once_and_a_forgery_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same valid bytes cost one Ed25519 check; any other message or signature is checked afresh."""
+def test_every_call_verifies_the_signature_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same valid bytes checked twice cost two Ed25519 checks: nothing is remembered."""
     private = crypto.generate_private_key()
     public = crypto.public_key(private)
-    message = b"remembered " + crypto.fingerprint(public).encode()
+    message = b"checked " + crypto.fingerprint(public).encode()
     signature = crypto.sign(private, message)
     checks: list[bytes] = []
     real = crypto.Ed25519PublicKey
@@ -202,9 +202,7 @@ def test_a_valid_signature_is_verified_once_and_a_forgery_every_time(monkeypatch
     monkeypatch.setattr(crypto, "Ed25519PublicKey", Counting)
     assert crypto.verify(public, message, signature)
     assert crypto.verify(public, message, signature)
-    assert len(checks) == 1
-    assert not crypto.verify(public, message + b"!", signature)
+    assert len(checks) == 2
     forged = bytes([signature[0] ^ 1]) + signature[1:]
     assert not crypto.verify(public, message, forged)
-    assert not crypto.verify(public, message, forged)
-    assert len(checks) == 4, "a failed check is never remembered"
+    assert len(checks) == 3

@@ -113,24 +113,6 @@ def test_altered_manifest_is_refused(repo: Path, keyring: VendorKeyring, tmp_pat
     assert caught.value.reason is Reason.IMAGE_SIGNATURE_INVALID
 
 
-def test_a_verified_manifest_is_remembered_only_for_the_same_bytes_root_and_day(
-    repo: Path, keyring: VendorKeyring, tmp_path: Path
-) -> None:
-    """The verification cache never answers for changed bytes, another root or another day."""
-    path = tmp_path / "7.6.4.1.manifest"
-    path.write_bytes(manifest_path(repo, "7.6.4.1").read_bytes())
-    first = load_manifest(path, keyring.root_public, TODAY)
-    assert load_manifest(path, keyring.root_public, TODAY) is first  # verified once
-    _edit(path, _set("size", 1))  # the same path, altered after a good verification
-    with pytest.raises(SignatureError):
-        load_manifest(path, keyring.root_public, TODAY)
-    path.write_bytes(manifest_path(repo, "7.6.4.1").read_bytes())
-    with pytest.raises(SignatureError):
-        load_manifest(path, crypto.public_key(crypto.generate_private_key()), TODAY)
-    with pytest.raises(SignatureError):  # past the signing certificate's validity
-        load_manifest(path, keyring.root_public, date(2041, 1, 1))
-
-
 def test_manifest_from_another_vendor_is_refused(repo: Path) -> None:
     """A manifest verified against a different pinned root fails with IMAGE_SIGNATURE_INVALID."""
     other_root = crypto.public_key(crypto.generate_private_key())

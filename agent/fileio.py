@@ -1,0 +1,197 @@
+"""Files written so that a reader, or a power cut, finds the old content or the new, never a torn one.
+
+Invariants:
+- :func:`write_atomic` writes a temp file in the same folder, flushes it (``fsync``), renames it
+  over the target and flushes the folder: a reader sees the old document or the new one;
+- every flush and rename goes through a :class:`Disk`, given by the caller; the default,
+  :data:`DURABLE`, always flushes and renames with ``os.replace``. The agent never chooses
+  anything else by itself: whoever builds it (a fleet simulation) may pass another disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent import crashpoints
+from common.errors import StoreError
+from common.reasons import Reason
+
+
+class Disk(Protocol):
+    """How written bytes reach stable storage and how a new file takes an old one's name."""
+
+    def fsync(self, fd: int) -> None:
+        """Flush an open file's bytes to stable storage.
+
+        Raises:
+            OSError: the flush failed.
+        """
+
+    def fsync_dir(self, folder: Path | str) -> None:
+        """Flush a folder's entries (after a rename or a removal in it).
+
+        Raises:
+            OSError: the folder cannot be opened or flushed.
+        """
+
+    def replace(self, src: Path | str, dst: Path | str) -> None:
+        """Atomically make ``dst`` name the file at ``src``: a reader sees the old file or the new.
+
+        Raises:
+            OSError: the rename failed.
+        """
+
+
+class DurableDisk:
+    """Every flush is done and every rename is ``os.replace``: what a real server needs."""
+
+    def fsync(self, fd: int) -> None:
+        """Flush an open file's bytes to stable storage (``os.fsync``).
+
+        Raises:
+            OSError: the flush failed.
+        """
+        os.fsync(fd)
+
+    def fsync_dir(self, folder: Path | str) -> None:
+        """Flush a folder's entries to stable storage.
+
+        Raises:
+            OSError: the folder cannot be opened or flushed.
+        """
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace(self, src: Path | str, dst: Path | str) -> None:
+        """Rename ``src`` over ``dst`` (``os.replace``, atomic on POSIX).
+
+        Raises:
+            OSError: the rename failed.
+        """
+        os.replace(src, dst)
+
+
+DURABLE: Disk = DurableDisk()
+
+
+def fsync_file(path: Path | str, disk: Disk = DURABLE) -> None:
+    """Flush the bytes of the file at ``path`` through ``disk``.
+
+    Raises:
+        OSError: the file cannot be opened or flushed.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        disk.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def disk_error(exc: OSError, what: str = "disk error") -> StoreError:
+    """Translate an OS error into the product's error (reason NO_SPACE when the disk is full)."""
+    reason = Reason.NO_SPACE if exc.errno == errno.ENOSPC else Reason.BAD_INPUT
+    return StoreError(f"{what}: {exc.strerror or exc}", reason=reason)
+
+
+def write_atomic(
+    path: Path, data: bytes, *, point: str | None = None, disk: Disk = DURABLE, shared: bool = False
+) -> None:
+    """Replace ``path`` with ``data`` atomically, optionally hitting crash point ``point`` mid-way.
+
+    The temp file is ``.<name>.tmp`` beside ``path``: a cut at ``point`` (in the middle of writing
+    it) leaves it torn next to an intact ``path``; readers never look at it, and the next write
+    truncates it. ``shared``: several processes may write ``path`` at once, so each writes a temp
+    file of its own (``.<name>-<random>.tmp``, removed on failure).
+
+    Raises:
+        StoreError: the disk refused (reason NO_SPACE when it is full).
+    """
+    try:
+        if shared:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+            tmp = Path(name)
+            handle = os.fdopen(fd, "wb")
+        else:
+            tmp = path.with_name(f".{path.name}.tmp")
+            handle = tmp.open("wb")
+    except OSError as exc:
+        raise disk_error(exc, f"cannot write {path}") from exc
+    try:
+        with handle:
+            half = len(data) // 2
+            handle.write(data[:half])
+            if point is not None:
+                handle.flush()
+                crashpoints.hit(point)
+            handle.write(data[half:])
+            handle.flush()
+            disk.fsync(handle.fileno())
+        disk.replace(tmp, path)
+        disk.fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, f"cannot write {path}") from exc
+
+
+def write_json(
+    path: Path, document: Any, *, point: str | None = None, compact: bool = False, disk: Disk = DURABLE
+) -> None:
+    """Write ``document`` as JSON atomically (:func:`write_atomic`): indented for people, or
+    ``compact`` (one line, the C encoder) for files an upgrade rewrites many times a step.
+
+    Raises:
+        StoreError: the disk refused (reason NO_SPACE when it is full).
+    """
+    text = json.dumps(document, sort_keys=True) if compact else json.dumps(document, indent=1, sort_keys=True)
+    write_atomic(path, text.encode() + b"\n", point=point, disk=disk)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON document.
+
+    Raises:
+        StoreError: missing or not JSON.
+    """
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise StoreError(f"{path} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
+
+
+def create_folder_once(folder: Path, marker: str, build: Callable[[Path], None], what: str) -> None:
+    """Create ``folder`` by running ``build`` on a temporary sibling and renaming it into place.
+
+    Race-safe: when several processes create the same folder at once, one rename wins and the
+    others drop their work, as long as the winner's ``marker`` file is there.
+
+    Raises:
+        StoreError: the folder cannot be created.
+    """
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as exc:
+        raise StoreError(f"{folder}: cannot create the {what}: {exc.strerror}") from exc
+    try:
+        build(work)
+        try:
+            os.rename(work, folder)  # atomic; fails when another process created it first
+        except OSError:
+            if not (folder / marker).exists():
+                raise
+    except OSError as exc:
+        raise StoreError(f"{folder}: cannot create the {what}: {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

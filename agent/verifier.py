@@ -1,0 +1,78 @@
+"""What the agent verifies, as one interface given to it at construction: signatures, signed
+manifests, the trust store, installed keys and database files.
+
+Invariant: the agent's default, :data:`DURABLE_VERIFIER`, verifies everything from the files as
+they are at each call and keeps nothing between calls: a file damaged after a good verification
+is verified again, and fails. Whoever builds an agent may give another :class:`Verifier` (a fleet
+simulation, whose many servers share the same files, remembers what it verified).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+from agent import crypto
+from agent.database import DatabaseVerifier, Recompute
+from agent.keys import KeyCheck, TrustStore, check_key, installed_keys, load_trust
+from agent.manifest import Manifest, load_manifest
+
+
+class Verifier(DatabaseVerifier, Protocol):
+    """Signatures, manifests, trust, keys, and database files (:class:`DatabaseVerifier`)."""
+
+    def signature(self, public: bytes, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is ``public``'s Ed25519 signature of ``message``; never raises."""
+
+    def manifest(self, path: Path, root_public: bytes, today: date) -> Manifest:
+        """The signed release manifest at ``path``, verified against the pinned root on ``today``.
+
+        Raises:
+            CatalogError: unreadable or malformed.
+            SignatureError: not signed by the root's "releases" certificate, or altered.
+        """
+
+    def trust(self, folder: Path) -> TrustStore:
+        """The trust store in ``folder`` (the pinned root and the verified revocation list).
+
+        Raises:
+            StoreError: the root is missing or malformed, or the revocation list unreadable.
+            VerificationError: the stored revocation list is malformed or not signed by the root.
+        """
+
+    def key_checks(self, folder: Path, trust: TrustStore, serial: str, today: date) -> list[KeyCheck]:
+        """Every key file in ``folder`` verified for server ``serial`` on ``today``; never raises."""
+
+
+class DurableVerifier(Recompute):
+    """The agent's :class:`Verifier`: every call verifies again, from the files as they are now."""
+
+    def signature(self, public: bytes, message: bytes, signature: bytes) -> bool:
+        """Verify the Ed25519 signature (:func:`agent.crypto.verify`)."""
+        return crypto.verify(public, message, signature)
+
+    def manifest(self, path: Path, root_public: bytes, today: date) -> Manifest:
+        """Read, verify and parse the manifest (:func:`agent.manifest.load_manifest`).
+
+        Raises:
+            CatalogError: unreadable or malformed.
+            SignatureError: not signed by the root's "releases" certificate, or altered.
+        """
+        return load_manifest(path, root_public, today, check=self.signature)
+
+    def trust(self, folder: Path) -> TrustStore:
+        """Load the trust store (:func:`agent.keys.load_trust`).
+
+        Raises:
+            StoreError: the root is missing or malformed, or the revocation list unreadable.
+            VerificationError: the stored revocation list is malformed or not signed by the root.
+        """
+        return load_trust(folder, check=self.signature)
+
+    def key_checks(self, folder: Path, trust: TrustStore, serial: str, today: date) -> list[KeyCheck]:
+        """Parse and check every key file (:func:`agent.keys.check_key`)."""
+        return [check_key(key, trust, serial, today, check=self.signature) for key in installed_keys(folder)]
+
+
+DURABLE_VERIFIER: Verifier = DurableVerifier()

@@ -1,0 +1,202 @@
+"""The verifier a fleet simulation gives the agents it hosts: it remembers what it verified.
+
+A fleet host runs thousands of virtual servers copied from a few templates: the same key files,
+manifests and database contents are verified over and over. :class:`RememberingVerifier` keeps
+each verified fact, keyed by every input of the verdict, so a changed input is simply not found:
+
+- a valid signature, by the SHA-256 of (public key, signature, message);
+- a verified manifest, by its file name, bytes, the pinned root and the day;
+- a trust store and the key checks of a server, by a :func:`fingerprint` of the files they were
+  read from (names and bytes), and for key checks also the trust store, serial and day;
+- a database digest, by the file's path, device, inode, size and modification time once this
+  process published it verified, and by the SHA-256 of its bytes (read while the file did not
+  change, with no journal beside it) once it was computed;
+- the ready check of a database this process published, while that file is unchanged.
+
+Invariant: a remembered fact is exactly what a fresh verification of the same inputs returns, and
+a failure is never remembered; forgetting (the memories are bounded, least recently used first)
+only costs a verification again. The one input a memory by file key cannot see is a change that
+keeps size and modification time; a copy made from such a file then fails its own verification,
+safely. Real servers use the agent's :data:`agent.verifier.DURABLE_VERIFIER`, which keeps nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from agent.database import RecordDigest
+from agent.database.engine import FileKey, Read, file_key, read_stable
+from agent.keys import KeyCheck, TrustStore
+from agent.manifest import Manifest, verify_manifest
+from agent.verifier import DurableVerifier
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """A bounded, thread-safe memory: at most ``size`` values, the least recently used forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()  # databases are verified in worker threads too
+
+    def get(self, key: K) -> V | None:
+        """The value remembered for ``key`` (None when unknown or forgotten)."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        """Remember ``value`` for ``key``, forgetting the least recently used past ``size``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def fingerprint(folder: Path, suffix: str = "") -> bytes:
+    """A SHA-256 over the names and contents of the regular files in ``folder`` ending with ``suffix``.
+
+    Keyed by content, not by timestamps: any change of a file's bytes, any new or removed file
+    changes it, however fast the edits come. A missing folder has the digest of nothing.
+    """
+    digest = hashlib.sha256()
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(suffix) and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    for name in names:
+        try:
+            data = (folder / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # removed meanwhile: as if it were never there
+        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return digest.digest()
+
+
+ManifestKey = tuple[str, bytes, bytes, date]
+ChecksKey = tuple[bytes, TrustStore, str, date]
+
+
+class RememberingVerifier(DurableVerifier):
+    """A :class:`agent.verifier.Verifier` for one fleet host process, shared by all its agents.
+
+    Each memory holds about one entry per server of a host (the database digests by file) or per
+    distinct content (signatures, manifests, database contents).
+    """
+
+    def __init__(self, servers: int = 20_000) -> None:
+        self.signatures: Memo[bytes, bool] = Memo(32_768)
+        self.manifests: Memo[ManifestKey, Manifest] = Memo(512)
+        self.trusts: Memo[Path, tuple[bytes, TrustStore]] = Memo(servers)
+        self.checks: Memo[Path, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
+        self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
+        self.by_content: Memo[bytes, RecordDigest] = Memo(1_024)
+
+    def signature(self, public: bytes, message: bytes, signature: bytes) -> bool:
+        """Whether the signature is valid: remembered when it was, verified otherwise."""
+        seen = hashlib.sha256(public + signature + message).digest()
+        if self.signatures.get(seen):
+            return True
+        valid = super().signature(public, message, signature)
+        if valid:
+            self.signatures.put(seen, True)
+        return valid
+
+    def manifest(self, path: Path, root_public: bytes, today: date) -> Manifest:
+        """The manifest remembered for these bytes, root and day, or read, verified and remembered.
+
+        Raises:
+            CatalogError: unreadable or malformed.
+            SignatureError: not signed by the root's "releases" certificate, or altered.
+        """
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return super().manifest(path, root_public, today)  # raises the agent's error for it
+        key = (str(path), raw, root_public, today)
+        found = self.manifests.get(key)
+        if found is None:
+            found = verify_manifest(str(path), raw, root_public, today, check=self.signature)
+            self.manifests.put(key, found)
+        return found
+
+    def trust(self, folder: Path) -> TrustStore:
+        """The trust store, loaded again only when the files of ``folder`` changed.
+
+        Raises:
+            StoreError: the root is missing or malformed, or the revocation list unreadable.
+            VerificationError: the stored revocation list is malformed or not signed by the root.
+        """
+        digest = fingerprint(folder)
+        found = self.trusts.get(folder)
+        if found is not None and found[0] == digest:
+            return found[1]
+        trust = super().trust(folder)
+        self.trusts.put(folder, (digest, trust))
+        return trust
+
+    def key_checks(self, folder: Path, trust: TrustStore, serial: str, today: date) -> list[KeyCheck]:
+        """The key checks, done again only when a key file, the trust, the serial or the day changed."""
+        inputs = (fingerprint(folder, ".key"), trust, serial, today)
+        found = self.checks.get(folder)
+        if found is not None and found[0] == inputs:
+            return list(found[1])
+        checks = tuple(super().key_checks(folder, trust, serial, today))
+        self.checks.put(folder, (inputs, checks))
+        return list(checks)
+
+    def database_digest(
+        self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
+    ) -> RecordDigest:
+        """The digest remembered for this very file or for these bytes, or ``compute()``.
+
+        The bytes are the caller's ``read`` of the file, or read here. A computed digest is
+        remembered by the bytes' SHA-256 only when the file kept its key while it was read and
+        digested, so it is the digest of exactly the bytes hashed.
+        """
+        known = self._recall(path)
+        if known is not None:
+            return known[0]
+        if read is None:
+            read = read_stable(path)
+        if read is None:
+            return compute()
+        content, key = read
+        found = self.by_content.get(content)
+        if found is None:
+            found = compute()
+            if file_key(path) == key:
+                self.by_content.put(content, found)
+        return found
+
+    def database_verified(self, path: Path, verified: RecordDigest, schema: int) -> None:
+        """Remember the digest and schema of the file just published, by its key."""
+        key = file_key(path)
+        if key is not None:
+            self.by_file.put(key, (verified, schema))
+
+    def database_ready(self, path: Path, schema: int) -> bool:
+        """True for a file this process published verified in ``schema`` and unchanged since;
+        otherwise the boot check."""
+        known = self._recall(path)
+        if known is not None and known[1] == schema:
+            return True
+        return super().database_ready(path, schema)
+
+    def _recall(self, path: Path) -> tuple[RecordDigest, int] | None:
+        key = file_key(path)
+        return self.by_file.get(key) if key is not None else None

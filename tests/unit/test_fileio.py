@@ -1,0 +1,85 @@
+"""The one file-I/O module: atomic writes through a Disk, durable unless the caller gives another."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.crashpoints import FaultAt, PowerCut, injecting
+from agent.events import CommandAnswered
+from agent.fileio import DURABLE, DurableDisk, write_atomic, write_json
+from agent.keys import install_revocation_list
+from agent.mqtt.messages import EventMessage
+from agent.mqtt.outbox import Outbox
+from simulator.keyring import VendorKeyring
+
+TODAY = date(2020, 1, 1)
+
+
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every ``os.fsync`` as "file" or "folder" (what the flushed descriptor is)."""
+    kinds: list[str] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return kinds
+
+
+def test_the_default_disk_is_durable() -> None:
+    """The default every writer falls back on is the durable disk."""
+    assert type(DURABLE) is DurableDisk
+
+
+def test_an_atomic_write_flushes_the_file_then_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write is a temp file flushed, renamed over the target, and the folder flushed."""
+    kinds = _record_fsyncs(monkeypatch)
+    write_json(tmp_path / "doc.json", {"a": 1})
+    write_json(tmp_path / "doc.json", {"a": 2})
+    assert kinds == ["file", "folder", "file", "folder"]
+    assert (tmp_path / "doc.json").read_text() == '{\n "a": 2\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.json"]
+
+
+def test_an_outbox_append_is_flushed_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event is flushed to disk before the append returns."""
+    with Outbox(tmp_path / "outbox") as outbox:
+        kinds = _record_fsyncs(monkeypatch)
+        answered = CommandAnswered(command="report", client_token="t1", status="accepted")
+        outbox.append(
+            EventMessage(serial="AWX1", site="lab", at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
+        )
+        assert kinds == ["file"]
+
+
+def test_installing_a_revocation_list_flushes_the_trust_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revocation list is written like every other file: the file and then its folder flushed."""
+    vendor = VendorKeyring.load_or_create(tmp_path / "vendor")
+    vendor.write_trust(tmp_path / "trust")
+    text = vendor.revoke("MNT-A-00000001", TODAY)
+    kinds = _record_fsyncs(monkeypatch)
+    install_revocation_list(tmp_path / "trust", text, TODAY)
+    assert kinds == ["file", "folder"]
+
+
+def test_a_shared_write_cut_mid_way_leaves_its_own_temp_and_the_old_file(tmp_path: Path) -> None:
+    """A write that other processes may race uses a temp file of its own; a cut leaves the target whole."""
+    path = tmp_path / "index.json"
+    write_atomic(path, b"old", shared=True)
+    with injecting(FaultAt("keys.install")), pytest.raises(PowerCut):
+        write_atomic(path, b"new bytes", point="keys.install", shared=True)
+    assert path.read_bytes() == b"old"
+    (leftover,) = [p.name for p in tmp_path.iterdir() if p != path]
+    assert leftover.startswith(".index.json-")
+    assert leftover.endswith(".tmp")
