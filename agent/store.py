@@ -5,11 +5,12 @@ anything; a key is verified before it is written, and a refused key leaves ``key
 
 Caching: the identity, the trust store and the verified key checks are kept in memory, each
 keyed by a :func:`fingerprint` (a digest of the names and bytes) of the files it was computed
-from and, for key checks, by ``today``. Parsing and verification are pure for a given file
-content, trust and date, so a cached result is exactly what a fresh verification would give: the
+from and, for key checks, by the UTC day. Parsing and verification are pure for a given file
+content, trust and day, so a cached result is exactly what a fresh verification would give: the
 files are read again on every call (a few small reads), and any change to ``keys/``, ``trust/``
 or ``identity.json``, by this process or another, misses the cache. Only the parsing and the
-Ed25519 signature checks are saved.
+Ed25519 signature checks are saved: each key's validity window is judged again at every call's
+instant.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from agent.keys import (
     install_revocation_list,
     load_trust,
     parse_key_text,
+    rejudge,
+    utc_day,
 )
 from agent.policy import ServerFacts
 from common.errors import KeyFormatError, StoreError
@@ -215,22 +218,22 @@ class ServerDir:
                 continue
         return keys
 
-    def key_checks(self, today: date) -> list[KeyCheck]:
-        """Every installed key verified for this server on ``today``.
+    def key_checks(self, now: datetime | date) -> list[KeyCheck]:
+        """Every installed key verified for this server at the instant ``now`` (a date: all its day).
 
-        Cached: a key check is pure for a given key file, trust store, serial and date, so the
-        result is reused while ``keys/``, ``trust/``, ``identity.json`` and ``today`` are unchanged.
+        Cached: a key check is pure for a given key file, trust store, serial and instant, and only
+        its window depends on more than the UTC day, so the checks are reused while ``keys/``,
+        ``trust/``, ``identity.json`` and the day are unchanged, their windows judged at ``now``.
 
         Raises:
             StoreError: the trust store or the identity is unreadable.
         """
         trust, serial = self.trust(), self.identity().serial
-        inputs = (fingerprint(self.keys_dir, ".key"), self._trust_digest(), serial, today)
-        if self._checks is not None and self._checks[0] == inputs:
-            return list(self._checks[1])
-        checks = tuple(check_key(key, trust, serial, today) for key in self.installed_keys())
-        self._checks = (inputs, checks)
-        return list(checks)
+        inputs = (fingerprint(self.keys_dir, ".key"), self._trust_digest(), serial, utc_day(now))
+        if self._checks is None or self._checks[0] != inputs:
+            checks = tuple(check_key(key, trust, serial, now) for key in self.installed_keys())
+            self._checks = (inputs, checks)
+        return [rejudge(check, now) for check in self._checks[1]]
 
     def key_digest(self) -> str:
         """A content checksum of every installed key (for "keys intact" checks)."""
@@ -259,11 +262,12 @@ class ServerDir:
             return self.trust()
         return install_revocation_list(self.trust_dir, text, today)
 
-    def install_key(self, text: str, today: date) -> KeyCheck:
-        """Verify a key and install it when acceptable; a refused key changes nothing.
+    def install_key(self, text: str, now: datetime | date) -> KeyCheck:
+        """Verify a key at the instant ``now`` (a date: all its day) and install it when acceptable.
 
-        A key that is valid, or valid only from a later start date, is installed. Every other
-        failure (format, signature, serial, revoked, expired) is returned as the refusal.
+        A refused key changes nothing. A key that is valid, or valid only from a later start, is
+        installed. Every other failure (format, signature, serial, revoked, expired) is returned as
+        the refusal.
         """
         trust, serial = self.trust(), self.identity().serial
         try:
@@ -272,7 +276,7 @@ class ServerDir:
             return KeyCheck(
                 info=None, valid=False, reason=Reason.KEY_FORMAT_INVALID, message=str(exc), passed=0
             )
-        check = check_key(key, trust, serial, today)
+        check = check_key(key, trust, serial, now)
         if not check.valid and check.reason is not Reason.KEY_NOT_YET_VALID:
             return check
         target = self.keys_dir / f"{key.info.key_id}.key"
