@@ -168,6 +168,21 @@ def test_a_date_stands_for_its_whole_day(
     assert _at(_maintenance(keyring, date(2026, 1, 1), EXPIRY), trust, today).reason is reason
 
 
+@pytest.mark.parametrize(
+    ("today", "reason"),
+    [
+        (date(2026, 11, 30), Reason.KEY_NOT_YET_VALID),
+        (date(2026, 12, 1), None),
+    ],
+)
+def test_a_date_is_before_a_start_later_that_day(
+    keyring: VendorKeyring, trust: TrustStore, today: date, reason: Reason | None
+) -> None:
+    """Judged on a date, a key starting at 09:00 that day is not valid all day: it is not yet valid."""
+    text = _maintenance(keyring, datetime(2026, 11, 30, 9, tzinfo=PLUS_TWO))
+    assert _at(text, trust, today).reason is reason
+
+
 _DAYS = st.dates(min_value=date(2010, 1, 1), max_value=date(2039, 1, 1))
 _ZONES = st.builds(timezone, st.integers(-14 * 60, 14 * 60).map(lambda m: timedelta(minutes=m)))
 _NOWS = st.datetimes(datetime(2009, 6, 1), datetime(2040, 6, 1), timezones=_ZONES)
@@ -228,8 +243,8 @@ def test_an_instant_key_round_trips_and_its_instant_is_signed(
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
-        ("Expires", "2026-11-30T18:05:00", "UTC offset"),
-        ("Expires", "2026-11-30T25:00:00Z", "UTC offset"),
+        ("Expires", "2026-11-30T18:05:00", "or an instant with a UTC offset like"),
+        ("Expires", "2026-11-30T25:00:00Z", "or an instant with a UTC offset like"),
         ("Issued", "2015-01-01T00:00:00Z", "must be a date"),
     ],
     ids=["no offset", "no such time", "issued instant"],
@@ -249,6 +264,28 @@ def test_a_key_cannot_expire_before_it_starts_across_forms(keyring: VendorKeyrin
         starts=date(2026, 12, 1), expires=datetime(2026, 11, 30, 23, 59, tzinfo=UTC), plan=Plan.ANYTIME_1Y,
     )  # fmt: skip
     with pytest.raises(KeyFormatError, match="expires before it starts"):
+        sign_key(info, private, cert)
+
+
+def test_a_key_built_with_a_naive_instant_cannot_be_signed(keyring: VendorKeyring) -> None:
+    """An instant without a UTC offset would mean a different instant on each server: refused."""
+    private, cert = keyring.signing_key("keys")
+    info = KeyInfo(
+        key_id="MNT-X-2", kind=KeyKind.MAINTENANCE, serial=SERIAL, issued=date(2026, 11, 30),
+        starts=date(2026, 11, 30), expires=datetime(2026, 12, 1, 18, 5), plan=Plan.ANYTIME_1Y,
+    )  # fmt: skip
+    with pytest.raises(KeyFormatError, match="Expires must carry a UTC offset"):
+        sign_key(info, private, cert)
+
+
+def test_a_key_built_with_an_issued_instant_cannot_be_signed(keyring: VendorKeyring) -> None:
+    """Issued stays a date: a key signed with an issued instant could not be read back."""
+    private, cert = keyring.signing_key("keys")
+    info = KeyInfo(
+        key_id="MNT-X-3", kind=KeyKind.MAINTENANCE, serial=SERIAL, issued=EXPIRY,
+        starts=date(2026, 11, 30), expires=date(2027, 11, 30), plan=Plan.ANYTIME_1Y,
+    )  # fmt: skip
+    with pytest.raises(KeyFormatError, match="Issued must be a date"):
         sign_key(info, private, cert)
 
 
