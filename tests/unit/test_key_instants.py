@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import crypto
+from agent.cli import main as agent_cli
 from agent.cliutil import DAY_OR_INSTANT
 from agent.documents import KeyReport
 from agent.keys import (
@@ -357,6 +359,48 @@ def test_installing_an_expired_instant_key_is_refused(tmp_path: Path, keyring: V
     check = server.install_key(text, EXPIRY + timedelta(seconds=1))
     assert check.reason is Reason.MAINTENANCE_KEY_EXPIRED
     assert not list(server.keys_dir.glob("*.key"))
+
+
+@pytest.fixture
+def lab_box(tmp_path: Path, keyring: VendorKeyring) -> ServerDir:
+    """A 6x on 7.1 shipped before ship keys, whose only maintenance key expires at 18:05:00Z."""
+    server = create_server(tmp_path / "box", ServerSpec(model="6x", release="7.1", shipped=date(2009, 6, 1)))
+    text = issue_key(
+        keyring, serial=server.identity().serial, kind="maintenance", plan="anytime-1y",
+        start=date(2026, 1, 1), expires=EXPIRY,
+    )  # fmt: skip
+    assert server.install_key(text, EXPIRY).valid
+    return server
+
+
+def _agent_json(server: ServerDir, now: datetime, *command: str) -> tuple[int, dict[str, Any]]:
+    args = [*command, "--server-dir", str(server.root), "--json", "--now", now.isoformat()]
+    result = CliRunner().invoke(agent_cli, args)
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("now", "code", "outcome"),
+    [(EXPIRY - timedelta(seconds=1), 0, "would-install"), (EXPIRY + timedelta(seconds=1), 2, "refused")],
+    ids=["18:04:59", "18:05:01"],
+)
+def test_agent_plan_judges_the_key_at_the_instant(
+    lab_box: ServerDir, now: datetime, code: int, outcome: str
+) -> None:
+    """`allworx-agent plan --now <instant>` authorises a second before the key's expiry, refuses after."""
+    exit_code, document = _agent_json(lab_box, now, "plan", "--to", "7.2")
+    assert exit_code == code
+    assert document["steps"][0]["outcome"] == outcome
+
+
+@pytest.mark.parametrize("command", [("keys", "list"), ("status",)], ids=["keys list", "status"])
+def test_agent_key_reports_judge_the_instant(lab_box: ServerDir, command: tuple[str, ...]) -> None:
+    """`keys list` and `status` report the key valid at 18:04:59 and expired at 18:05:01, with its instant."""
+    _, before = _agent_json(lab_box, EXPIRY - timedelta(seconds=1), *command)
+    _, after = _agent_json(lab_box, EXPIRY + timedelta(seconds=1), *command)
+    assert before["keys"][0]["valid"] is True
+    assert after["keys"][0]["reason"] == "MAINTENANCE_KEY_EXPIRED"
+    assert after["keys"][0]["expires"] == "2026-11-30T18:05:00+00:00"
 
 
 # ---------------------------------------------------------------------------- allworx-sim keys issue
