@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 
 from agent import crypto
 from agent.crypto import Certificate
@@ -127,6 +127,31 @@ def parse_date(name: str, value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise KeyFormatError(f"{name} must be a date like 2015-09-08, got {value[:20]!r}") from None
+
+
+def parse_when(name: str, value: str) -> date | datetime:
+    """Parse a date field that may also be an instant: ``2026-11-30`` or ``2026-11-30T18:05:00Z``.
+
+    An instant must carry its UTC offset (``Z``, ``+00:00``, ``+02:00``...): a bare local time
+    would mean different instants on different servers.
+
+    Raises:
+        KeyFormatError: neither a date nor an instant with a UTC offset.
+    """
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        instant = None
+    if instant is None or instant.utcoffset() is None:
+        raise KeyFormatError(
+            f"{name} must be a date like 2015-09-08 or an instant with a UTC offset like "
+            f"2015-09-08T18:05:00Z, got {value[:32]!r}"
+        )
+    return instant
 
 
 def parse_token(name: str, value: str) -> str:

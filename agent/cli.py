@@ -92,7 +92,7 @@ def plan(server_dir: Path, as_json: bool, now: str | None, target: str) -> None:
     """Show the chain of single steps to a release and each step's verdict; change nothing."""
     server = open_server(server_dir)
     moment = clock_for(now).now()
-    result = make_plan(default_catalog(), server.facts(), server.key_checks(moment.date()), target, moment)
+    result = make_plan(default_catalog(), server.facts(), server.key_checks(moment), target, moment)
     emit(result.report(), as_json, _plan_text)
     if result.refusal:
         fail(result.refusal.reason.value, result.refusal.message, EXIT_REFUSED)
@@ -166,7 +166,7 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
     """
     server = open_server(server_dir)
     text = _read_text(key_file)
-    check = server.install_key(text, clock_for(now).now().date())
+    check = server.install_key(text, clock_for(now).now())
     installed = check.valid or (check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID")
     document = InstalledKey(**dict(key_report(check)), installed=installed)
     emit(
@@ -236,7 +236,7 @@ def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, l
 def keys_list(server_dir: Path, as_json: bool, now: str | None) -> None:
     """List installed keys with their validity today."""
     server = open_server(server_dir)
-    keys = key_reports(server.key_checks(clock_for(now).now().date()))
+    keys = key_reports(server.key_checks(clock_for(now).now()))
     emit(KeyList(keys=keys), as_json, lambda d: _keys_text(d.keys))
 
 

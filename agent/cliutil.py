@@ -19,7 +19,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -163,6 +163,32 @@ class Day(click.ParamType):  # type: ignore[type-arg]  # reason: generic only fr
 
 
 DAY = Day()
+
+
+class DayOrInstant(Day):
+    """A calendar day as :class:`Day`, or an ISO 8601 instant with its UTC offset (``...T18:05:00Z``)."""
+
+    name = "YYYY-MM-DD|INSTANT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse and check ``value``: a date, or an aware instant on a day :class:`Day` accepts."""
+        if isinstance(value, date):
+            return value
+        text = str(value)
+        if "T" not in text.upper():
+            return super().convert(text, param, ctx)
+        try:
+            instant = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is not an instant like 2015-09-08T18:05:00Z", param, ctx)
+        if instant.utcoffset() is None:
+            self.fail(f"{value!r} has no UTC offset (end it with Z or +00:00)", param, ctx)
+        if not FIRST_DAY <= instant.astimezone(UTC).date() <= LAST_DAY:
+            self.fail(f"{value!r} is not between {FIRST_DAY} and {LAST_DAY}", param, ctx)
+        return instant
+
+
+DAY_OR_INSTANT = DayOrInstant()
 
 
 class _TypedSecret(click.Option):

@@ -171,8 +171,10 @@ class KeyReport(Wire):
     """maintenance, feature, users, patch."""
     plan: str | None = None
     """A maintenance key's plan: ship-90d, anytime-1y, bundle-5y or temporary."""
-    starts: date | None = None
-    expires: date | None = None
+    starts: IsoTime | date | None = None
+    """A date (from the start of that UTC day) or an instant."""
+    expires: IsoTime | date | None = None
+    """A date (valid through the end of that UTC day) or an instant (valid through that instant)."""
     feature: str | None = None
     users: str | None = None
     ceiling: str | None = None

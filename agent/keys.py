@@ -22,6 +22,13 @@ The key file is text a partner can paste into an email::
 
 The signature covers the canonical JSON of the parsed :class:`KeyInfo`, not the text, so
 line endings, indentation and quoting do not matter but any change to a value does.
+
+``Starts`` and ``Expires`` are each a date or an instant. A date covers its whole UTC day: a key
+starting on a date is valid from the first instant of that day, one expiring on it until the last.
+An instant (ISO 8601 with its UTC offset, ``2026-11-30T18:05:00Z``) means exactly that instant;
+both ends are inclusive. A key is judged at an instant (``now``); a bare date stands for its whole
+UTC day, on which a key is valid only if it is valid all day. Dates and instants are never compared
+directly: :func:`valid_from` and :func:`valid_until` turn both into aware instants.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -77,8 +84,8 @@ class KeyInfo:
     kind: KeyKind
     serial: str
     issued: date
-    starts: date | None = None
-    expires: date | None = None
+    starts: date | datetime | None = None  # a date (its whole UTC day) or an aware instant
+    expires: date | datetime | None = None
     plan: Plan | None = None  # maintenance keys
     ceiling: str | None = None  # temporary maintenance keys: the highest release they allow
     feature: str | None = None  # feature keys, e.g. "T1"
@@ -167,8 +174,10 @@ def parse_users(text: str) -> tuple[int, int]:
 
 
 def _convert(attr: str, name: str, value: str) -> Any:
-    if attr in ("issued", "starts", "expires"):
+    if attr == "issued":
         return armor.parse_date(name, value)
+    if attr in ("starts", "expires"):
+        return armor.parse_when(name, value)
     if attr == "kind":
         try:
             return KeyKind(value)
@@ -204,7 +213,13 @@ def validate_info(info: KeyInfo) -> None:
         raise KeyFormatError("a temporary maintenance key needs a Ceiling release")
     if info.plan is not Plan.TEMPORARY and info.ceiling is not None:
         raise KeyFormatError("only a temporary maintenance key carries a Ceiling release")
-    if info.starts and info.expires and info.expires < info.starts:
+    if isinstance(info.issued, datetime):
+        raise KeyFormatError("Issued must be a date, not an instant")
+    for name, when in (("Starts", info.starts), ("Expires", info.expires)):
+        if isinstance(when, datetime) and when.utcoffset() is None:
+            raise KeyFormatError(f"{name} must carry a UTC offset (e.g. 2026-11-30T18:05:00Z)")
+    start, until = valid_from(info), valid_until(info)
+    if start is not None and until is not None and until < start:
         raise KeyFormatError("the key expires before it starts")
     if info.users is not None:
         parse_users(info.users)
@@ -283,6 +298,43 @@ def sign_key(info: KeyInfo, signer_private: bytes, certificate: Certificate) -> 
     return SignedKey(info, certificate, doc.signature)
 
 
+# ---------------------------------------------------------------------------- validity in time
+
+
+def first_instant(when: date) -> datetime:
+    """The first instant ``when`` covers: an instant is itself, a date the start of its UTC day."""
+    if isinstance(when, datetime):
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return datetime.combine(when, time.min, UTC)
+
+
+def last_instant(when: date) -> datetime:
+    """The last instant ``when`` covers: an instant is itself, a date the end of its UTC day."""
+    if isinstance(when, datetime):
+        return first_instant(when)
+    return datetime.combine(when, time.max, UTC)
+
+
+def valid_from(info: KeyInfo) -> datetime | None:
+    """The first instant the key is valid (None: no start)."""
+    return first_instant(info.starts) if info.starts is not None else None
+
+
+def valid_until(info: KeyInfo) -> datetime | None:
+    """The last instant the key is valid, inclusive (None: it never expires)."""
+    return last_instant(info.expires) if info.expires is not None else None
+
+
+def utc_day(now: date) -> date:
+    """The UTC calendar day of an instant (a date is its own day)."""
+    return first_instant(now).astimezone(UTC).date() if isinstance(now, datetime) else now
+
+
+def _when(value: date) -> str:
+    """``on 2026-11-30`` for a date, ``at 2026-11-30T18:05:00+00:00`` for an instant."""
+    return f"at {value.isoformat()}" if isinstance(value, datetime) else f"on {value.isoformat()}"
+
+
 # ---------------------------------------------------------------------------- verification
 
 
@@ -290,38 +342,45 @@ def _fail(info: KeyInfo, reason: Reason, passed: int, message: str) -> KeyCheck:
     return KeyCheck(info=info, valid=False, reason=reason, message=message, passed=passed)
 
 
-def _window(info: KeyInfo, today: date) -> KeyCheck:
-    """Check 5: today within [starts, expires], both inclusive (rule SWM-2)."""
-    if info.starts is not None and today < info.starts:
+def _window(info: KeyInfo, now: date) -> KeyCheck:
+    """Check 5: ``now`` within [starts, expires], both inclusive (rule SWM-2); a date: all its day."""
+    if info.starts is not None and first_instant(now) < first_instant(info.starts):
         return _fail(
             info,
             Reason.KEY_NOT_YET_VALID,
             4,
             f"Key {info.key_id} is not valid until {info.starts.isoformat()}.",
         )
-    if info.expires is not None and today > info.expires:
+    if info.expires is not None and last_instant(now) > last_instant(info.expires):
         if info.kind is KeyKind.MAINTENANCE:
             return _fail(
                 info,
                 Reason.MAINTENANCE_KEY_EXPIRED,
                 4,
-                f"The software maintenance key {info.key_id} expired on "
-                f"{info.expires.isoformat()}; renew maintenance to upgrade.",
+                f"The software maintenance key {info.key_id} expired {_when(info.expires)}; "
+                "renew maintenance to upgrade.",
             )
-        return _fail(info, Reason.KEY_EXPIRED, 4, f"Key {info.key_id} expired on {info.expires.isoformat()}.")
+        return _fail(info, Reason.KEY_EXPIRED, 4, f"Key {info.key_id} expired {_when(info.expires)}.")
     return KeyCheck(info=info, valid=True, message=f"Key {info.key_id} is valid.", passed=5)
 
 
 def check_key(
-    key: SignedKey, trust: TrustStore, serial: str, today: date, *, check: SignatureCheck = crypto.verify
+    key: SignedKey,
+    trust: TrustStore,
+    serial: str,
+    now: datetime | date,
+    *,
+    check: SignatureCheck = crypto.verify,
 ) -> KeyCheck:
-    """Verify a parsed key for server ``serial`` on ``today``: signature (by ``check``), serial,
+    """Verify a parsed key for server ``serial`` at ``now``: signature (by ``check``), serial,
     revocation, window.
 
-    Never raises: the result says which check failed first and why (rule SWM-2).
+    ``now`` is an aware instant; a date stands for its whole UTC day. The vendor certificate is
+    checked on ``now``'s UTC day. Never raises: the result says which check failed first and why
+    (rule SWM-2).
     """
     info = key.info
-    result = crypto.verify_document(key.document, trust.root_public, "keys", today, check=check)
+    result = crypto.verify_document(key.document, trust.root_public, "keys", utc_day(now), check=check)
     if not result:
         if result.problem is crypto.Problem.SIGNATURE_MISMATCH:
             return _fail(
@@ -345,10 +404,21 @@ def check_key(
         )
     if info.key_id in trust.revoked:
         return _fail(info, Reason.KEY_REVOKED, 3, f"Key {info.key_id} has been revoked by the vendor.")
-    return _window(info, today)
+    return _window(info, now)
 
 
-def check_key_text(text: str | bytes, trust: TrustStore, serial: str, today: date) -> KeyCheck:
+def rejudge(check: KeyCheck, now: datetime | date) -> KeyCheck:
+    """``check`` (made by :func:`check_key` on ``now``'s UTC day) judged again at the instant ``now``.
+
+    Only the window depends on the instant; the earlier checks (signature chain, serial,
+    revocation) depend on the day at most, so a check that failed one of them stands.
+    """
+    if check.info is None or check.passed < 4:
+        return check
+    return _window(check.info, now)
+
+
+def check_key_text(text: str | bytes, trust: TrustStore, serial: str, now: datetime | date) -> KeyCheck:
     """Parse and verify a key file; a malformed file gives ``KEY_FORMAT_INVALID`` with ``passed=0``."""
     try:
         key = parse_key(text)
@@ -360,7 +430,7 @@ def check_key_text(text: str | bytes, trust: TrustStore, serial: str, today: dat
             message=f"The key file is malformed: {exc}.",
             passed=0,
         )
-    return check_key(key, trust, serial, today)
+    return check_key(key, trust, serial, now)
 
 
 def require_valid(check: KeyCheck) -> KeyInfo:
@@ -392,12 +462,15 @@ def best_check(checks: Sequence[KeyCheck], kind: KeyKind = KeyKind.MAINTENANCE) 
     return max(mine, key=lambda c: (c.valid, c.passed, _expiry_rank(c.info)))
 
 
-def _expiry_rank(info: KeyInfo | None) -> date:
+def _expiry_rank(info: KeyInfo | None) -> datetime:
     if info is None:
-        return date.min
+        return _EARLIEST
     if info.plan is Plan.TEMPORARY:
-        return date.min  # a full maintenance key beats a ceilinged one (rule MIG-2)
-    return info.expires or date.max
+        return _EARLIEST  # a full maintenance key beats a ceilinged one (rule MIG-2)
+    return valid_until(info) or _LATEST
+
+
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 def maintenance_state(checks: Sequence[KeyCheck]) -> Literal["valid", "expired", "none"]:
@@ -454,8 +527,10 @@ __all__ = [
     "check_key",
     "check_key_text",
     "feature_counts",
+    "first_instant",
     "install_revocation_list",
     "installed_keys",
+    "last_instant",
     "licensed_users",
     "load_trust",
     "maintenance_state",
@@ -465,10 +540,14 @@ __all__ = [
     "parse_users",
     "patch_authorised",
     "payload_bytes",
+    "rejudge",
     "require_valid",
     "sign_key",
     "sign_revocation_list",
     "user_range",
+    "utc_day",
+    "valid_from",
+    "valid_until",
     "validate_info",
     "write_trust",
 ]

@@ -45,7 +45,7 @@ def status_document(server: ServerDir, now: datetime) -> StatusDocument:
         StoreError: the server directory is unreadable.
     """
     ident, info = server.identity(), server.committed()
-    checks = server.key_checks(now.date())
+    checks = server.key_checks(now)
     catalog = default_catalog()
     job = server.journal.load()
     return StatusDocument(

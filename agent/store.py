@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -174,14 +174,15 @@ class ServerDir:
         """Every installed key that parses (a file that does not is skipped: it was never valid)."""
         return installed_keys(self.keys_dir)
 
-    def key_checks(self, today: date) -> list[KeyCheck]:
-        """Every installed key verified (by the verifier) for this server on ``today``.
+    def key_checks(self, now: datetime | date) -> list[KeyCheck]:
+        """Every installed key verified (by the verifier) for this server at the instant ``now``
+        (a date: all its day).
 
         Raises:
             StoreError: the trust store or the identity is unreadable.
         """
         trust, serial = self.trust(), self.identity().serial
-        return self.verifier.key_checks(self.keys_dir, trust, serial, today)
+        return self.verifier.key_checks(self.keys_dir, trust, serial, now)
 
     def key_digest(self) -> str:
         """A content checksum of every installed key (for "keys intact" checks)."""
@@ -212,11 +213,12 @@ class ServerDir:
             self.trust_dir, text, today, check=self.verifier.signature, disk=self.disk
         )
 
-    def install_key(self, text: str, today: date) -> KeyCheck:
-        """Verify a key and install it when acceptable; a refused key changes nothing.
+    def install_key(self, text: str, now: datetime | date) -> KeyCheck:
+        """Verify a key at the instant ``now`` (a date: all its day) and install it when acceptable.
 
-        A key that is valid, or valid only from a later start date, is installed. Every other
-        failure (format, signature, serial, revoked, expired) is returned as the refusal.
+        A refused key changes nothing. A key that is valid, or valid only from a later start, is
+        installed. Every other failure (format, signature, serial, revoked, expired) is returned as
+        the refusal.
         """
         trust, serial = self.trust(), self.identity().serial
         try:
@@ -225,7 +227,7 @@ class ServerDir:
             return KeyCheck(
                 info=None, valid=False, reason=Reason.KEY_FORMAT_INVALID, message=str(exc), passed=0
             )
-        check = check_key(key, trust, serial, today, check=self.verifier.signature)
+        check = check_key(key, trust, serial, now, check=self.verifier.signature)
         if not check.valid and check.reason is not Reason.KEY_NOT_YET_VALID:
             return check
         target = self.keys_dir / f"{key.info.key_id}.key"

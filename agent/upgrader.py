@@ -106,7 +106,7 @@ class Upgrader:
         for index, candidate in enumerate(walk):
             now = self.clock.now()
             verdict = judge_step(
-                self.catalog, self.server.facts(), self.server.key_checks(now.date()), candidate, now
+                self.catalog, self.server.facts(), self.server.key_checks(now), candidate, now
             )
             step = await self._step(verdict, target, index + 1, len(walk))
             result.steps.append(step)
@@ -120,7 +120,7 @@ class Upgrader:
         recovered = await self.recover()
         facts = self.server.facts()
         now = self.clock.now()
-        verdict = judge_step(self.catalog, facts, self.server.key_checks(now.date()), release, now)
+        verdict = judge_step(self.catalog, facts, self.server.key_checks(now), release, now)
         result = UpgradeResult(facts.release, release, facts.release, recovered=recovered)
         step = await self._step(verdict, release, 1, 1)
         result.steps.append(step)
@@ -137,7 +137,7 @@ class Upgrader:
         from agent.planner import plan
 
         now = self.clock.now()
-        planned = plan(self.catalog, self.server.facts(), self.server.key_checks(now.date()), target, now)
+        planned = plan(self.catalog, self.server.facts(), self.server.key_checks(now), target, now)
         staged = []
         for step in planned.steps:
             if not step.allowed:

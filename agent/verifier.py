@@ -9,7 +9,7 @@ simulation, whose many servers share the same files, remembers what it verified)
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -41,8 +41,11 @@ class Verifier(DatabaseVerifier, Protocol):
             VerificationError: the stored revocation list is malformed or not signed by the root.
         """
 
-    def key_checks(self, folder: Path, trust: TrustStore, serial: str, today: date) -> list[KeyCheck]:
-        """Every key file in ``folder`` verified for server ``serial`` on ``today``; never raises."""
+    def key_checks(
+        self, folder: Path, trust: TrustStore, serial: str, now: datetime | date
+    ) -> list[KeyCheck]:
+        """Every key file in ``folder`` verified for server ``serial`` at ``now`` (a date: all its day);
+        never raises."""
 
 
 class DurableVerifier(Recompute):
@@ -70,9 +73,11 @@ class DurableVerifier(Recompute):
         """
         return load_trust(folder, check=self.signature)
 
-    def key_checks(self, folder: Path, trust: TrustStore, serial: str, today: date) -> list[KeyCheck]:
+    def key_checks(
+        self, folder: Path, trust: TrustStore, serial: str, now: datetime | date
+    ) -> list[KeyCheck]:
         """Parse and check every key file (:func:`agent.keys.check_key`)."""
-        return [check_key(key, trust, serial, today, check=self.signature) for key in installed_keys(folder)]
+        return [check_key(key, trust, serial, now, check=self.signature) for key in installed_keys(folder)]
 
 
 DURABLE_VERIFIER: Verifier = DurableVerifier()

@@ -2,7 +2,9 @@
 
 Expiry comes from the plan unless given (docs/rules.md "Keys", SWM-4, SWM-5, MIG-2): ship-90d lasts 90
 days from the start, anytime-1y one year, bundle-5y five years, temporary 60 days and carries a
-ceiling release; feature, user and patch keys do not expire unless ``expires`` is given.
+ceiling release; feature, user and patch keys do not expire unless ``expires`` is given. ``start``
+and ``expires`` may each be a date or an aware instant; a plan's expiry is always a date, counted
+from the start's UTC day, and the issue date is that day too.
 
 Key ids are unique and readable: ``<MNT|FEA|USR|PAT>-<serial>-<8 hex>``.
 """
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TypeVar
 
-from agent.keys import KeyInfo, KeyKind, Plan, parse_key, sign_key, validate_info
+from agent.keys import KeyInfo, KeyKind, Plan, parse_key, sign_key, utc_day, validate_info
 from common.errors import KeyFormatError, KeyIssueError
 from releases.catalog import REBUILD_RELEASE, Catalog, default_catalog
 from simulator.keyring import VendorKeyring
@@ -73,13 +75,13 @@ def issue_key(
     serial: str,
     kind: KeyKind | str,
     plan: Plan | str | None = None,
-    start: date,
+    start: date | datetime,
     ceiling: str | None = None,
     feature: str | None = None,
     users: str | None = None,
     patch_build: str | None = None,
     count: int = 1,
-    expires: date | None = None,
+    expires: date | datetime | None = None,
     issued: date | None = None,
     catalog: Catalog | None = None,
 ) -> str:
@@ -94,13 +96,13 @@ def issue_key(
     if key_kind is KeyKind.MAINTENANCE and key_plan is None:
         raise KeyIssueError("a maintenance key needs a plan")
     if key_plan is not None and expires is None:
-        expires = plan_expiry(key_plan, start)
+        expires = plan_expiry(key_plan, utc_day(start))
     _check_references(catalog or default_catalog(), ceiling, patch_build)
     info = KeyInfo(
         key_id=new_key_id(key_kind, serial),
         kind=key_kind,
         serial=serial,
-        issued=issued or start,
+        issued=utc_day(issued or start),
         starts=start,
         expires=expires,
         plan=key_plan,

@@ -7,12 +7,12 @@ Errors print one line ``error: REASON_CODE: message`` on stderr and exit 1, neve
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import click
 
-from agent.cliutil import DAY, guarded
+from agent.cliutil import DAY, DAY_OR_INSTANT, guarded
 from agent.keys import KeyKind, Plan, parse_key, parse_revocation_list
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
@@ -42,8 +42,18 @@ def keys() -> None:
     "--kind", required=True, type=click.Choice([k.value for k in KeyKind]), help="What it licenses."
 )
 @click.option("--plan", type=click.Choice([p.value for p in Plan]), default=None, help="Maintenance plan.")
-@click.option("--start", type=DAY, default=None, help="First valid day YYYY-MM-DD (default: today).")
-@click.option("--expires", type=DAY, default=None, help="Last valid day (default: from the plan).")
+@click.option(
+    "--start",
+    type=DAY_OR_INSTANT,
+    default=None,
+    help="First valid day YYYY-MM-DD, or instant such as 2026-11-30T18:05:00Z (default: today).",
+)
+@click.option(
+    "--expires",
+    type=DAY_OR_INSTANT,
+    default=None,
+    help="Last valid day, or last valid instant with its UTC offset (default: from the plan).",
+)
 @click.option("--ceiling", default=None, help="Temporary keys: the highest release allowed (e.g. 8.0).")
 @click.option("--feature", default=None, help="Feature keys: the feature (e.g. T1).")
 @click.option("--users", default=None, help="User expansion keys: the range (e.g. 51-100).")
@@ -60,8 +70,8 @@ def issue(
     serial: str,
     kind: str,
     plan: str | None,
-    start: date | None,
-    expires: date | None,
+    start: date | datetime | None,
+    expires: date | datetime | None,
     ceiling: str | None,
     feature: str | None,
     users: str | None,

@@ -147,7 +147,7 @@ class Dispatcher:
 
     def _plan(self, target: str) -> Plan:
         server, now = self.agent.server, self.agent.clock.now()
-        return make_plan(self.agent.catalog, server.facts(), server.key_checks(now.date()), target, now)
+        return make_plan(self.agent.catalog, server.facts(), server.key_checks(now), target, now)
 
     def _upgrade(self, target: str, token: str) -> Outcome:
         if self.agent.upgrading and not self.agent.staging:  # a staging job is waited for
@@ -199,7 +199,7 @@ class Dispatcher:
         return None, JobReply(job=token, plan=planned.report())
 
     def _install_key(self, text: str) -> Outcome:
-        check = self.agent.server.install_key(text, self.agent.clock.now().date())
+        check = self.agent.server.install_key(text, self.agent.clock.now())
         document = key_report(check)
         self.agent.mark_state_dirty()
         if check.valid or check.reason is Reason.KEY_NOT_YET_VALID:

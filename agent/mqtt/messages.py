@@ -127,7 +127,8 @@ class MaintenanceKey(Wire):
     key_id: str | None
     plan: str | None
     """ship-90d, anytime-1y, bundle-5y or temporary."""
-    expires: date | None
+    expires: IsoTime | date | None
+    """A date (valid through the end of that UTC day) or an instant (valid through that instant)."""
     valid: bool
     reason: str | None
     """Why it is not valid (a reason code), or null."""

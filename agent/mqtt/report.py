@@ -8,11 +8,14 @@ cached), so it always reflects the latest persisted state; its core is exactly t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from agent.documents import KeyReport, LastResult
+from agent.keys import last_instant
 from agent.mqtt.messages import MaintenanceKey, ResultSummary, StateDocument
 from agent.store import ServerDir
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def maintenance_key(keys: Sequence[KeyReport]) -> MaintenanceKey | None:
@@ -20,7 +23,7 @@ def maintenance_key(keys: Sequence[KeyReport]) -> MaintenanceKey | None:
     maintenance = [k for k in keys if k.kind == "maintenance"]
     if not maintenance:
         return None
-    best = max(maintenance, key=lambda k: (k.valid, k.expires.isoformat() if k.expires else ""))
+    best = max(maintenance, key=lambda k: (k.valid, last_instant(k.expires) if k.expires else _EARLIEST))
     return MaintenanceKey(
         key_id=best.key_id, plan=best.plan, expires=best.expires, valid=best.valid, reason=best.reason
     )

@@ -27,13 +27,13 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from agent.database import RecordDigest
 from agent.database.engine import FileKey, Read, file_key, read_stable
-from agent.keys import KeyCheck, TrustStore
+from agent.keys import KeyCheck, TrustStore, rejudge, utc_day
 from agent.manifest import Manifest, verify_manifest
 from agent.verifier import DurableVerifier
 
@@ -149,15 +149,17 @@ class RememberingVerifier(DurableVerifier):
         self.trusts.put(folder, (digest, trust))
         return trust
 
-    def key_checks(self, folder: Path, trust: TrustStore, serial: str, today: date) -> list[KeyCheck]:
-        """The key checks, done again only when a key file, the trust, the serial or the day changed."""
-        inputs = (fingerprint(folder, ".key"), trust, serial, today)
+    def key_checks(
+        self, folder: Path, trust: TrustStore, serial: str, now: datetime | date
+    ) -> list[KeyCheck]:
+        """The key checks, done again only when a key file, the trust, the serial or the UTC day
+        changed; each key's window is judged again at the instant ``now``."""
+        inputs = (fingerprint(folder, ".key"), trust, serial, utc_day(now))
         found = self.checks.get(folder)
-        if found is not None and found[0] == inputs:
-            return list(found[1])
-        checks = tuple(super().key_checks(folder, trust, serial, today))
-        self.checks.put(folder, (inputs, checks))
-        return list(checks)
+        if found is None or found[0] != inputs:
+            found = (inputs, tuple(super().key_checks(folder, trust, serial, now)))
+            self.checks.put(folder, found)
+        return [rejudge(check, now) for check in found[1]]
 
     def database_digest(
         self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None

@@ -19,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from agent import database
-from agent.keys import KeyKind, active_features, maintenance_state, user_range
+from agent.keys import KeyKind, active_features, last_instant, maintenance_state, user_range
 from agent.policy import inactive_features
 from simulator.scenario import model as m
 from simulator.scenario.checks import NONE
@@ -79,7 +79,7 @@ def _maintenance_expires(world: World, state: ServerState) -> Any:
         for c in _checks(world, state)
         if c.valid and c.info is not None and c.info.kind is KeyKind.MAINTENANCE and c.info.expires
     ]
-    return max(ends).isoformat() if ends else NONE
+    return max(ends, key=last_instant).isoformat() if ends else NONE
 
 
 def _inactive(world: World, state: ServerState) -> Any:
