@@ -19,6 +19,7 @@ from agent.cliutil import (
     EXIT_OK,
     EXIT_REFUSED,
     AllworxGroup,
+    changing_server,
     clock_for,
     emit,
     fail,
@@ -30,7 +31,7 @@ from agent.logs import configure_logging
 from agent.planner import plan as make_plan
 from agent.results import UpgradeResult
 from agent.status import status_document
-from agent.store import checks_json
+from agent.store import ServerDir, checks_json
 from agent.upgrader import Upgrader
 from common.errors import VerificationError
 from releases.catalog import default_catalog
@@ -105,18 +106,18 @@ def run_upgrade(server_dir: Path, as_json: bool, now: str | None, action: str, t
     """Run ``upgrade`` or ``install`` with a progress display, print the result, exit."""
     from agent.progress import ProgressView
 
-    server = open_server(server_dir)
     clock = clock_for(now)
     view = ProgressView(enabled=not as_json and sys.stderr.isatty())
 
-    async def go() -> UpgradeResult:
+    async def go(server: ServerDir) -> UpgradeResult:
         upgrader = Upgrader(server, default_catalog(), clock, on_event=view.on_event)
         with view:
             if action == "install":
                 return await upgrader.install(target)
             return await upgrader.upgrade(target)
 
-    result = asyncio.run(go())
+    with changing_server(server_dir) as server:
+        result = asyncio.run(go(server))
     emit(result.as_dict(), as_json, _result_text)
     code = {"succeeded": EXIT_OK, "rejected": EXIT_REFUSED}.get(result.outcome, EXIT_ERROR)
     if code != EXIT_OK:
@@ -154,12 +155,12 @@ def keys() -> None:
 @guarded
 def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Path) -> None:
     """Verify a key file and install it; a refused key changes nothing."""
-    server = open_server(server_dir)
     try:
         text = key_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         fail("KEY_FORMAT_INVALID", f"cannot read {key_file}: {exc}")
-    check = server.install_key(text, clock_for(now).now().date())
+    with changing_server(server_dir) as server:
+        check = server.install_key(text, clock_for(now).now().date())
     document = checks_json([check])[0]
     document["installed"] = check.valid or (
         check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID"
@@ -189,19 +190,20 @@ def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, l
     Exit 2 when the list is refused (malformed, not the vendor's, or not newer than the installed
     one); the installed list and keys are then unchanged. Installing the same list again is a no-op.
     """
-    server = open_server(server_dir)
     try:
         text = list_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         fail("BAD_INPUT", f"cannot read {list_file}: {exc}")
     today = clock_for(now).now().date()
-    before = server.trust()
-    try:
-        trust = server.install_revocations(text, today)
-    except VerificationError as exc:
-        fail(exc.reason.value, str(exc), EXIT_REFUSED)
-    installed = trust.revocation_sequence != before.revocation_sequence
-    now_revoked = sorted(k.info.key_id for k in server.installed_keys() if k.info.key_id in trust.revoked)
+    with changing_server(server_dir) as server:
+        before = server.trust()
+        try:
+            trust = server.install_revocations(text, today)
+        except VerificationError as exc:
+            fail(exc.reason.value, str(exc), EXIT_REFUSED)
+        installed = trust.revocation_sequence != before.revocation_sequence
+        held = server.installed_keys()
+    now_revoked = sorted(k.info.key_id for k in held if k.info.key_id in trust.revoked)
     emit(
         {
             "installed": installed,

@@ -7,16 +7,18 @@ own usage errors are bad input too, so they exit 1 (not click's default 2, which
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from agent.clock import SimClock, parse_now
+from agent.lock import server_lock
 from agent.store import ServerDir
 from common.errors import AllworxError
 
@@ -82,6 +84,19 @@ def open_server(server_dir: Path) -> ServerDir:
     server = ServerDir(server_dir)
     server.check_exists()
     return server
+
+
+@contextlib.contextmanager
+def changing_server(server_dir: Path) -> Iterator[ServerDir]:
+    """Open a server directory for a command that changes it, holding its lock for the block.
+
+    Raises:
+        StoreError: not a server directory.
+        ServerBusyError: another process (an upgrade, the daemon) holds the lock; nothing was changed.
+    """
+    server = open_server(server_dir)
+    with server_lock(server.root):
+        yield server
 
 
 def clock_for(now: str | None) -> SimClock:

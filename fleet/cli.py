@@ -196,3 +196,7 @@ def status(site: str | None, **params: Any) -> None:
 
 main.add_command(campaign)
 main.add_command(watch_command, "watch")
+
+
+if __name__ == "__main__":
+    main()

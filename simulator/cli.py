@@ -173,3 +173,7 @@ def _attach_broker() -> None:  # issue #4: the embedded zero-set-up broker
 
 
 _attach_broker()
+
+
+if __name__ == "__main__":
+    main()

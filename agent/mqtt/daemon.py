@@ -31,6 +31,7 @@ import structlog
 
 from agent.clock import Clock, SystemClock, exponential_backoff
 from agent.limits import DEFAULT_LIMITS, Limits
+from agent.lock import ServerLock
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
 from agent.mqtt.dispatch import Dispatcher
@@ -82,10 +83,20 @@ class AgentOptions:
     timing: Timing | None = None  # the simulated hardware's durations (reboot, database)
     protocol: Protocol | None = None  # None: MQTT 5 first, 3.1.1 when the broker refuses it
     limits: Limits = DEFAULT_LIMITS  # download limits; bandwidth paces downloads on the injected clock
+    lock_server: bool = True  # hold the server directory's lock (agent/lock.py) while running
 
 
 class Agent:
-    """The daemon of one server directory (run with :meth:`run`)."""
+    """The daemon of one server directory (run with :meth:`run`).
+
+    It holds the server directory's lock (:mod:`agent.lock`) from construction until :meth:`close`
+    (the end of :meth:`run`), unless ``options.lock_server`` is off.
+
+    Raises:
+        ServerBusyError: on construction, when another process (an ``allworx-agent upgrade``, another
+            daemon) holds the server directory; nothing was changed.
+        StoreError: on construction, when the server directory or its outbox is unreadable.
+    """
 
     def __init__(
         self,
@@ -97,18 +108,25 @@ class Agent:
         catalog: Catalog | None = None,
     ) -> None:
         ident = server.identity()
+        self._loop = asyncio.get_running_loop()
         self.server = server
         self.options = options
         self.clock = clock  # the policy clock (simulated in the simulator)
         self.wall = wall or SystemClock()  # real time: network backoff, command expiry, rate limits
         self.catalog = catalog or default_catalog()
         self.topics = ServerTopics(options.site or ident.site, ident.serial)
-        self.outbox = Outbox(server.root / "agent" / "outbox", cursor_every=options.cursor_interval)
+        self._lock = ServerLock(server.root)
+        if options.lock_server:
+            self._lock.acquire()  # before the outbox: opening it may cut a torn tail off its log
+        try:
+            self.outbox = Outbox(server.root / "agent" / "outbox", cursor_every=options.cursor_interval)
+        except BaseException:
+            self._lock.release()
+            raise
         self.protocol = options.protocol or Protocol.V5
         self._state_dirty = asyncio.Event()
         self._state_urgent = asyncio.Event()
         self._events_ready = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._last_progress: dict[str, float] = {}
         self._job: asyncio.Task[None] | None = None
@@ -120,7 +138,7 @@ class Agent:
 
     # --- lifetime -------------------------------------------------------------------------
     async def run(self) -> None:
-        """Recover an interrupted upgrade, then serve until cancelled.
+        """Recover an interrupted upgrade, then serve until cancelled; then :meth:`close`.
 
         Raises:
             StoreError: the server directory is unreadable at start.
@@ -135,7 +153,12 @@ class Agent:
                     self.start_job(lambda upgrader: upgrader.recover(), "recover")
                 tasks.create_task(self._connection_loop(), name="connection")
         finally:
-            self.outbox.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the outbox and release the server directory's lock (idempotent; :meth:`run` ends so)."""
+        self.outbox.close()
+        self._lock.release()
 
     @property
     def upgrading(self) -> bool:

@@ -95,6 +95,7 @@ async def host_agents(
         timing=Timing(),
         protocol=Protocol(config.protocol) if config.protocol else None,
         limits=config.limits,
+        lock_server=False,  # the fleet folder is held (``in_use``); a lock each would cost a descriptor each
     )
     agents = [Agent(ServerDir(path), options, clock=clock, catalog=catalog) for path in dirs]
     async with asyncio.TaskGroup() as tasks:
