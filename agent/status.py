@@ -15,7 +15,7 @@ def status_document(server: ServerDir, now: datetime) -> dict[str, Any]:
     ident, info = server.identity(), server.committed()
     checks = server.key_checks(now.date())
     catalog = default_catalog()
-    job = server.journal.load()
+    job = server.load_job()
     return {
         "serial": ident.serial,
         "model": ident.model,

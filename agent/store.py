@@ -1,7 +1,9 @@
 """A server directory: the agent's view of the server it runs on (layout in docs/architecture.md).
 
 Invariants: every change is an atomic write (:mod:`agent.journal`); reading never changes
-anything; a key is verified before it is written, and a refused key leaves ``keys/`` as it was.
+anything; a key is verified before it is written, and a refused key leaves ``keys/`` as it was;
+a persisted value out of range (identity, slot descriptor, journal state, bootloader) is an error
+(``STATE_INVALID``, :mod:`agent.persisted`), never read as a default.
 
 Caching: the identity, the trust store and the verified key checks are kept in memory, each
 keyed by a :func:`fingerprint` (a digest of the names and bytes) of the files it was computed
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bootloader import Bootloader
-from agent.journal import Journal, read_json, write_atomic, write_json
+from agent.journal import Job, Journal, read_json, write_atomic, write_json
 from agent.keys import (
     REVOCATIONS_FILE,
     KeyCheck,
@@ -35,6 +37,7 @@ from agent.keys import (
     load_trust,
     parse_key_text,
 )
+from agent.persisted import check_identity, check_job, check_slot, unreadable
 from agent.policy import ServerFacts
 from common.errors import KeyFormatError, StoreError
 from common.reasons import Reason
@@ -142,6 +145,8 @@ class ServerDir:
             raw = json.loads(data)
         except ValueError as exc:
             raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
+        if isinstance(raw, dict):
+            check_identity(raw, path)  # fail closed on a value out of range
         try:
             identity = Identity(
                 serial=raw["serial"],
@@ -157,12 +162,45 @@ class ServerDir:
         return identity
 
     def slot_info(self, slot: str) -> SlotInfo | None:
-        """Return what ``slot`` holds, or None when it is empty or unreadable."""
+        """Return what ``slot`` holds, or None when it is empty (no ``release.json``).
+
+        Raises:
+            StoreError: (``STATE_INVALID``) the descriptor is unreadable or a value is out of
+                range: a damaged descriptor is never read as an empty slot.
+        """
+        path = self.slot_dir(slot) / "release.json"
         try:
-            raw = read_json(self.slot_dir(slot) / "release.json")
-            return SlotInfo(raw["version"], raw["build"], int(raw["db_schema"]))
-        except (StoreError, KeyError, TypeError, ValueError):
-            return None
+            raw = read_json(path)
+        except StoreError as exc:
+            if not path.exists():
+                return None
+            raise unreadable(path, "the slot descriptor is not JSON") from exc
+        return SlotInfo(*check_slot(raw, path))
+
+    def load_job(self) -> Job | None:
+        """The journal's upgrade state (None when idle), its values checked (fail closed).
+
+        Raises:
+            StoreError: (``STATE_INVALID``) the last whole state holds a value out of range.
+        """
+        job = self.journal.load()
+        if job is not None:
+            check_job(job, self.journal.path)
+        return job
+
+    def check_state(self) -> Job | None:
+        """Read and check every persisted file the agent steers by; return the journal's state.
+
+        The identity, the bootloader environment, the committed slot's descriptor and the journal:
+        a command that changes the server calls this before it writes anything (fail closed).
+
+        Raises:
+            StoreError: one of them is missing, unreadable or holds a value out of range
+                (``STATE_INVALID`` names the file and the field).
+        """
+        self.identity()
+        self.committed()
+        return self.load_job()
 
     def active_slot(self) -> str:
         """The committed slot."""

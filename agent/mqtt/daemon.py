@@ -41,7 +41,7 @@ from agent.mqtt.report import event_message, state_document
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from agent.upgrader import Timing, Upgrader
-from common.errors import AllworxError, BrokerError
+from common.errors import AllworxError, BrokerError, StoreError
 from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")
@@ -95,7 +95,8 @@ class Agent:
     Raises:
         ServerBusyError: on construction, when another process (an ``allworx-agent upgrade``, another
             daemon) holds the server directory; nothing was changed.
-        StoreError: on construction, when the server directory or its outbox is unreadable.
+        StoreError: on construction, when the server directory or its outbox is unreadable, or a
+            persisted file holds a value out of range (``STATE_INVALID``); nothing was changed.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class Agent:
         if options.lock_server:
             self._lock.acquire()  # before the outbox: opening it may cut a torn tail off its log
         try:
+            server.check_state()  # fail closed (STATE_INVALID) before the outbox is made
             self.outbox = Outbox(server.root / "agent" / "outbox", cursor_every=options.cursor_interval)
         except BaseException:
             self._lock.release()
@@ -141,15 +143,20 @@ class Agent:
         """Recover an interrupted upgrade, then serve until cancelled; then :meth:`close`.
 
         Raises:
-            StoreError: the server directory is unreadable at start.
+            StoreError: the server directory is unreadable at start, or a persisted file holds a
+                value out of range (``STATE_INVALID``): the daemon does not start.
         """
-        log.info(
-            "agent_started", serial=self.topics.serial, site=self.topics.site, broker=self.options.broker.url
-        )
         try:
+            interrupted = self.server.check_state() is not None  # fail closed before anything runs
+            log.info(
+                "agent_started",
+                serial=self.topics.serial,
+                site=self.topics.site,
+                broker=self.options.broker.url,
+            )
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                if self.server.journal.load() is not None:
+                if interrupted:
                     self.start_job(lambda upgrader: upgrader.recover(), "recover")
                 tasks.create_task(self._connection_loop(), name="connection")
         finally:
@@ -357,7 +364,11 @@ class Agent:
                 await self._until_urgent(self.options.state_interval)
             self._state_dirty.clear()
             self._state_urgent.clear()
-            document = state_document(self.server, self.topics.site, self.clock.now())
+            try:
+                document = state_document(self.server, self.topics.site, self.clock.now())
+            except StoreError as exc:  # the last good state stays retained; commands say why
+                log.warning("state_unreadable", reason=exc.reason.value, error=str(exc))
+                continue
             await link.publish(self.topics.state, dump(document), qos=1, retain=True)
 
     async def _until_urgent(self, seconds: float) -> None:

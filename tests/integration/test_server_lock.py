@@ -95,8 +95,13 @@ class Forked:
 
     async def result(self) -> tuple[int, str]:
         """Wait for the end; return the exit code and stderr."""
-        while self.process.exitcode is None:
-            await asyncio.sleep(0.02)
+        loop, sentinel = asyncio.get_running_loop(), self.process.sentinel
+        ended = loop.create_future()
+        loop.add_reader(sentinel, lambda: ended.done() or ended.set_result(None))
+        try:
+            await ended
+        finally:
+            loop.remove_reader(sentinel)
         self.process.join()
         err = self.err.read_text()
         assert "Traceback" not in err, err
