@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.mqtt.commands import sign_command
-from agent.mqtt.connection import BrokerSettings, Inbound, Link, Protocol, connect
+from agent.mqtt.connection import FLEET_MAX_PACKET, BrokerSettings, Inbound, Link, Protocol, connect
 from agent.mqtt.topics import ServerTopics, all_states
 from common.errors import BrokerError
 from fleet.operator import OperatorKey
@@ -50,7 +50,9 @@ class FleetClient:
         versions = [protocol] if protocol else [Protocol.V5, Protocol.V311]
         for version in versions:
             try:
-                async with connect(settings, protocol=version, identifier=identifier) as link:
+                async with connect(
+                    settings, protocol=version, identifier=identifier, max_packet=FLEET_MAX_PACKET
+                ) as link:
                     client = cls(link, operator, identifier)
                     async with asyncio.TaskGroup() as tasks:
                         router = tasks.create_task(client._route(), name="route")

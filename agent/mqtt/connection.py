@@ -9,6 +9,12 @@ the socket but never answers the MQTT 5 CONNECT within ``connect_timeout`` (amqt
 CONNECT carries a will), raises ``BrokerError(protocol_refused=True)`` so the caller can retry
 with 3.1.1. Messages received carry
 their MQTT 5 response topic and correlation data when the broker forwarded them.
+
+Size: an MQTT 5 CONNECT carries a Maximum Packet Size (:data:`AGENT_MAX_PACKET` by default, a
+command and its headers; the operator side asks :data:`FLEET_MAX_PACKET`), so the broker drops a
+larger message for this client instead of sending it: one oversized publish never reaches the
+process's memory. Over MQTT 3.1.1 there is no such property: the broker's own limit
+(``message_size_limit``, written by ``simulator/broker.py``) is then the only bound.
 """
 
 from __future__ import annotations
@@ -29,9 +35,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.limits import MIB
+from agent.mqtt.messages import MAX_COMMAND_BYTES
 from common.errors import BrokerError
 
 _REFUSED_PROTOCOL = {1, 132}  # CONNACK: 3.1.1 "unacceptable protocol version", MQTT 5 "unsupported"
+PACKET_HEADROOM = 16 * 1024  # bytes of an MQTT packet beside its payload: topic, properties, header
+AGENT_MAX_PACKET = MAX_COMMAND_BYTES + PACKET_HEADROOM  # an agent receives commands only
+LARGEST_MESSAGE = 64 * MIB  # bytes of payload, the largest message of the fleet: a campaign's whole state
+FLEET_MAX_PACKET = LARGEST_MESSAGE + PACKET_HEADROOM  # the operator side: states, events, campaign states
 
 
 class Protocol(StrEnum):
@@ -206,14 +218,19 @@ def misc_interval(keepalive: int) -> float:
     return min(10.0, max(1.0, keepalive / 10))
 
 
-def _client(
+def _client(  # noqa: PLR0917  # reason: one connection's every setting, passed on to aiomqtt
     settings: BrokerSettings,
     protocol: Protocol,
     identifier: str | None,
     will: tuple[str, bytes] | None,
     clean: bool,
+    max_packet: int,
 ) -> aiomqtt.Client:
     version = aiomqtt.ProtocolVersion.V5 if protocol is Protocol.V5 else aiomqtt.ProtocolVersion.V311
+    connect_props = None
+    if protocol is Protocol.V5:
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # reason: paho is untyped here
+        connect_props.MaximumPacketSize = max_packet  # the broker drops larger messages for us
     client = _Client(
         settings.host,
         settings.port,
@@ -226,6 +243,7 @@ def _client(
         timeout=settings.connect_timeout,
         tls_context=settings.tls_context(),
         clean_session=clean if protocol is Protocol.V311 else None,
+        properties=connect_props,
     )
     # aiomqtt warns on every publish past 10 unacknowledged ones; a campaign controller keeps
     # thousands of commands in flight on purpose (QoS 1 throughput needs publishes in flight).
@@ -242,16 +260,18 @@ async def connect(
     identifier: str | None = None,
     will: tuple[str, bytes] | None = None,
     clean: bool = True,
+    max_packet: int = AGENT_MAX_PACKET,
 ) -> AsyncIterator[Link]:
     """Open one connection (the last will, if any, is retained at QoS 1).
 
     ``clean=False`` asks for a persistent session (MQTT 3.1.1 only): the broker keeps the
-    subscriptions and queues QoS 1 messages while this identifier is away.
+    subscriptions and queues QoS 1 messages while this identifier is away. ``max_packet`` (bytes)
+    is the MQTT 5 Maximum Packet Size asked for: the broker sends nothing larger.
 
     Raises:
         BrokerError: the broker is unreachable, refused us, or the protocol (``protocol_refused``).
     """
-    client = _client(settings, protocol, identifier, will, clean)
+    client = _client(settings, protocol, identifier, will, clean, max_packet)
     entered, body_error = False, None
     try:
         async with client:
