@@ -40,6 +40,7 @@ from agent.mqtt.messages import MAX_COMMAND_BYTES
 from common.errors import BrokerError
 
 _REFUSED_PROTOCOL = {1, 132}  # CONNACK: 3.1.1 "unacceptable protocol version", MQTT 5 "unsupported"
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with this client id
 PACKET_HEADROOM = 16 * 1024  # bytes of an MQTT packet beside its payload: topic, properties, header
 AGENT_MAX_PACKET = MAX_COMMAND_BYTES + PACKET_HEADROOM  # an agent receives commands only
 LARGEST_MESSAGE = 64 * MIB  # bytes of payload, the largest message of the fleet: a campaign's whole state
@@ -128,6 +129,12 @@ class Link:
         self._client = client
         self.protocol = protocol
 
+    @property
+    def taken_over(self) -> bool:
+        """Whether the broker ended this session because another client connected with its id
+        (MQTT 5 DISCONNECT reason 0x8E "session taken over"; MQTT 3.1.1 cannot say so)."""
+        return getattr(self._client, "disconnect_reason", None) == SESSION_TAKEN_OVER
+
     def bound(self, seconds: float) -> None:
         """Bound every later operation, the closing DISCONNECT included, to ``seconds``.
 
@@ -207,6 +214,16 @@ class _Client(aiomqtt.Client):
     """
 
     misc_interval = 1.0
+    disconnect_reason: int | None = None  # the reason code of the broker's DISCONNECT (MQTT 5), if any
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        if isinstance(reason_code, ReasonCode) and self.disconnect_reason is None:
+            self.disconnect_reason = (
+                reason_code.value
+            )  # the first: paho may report the socket's close after it
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
     async def _misc_loop(self) -> None:  # aiomqtt 2.x's housekeeping task, same loop, its own period
         while self._client.loop_misc() == MQTT_ERR_SUCCESS:  # noqa: ASYNC110  # reason: a periodic task, as aiomqtt's

@@ -13,7 +13,10 @@ Invariants:
 - at most one upgrade runs at a time; a second ``upgrade`` is rejected ``UPGRADE_IN_PROGRESS``;
 - on start, an upgrade interrupted by a kill or power cut is recovered (``Upgrader.recover``);
 - the retained state is republished on every (re)connection and after every persisted transition;
-- a command's nonce is persisted before the command acts (rule CMD-3).
+- a command's nonce is persisted before the command acts (rule CMD-3);
+- a session taken over by another client with the agent's id is counted; a storm of them makes the
+  agent connect with a client id of its own for a while, backing off with jitter in between
+  (:mod:`agent.mqtt.takeover`), so it keeps answering commands.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from agent.mqtt.dispatch import Dispatcher
 from agent.mqtt.messages import Availability, dump
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.report import event_message, state_document
+from agent.mqtt.takeover import SHORT_SESSION, TakeoverWatch
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from agent.upgrader import Timing, Upgrader
@@ -137,6 +141,9 @@ class Agent:
         self._tasks: asyncio.TaskGroup | None = None
         self.dispatcher = Dispatcher(self, NonceWindow(server.root / "agent" / "nonces.json"))
         self.connected = asyncio.Event()  # set while a connection is up (tests and tools wait on it)
+        self.takeovers = TakeoverWatch(f"allworx-agent-{self.topics.site}-{self.topics.serial}")
+        self._connected_at = 0.0  # wall monotonic time the current (or last) session came up
+        self._link_taken_over = False  # whether the broker said the last session was taken over
 
     # --- lifetime -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -281,9 +288,12 @@ class Agent:
             try:
                 await self._session()
             except BrokerError as exc:
-                if self.connected.is_set():  # it was up: start the backoff again from the base
-                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+                was_up = self.connected.is_set()
                 self.connected.clear()
+                if was_up and self._taken_over(exc):
+                    pass  # back off as from a failure, not from the base: the id is contested
+                elif was_up:  # it was up: start the backoff again from the base
+                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
                 if exc.protocol_refused and self.protocol is Protocol.V5:
                     log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
                     self.protocol = Protocol.V311
@@ -293,13 +303,35 @@ class Agent:
                 log.warning("broker_unavailable", error=str(exc), retry_in=round(delay, 2))
                 await self.wall.sleep(delay)
 
+    def _taken_over(self, exc: BrokerError) -> bool:
+        """Whether the session just lost was taken over; count it, and start a storm's own id when
+        they come too often (:mod:`agent.mqtt.takeover`)."""
+        now = self.wall.monotonic()
+        short = now - self._connected_at < SHORT_SESSION
+        if not (self._link_taken_over or short) or exc.protocol_refused:
+            return False
+        watch = self.takeovers
+        if watch.taken_over(now):
+            log.warning(
+                "session_takeover_storm",
+                serial=self.topics.serial,
+                takeovers=watch.takeovers,
+                storms=watch.storms,
+                client_id=watch.identifier,
+                usual_client_id=watch.usual,
+            )
+        else:
+            log.info("session_taken_over", takeovers=watch.takeovers, client_id=watch.identifier)
+        return True
+
     async def _session(self) -> None:
         offline = dump(Availability(serial=self.topics.serial, status="offline"))
+        self._link_taken_over = False
         async with connect(
             self.options.broker,
             protocol=self.protocol,
             will=(self.topics.availability, offline),
-            identifier=f"allworx-agent-{self.topics.site}-{self.topics.serial}",
+            identifier=self.takeovers.reconnecting(self.wall.monotonic()),
         ) as link:
             try:
                 await self._serve(link)
@@ -308,6 +340,9 @@ class Agent:
                 with contextlib.suppress(BrokerError, TimeoutError):
                     async with asyncio.timeout(STOP_SECONDS):  # a clean stop says offline itself (no will)
                         await link.publish(self.topics.availability, offline, retain=True)
+                raise
+            except BrokerError:
+                self._link_taken_over = link.taken_over
                 raise
 
     async def _serve(self, link: Link) -> None:
@@ -318,6 +353,7 @@ class Agent:
             retain=True,
         )
         log.info("broker_connected", protocol=link.protocol.value, pending=len(self.outbox.pending()))
+        self._connected_at = self.wall.monotonic()
         self.connected.set()
         self.mark_state_dirty()
         self._events_ready.set()

@@ -1,4 +1,5 @@
-"""Oversized and flooding messages against a real Mosquitto and a real ``allworx-agent run``."""
+"""Abuse of the broker link against a real Mosquitto: an oversized message, a client-id takeover
+storm, a flood of garbage commands; the agent keeps its memory and keeps answering."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.mqtt.connection import BrokerSettings, Protocol, connect
 from agent.mqtt.topics import ServerTopics
@@ -17,6 +19,7 @@ from common.errors import BrokerError
 from fleet.client import FleetClient
 from fleet.operator import default_operator
 from simulator.broker import MOSQUITTO_LIMITS, Mosquitto, mosquitto_config
+from tests.integration.conftest import running_agent
 
 pytestmark = pytest.mark.integration
 MIB = 1 << 20
@@ -110,3 +113,53 @@ async def test_an_oversized_command_never_reaches_the_agent(
             reply = await report(mosquitto.url, server, version)
             assert reply["status"] == "accepted"
             assert peak_rss_mib(process.pid) - before < 8, size
+
+
+async def squat(url: str, identifier: str, until: float) -> int:
+    """Connect with ``identifier`` every 50 ms (each CONNECT ends the session holding it) until
+    ``until`` (loop time); return how many connections were made."""
+    loop, made = asyncio.get_running_loop(), 0
+    while loop.time() < until:
+        with contextlib.suppress(BrokerError):
+            async with connect(
+                BrokerSettings(url=url, timeout=2), protocol=Protocol.V5, identifier=identifier
+            ):
+                made += 1
+                await asyncio.sleep(0.05)
+    return made
+
+
+async def test_a_takeover_storm_is_noticed_and_the_agent_keeps_answering(
+    mosquitto: Mosquitto, server: ServerDir
+) -> None:
+    """Another client taking the agent's client id every 50 ms: the agent logs and counts the storm,
+    then answers every command while the storm goes on."""
+    topics = topics_of(server)
+    loop = asyncio.get_running_loop()
+    answered: list[tuple[float, bool]] = []
+    with capture_logs() as logs:
+        async with running_agent(server, mosquitto.url) as agent:
+            usual = agent.takeovers.usual
+            assert usual == f"allworx-agent-{topics.site}-{topics.serial}"
+            end = loop.time() + 8.0
+            squatter = asyncio.create_task(squat(mosquitto.url, usual, end))
+            async with FleetClient.open(BrokerSettings(url=mosquitto.url), default_operator()) as client:
+                while loop.time() < end:
+                    sent = loop.time()
+                    try:
+                        reply = await client.send(topics.site, topics.serial, "report", {}, timeout=2)
+                        answered.append((sent, reply["status"] == "accepted"))
+                    except TimeoutError:
+                        answered.append((sent, False))
+                    await asyncio.sleep(0.2)
+            made = await squatter
+            assert agent.takeovers.storms >= 1
+            assert agent.takeovers.takeovers <= 2 * 3  # backed off, not pushed off 20 times
+    assert made > 50
+    storm = [e for e in logs if e["event"] == "session_takeover_storm"]
+    assert storm
+    assert storm[0]["usual_client_id"] == usual
+    assert storm[0]["client_id"] != usual
+    late = [ok for sent, ok in answered if sent > end - 4.0]  # the storm is on, and noticed by then
+    assert late
+    assert all(late), answered
