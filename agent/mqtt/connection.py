@@ -187,11 +187,19 @@ class Link:
         Raises:
             BrokerError: the connection was lost.
         """
+        client = self._client
         try:
-            async for message in self._client.messages:
+            async for message in client.messages:
                 yield _inbound(message)
+                while (ready := _ready(client)) is not None:  # already received: no waiting set up
+                    yield _inbound(ready)
         except (aiomqtt.MqttError, OSError) as exc:
             raise BrokerError(f"connection lost: {exc}") from exc
+
+
+def _ready(client: aiomqtt.Client) -> aiomqtt.Message | None:
+    """The next message already received, if any (a :class:`_Client`'s queue, read without waiting)."""
+    return client.take_ready() if isinstance(client, _Client) else None
 
 
 def _inbound(message: aiomqtt.Message) -> Inbound:
@@ -224,6 +232,14 @@ class _Client(aiomqtt.Client):
                 reason_code.value
             )  # the first: paho may report the socket's close after it
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+    def take_ready(self) -> aiomqtt.Message | None:
+        """A message already received, or None: a flood is read in one pass, without aiomqtt setting
+        up a task and a wait for each message (most of the cost of one it would reject at once)."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     async def _misc_loop(self) -> None:  # aiomqtt 2.x's housekeeping task, same loop, its own period
         while self._client.loop_misc() == MQTT_ERR_SUCCESS:  # noqa: ASYNC110  # reason: a periodic task, as aiomqtt's

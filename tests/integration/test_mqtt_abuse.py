@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,13 +36,16 @@ def peak_rss_mib(pid: int) -> float:
 
 @contextlib.asynccontextmanager
 async def daemon(server: ServerDir, url: str, version: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``allworx-agent run`` on ``server`` until the block ends; yield once it says it is online."""
+    """``allworx-agent run`` on ``server`` until the block ends (its stderr in ``daemon.log`` beside
+    the server); yield once it says it is online."""
     topics = topics_of(server)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from agent.cli import main; main()", "run", "--server-dir", str(server.root),
-        "--broker", url, "--mqtt-version", version, "--now", "2010-01-01",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    with (server.root.parent / "daemon.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from agent.cli import main; main()", "run",
+            "--server-dir", str(server.root), "--broker", url, "--mqtt-version", version,
+            "--now", "2010-01-01",
+            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
     try:
         async with FleetClient.open(BrokerSettings(url=url)) as client:
             with client.watch(lambda m: m.topic == topics.availability and b'"online"' in m.payload) as up:
@@ -163,3 +167,50 @@ async def test_a_takeover_storm_is_noticed_and_the_agent_keeps_answering(
     late = [ok for sent, ok in answered if sent > end - 4.0]  # the storm is on, and noticed by then
     assert late
     assert all(late), answered
+
+
+def mqtt_frame(kind: int, body: bytes) -> bytes:
+    """One MQTT packet: the fixed header (type and flags, then the remaining length) and ``body``."""
+    length, size = b"", len(body)
+    while True:
+        size, digit = divmod(size, 128)
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            return bytes([kind]) + length + body
+
+
+def flood(port: int, topic: str, count: int) -> None:
+    """Publish ``count`` garbage commands on ``topic`` as fast as a socket takes them (MQTT 3.1.1,
+    QoS 1, so the broker queues every one for the agent; one write): they reach the broker ahead of
+    anything sent after this returns."""
+    name = topic.encode()
+    connect_body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(b"flooder").to_bytes(2, "big") + b"flooder"
+    frames = [mqtt_frame(0x10, connect_body)]
+    for i in range(count):
+        packet_id = (i % 65535 + 1).to_bytes(2, "big")
+        frames.append(
+            mqtt_frame(0x32, len(name).to_bytes(2, "big") + name + packet_id + b'{"garbage": %d}' % i)
+        )
+    frames.append(mqtt_frame(0xE0, b""))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"".join(frames))
+        while sock.recv(65536):  # the CONNACK and PUBACKs, until the broker closes after DISCONNECT:
+            pass  # closing with them unread would reset the connection, and lose what it had not read
+
+
+async def test_a_real_command_is_answered_within_2_s_behind_a_flood_of_10000(
+    mosquitto: Mosquitto, server: ServerDir
+) -> None:
+    """10,000 garbage commands land on the agent's command topic, then a real ``report``: it is
+    answered within 2 s, and the agent drops the rejections past its budget (and logs it)."""
+    topics = topics_of(server)
+    loop = asyncio.get_running_loop()
+    operator = FleetClient.open(BrokerSettings(url=mosquitto.url), default_operator())
+    async with daemon(server, mosquitto.url, "5"), operator as client:
+        await asyncio.to_thread(flood, mosquitto.port, topics.command("report"), 10_000)
+        sent = loop.time()
+        reply = await client.send(topics.site, topics.serial, "report", {}, timeout=30)
+        latency = loop.time() - sent
+    assert reply["status"] == "accepted"
+    assert latency < 2.0
+    assert "commands_dropped" in (server.root.parent / "daemon.log").read_text()
