@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import click
 
 from agent.cliutil import EXIT_ERROR, EXIT_REFUSED, AllworxGroup, fail
+from agent.logs import configure_logging
 from common.errors import AllworxError
 from fleet.campaign.cli import campaign, watch_command
-from fleet.client import FleetClient
+from fleet.client import FleetClient, RetainedStates
 from fleet.operator import OperatorKey, default_operator, load_key_file
 from fleet.options import broker_options, broker_settings
 
@@ -30,6 +31,7 @@ EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as
 @click.group(cls=AllworxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The fleet operator's tool: send signed commands to Allworx servers and list their state."""
+    configure_logging()  # warnings on stderr: stdout carries only the documents printed
 
 
 @main.group()
@@ -170,20 +172,24 @@ def send_report(**params: Any) -> None:
 @broker_options
 @click.option("--site", default=None, help="Only this site's servers.")
 def status(site: str | None, **params: Any) -> None:
-    """List every server's retained state."""
+    """List every server's retained state; a retained state that does not validate is listed as invalid."""
     settings = broker_settings(params)
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> RetainedStates:
         async with FleetClient.open(settings) as client:
-            return await client.states(site)
+            return await client.read_states(site)
 
     try:
-        states = asyncio.run(go())
+        found = asyncio.run(go())
     except AllworxError as exc:
         fail(exc.reason.value, str(exc))
+    states = found.valid
     if params["as_json"]:
-        click.echo(json.dumps({"servers": states}, indent=2))
+        invalid = [entry.as_dict() for entry in found.invalid]
+        click.echo(json.dumps({"servers": states, "invalid": invalid}, indent=2))
         return
+    for entry in found.invalid:
+        click.echo(f"INVALID    {entry.topic}: {entry.reason}")
     for doc in states:
         key = doc.get("maintenance_key") or {}
         last = doc.get("last_result") or {}

@@ -6,6 +6,13 @@ topic private to this client and correlation data; over MQTT 3.1.1 the client li
 
 Invariants: the client subscribes before it publishes, so no reply or event it waits for can
 slip past; every wait is bounded by a timeout (``TimeoutError``).
+
+Retained documents are untrusted: anyone the broker lets publish can leave one. Every server
+``state`` and ``availability`` an operator tool reads goes through :func:`check_state` and
+:func:`check_availability` here, at the edge: a document that is not a JSON object of the
+contract's shape, whose values are out of range (a release that is not a version, a site outside
+the topic alphabet), or whose ``serial`` and ``site`` differ from its topic's is skipped and
+reported as :class:`Invalid`, and the tool carries on with the rest.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +34,102 @@ from common.errors import BrokerError
 from fleet.operator import OperatorKey
 
 Matcher = Callable[[Inbound], bool]
+_LEVEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a topic level: site, serial, model
+_VERSION = re.compile(r"^[0-9]{1,2}(\.[0-9]{1,4}){1,3}$")  # 7.1
+_BUILD = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6}){1,5}$")  # 7.1.4.7
+_STATE = re.compile(r"^[a-z_]{1,32}$")  # idle, staging, committed, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A retained document skipped: its topic and why it does not validate."""
+
+    topic: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON form (``allworx-fleet status --json``)."""
+        return {"topic": self.topic, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedStates:
+    """The servers' retained states read: those that validate, by topic order, and those skipped."""
+
+    valid: list[dict[str, Any]]
+    invalid: list[Invalid]
+
+
+def server_topic(topic: str) -> tuple[str, str, str] | None:
+    """``(site, serial, kind)`` of ``allworx/{site}/{serial}/{kind}`` with valid levels, else None."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "allworx" or parts[1] == "campaigns":
+        return None
+    if not (_LEVEL.match(parts[1]) and _LEVEL.match(parts[2])):
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def _document(payload: bytes) -> dict[str, Any] | str:
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    return document if isinstance(document, dict) else "not a JSON object"
+
+
+def _matches(value: Any, pattern: re.Pattern[str]) -> bool:
+    return isinstance(value, str) and pattern.match(value) is not None
+
+
+def check_state(topic: str, payload: bytes) -> dict[str, Any] | Invalid:
+    """A retained ``state`` document if it validates against its topic, else why not."""
+    where = server_topic(topic)
+    document = _document(payload)
+    if where is None or where[2] != "state":
+        return Invalid(topic, "not a server's state topic (allworx/{site}/{serial}/state)")
+    if isinstance(document, str):
+        return Invalid(topic, document)
+    site, serial, _ = where
+    for name, expected in (("serial", serial), ("site", site)):
+        if document.get(name) != expected:
+            return Invalid(topic, f"{name} {str(document.get(name))[:64]!r} is not the topic's {expected!r}")
+    for name, pattern in (("model", _LEVEL), ("release", _VERSION), ("build", _BUILD), ("state", _STATE)):
+        if not _matches(document.get(name), pattern):
+            return Invalid(topic, f"{name} {str(document.get(name))[:64]!r} is out of range")
+    schema = document.get("db_schema")
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 0:
+        return Invalid(topic, f"db_schema {str(schema)[:64]!r} is not a whole number")
+    return _check_parts(topic, document)
+
+
+def _check_parts(topic: str, document: dict[str, Any]) -> dict[str, Any] | Invalid:
+    for name in ("last_result", "maintenance_key"):
+        part = document.get(name)
+        if part is not None and not isinstance(part, dict):
+            return Invalid(topic, f"{name} is not an object")
+    last = document.get("last_result") or {}
+    for name in ("at", "outcome", "reason", "rule", "message"):
+        if last.get(name) is not None and not isinstance(last.get(name), str):
+            return Invalid(topic, f"last_result.{name} is not text")
+    return document
+
+
+def check_availability(topic: str, payload: bytes) -> bool | Invalid:
+    """Whether a retained ``availability`` says online (an empty one: offline), or why it is invalid."""
+    where = server_topic(topic)
+    if where is None or where[2] != "availability":
+        return Invalid(topic, "not a server's availability topic")
+    if not payload:
+        return False
+    document = _document(payload)
+    if isinstance(document, str):
+        return Invalid(topic, document)
+    if document.get("status") not in ("online", "offline"):
+        return Invalid(topic, f"status {str(document.get('status'))[:64]!r} is not online or offline")
+    if document.get("serial", where[1]) != where[1]:
+        return Invalid(topic, f"serial {str(document.get('serial'))[:64]!r} is not the topic's {where[1]!r}")
+    return bool(document["status"] == "online")
 
 
 class FleetClient:
@@ -160,12 +265,21 @@ class FleetClient:
         return dict(json.loads(message.payload))
 
     async def states(self, site: str | None = None, settle: float = 0.5) -> list[dict[str, Any]]:
-        """Return every server's retained state (of one site, or all), read until ``settle`` s of quiet.
+        """Return every server's retained state that validates (of one site, or all).
 
         Raises:
             BrokerError: the connection failed.
         """
-        found: dict[str, dict[str, Any]] = {}
+        return (await self.read_states(site, settle)).valid
+
+    async def read_states(self, site: str | None = None, settle: float = 0.5) -> RetainedStates:
+        """Read every server's retained state (of one site, or all) until ``settle`` s of quiet;
+        each is checked (:func:`check_state`), and those that do not validate are set apart.
+
+        Raises:
+            BrokerError: the connection failed.
+        """
+        found: dict[str, dict[str, Any] | Invalid] = {}
         with self.watch(lambda m: m.topic.endswith("/state") and m.topic.startswith("allworx/")) as queue:
             await self.link.subscribe(all_states(site), qos=1)
             while True:
@@ -174,9 +288,15 @@ class FleetClient:
                         message = await queue.get()
                 except TimeoutError:
                     break
-                with contextlib.suppress(ValueError):
-                    found[message.topic] = dict(json.loads(message.payload))
-        return [found[t] for t in sorted(found)]
+                if message.payload:  # an empty retained message clears the topic
+                    found[message.topic] = check_state(message.topic, message.payload)
+                else:
+                    found.pop(message.topic, None)
+        checked = [found[t] for t in sorted(found)]
+        return RetainedStates(
+            [doc for doc in checked if not isinstance(doc, Invalid)],
+            [doc for doc in checked if isinstance(doc, Invalid)],
+        )
 
 
 def _field(message: Inbound, name: str) -> Any:

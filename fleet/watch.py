@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from agent.mqtt.connection import BrokerSettings, Inbound
-from fleet.client import FleetClient
+from fleet.client import FleetClient, Invalid, check_availability, check_state
 
 OUTCOME_ORDER = (
     "succeeded",
@@ -47,23 +47,38 @@ class FleetSnapshot:
         self.states: dict[str, dict[str, Any]] = {}
         self.online: dict[str, bool] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}
+        self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
 
     def absorb(self, message: Inbound) -> None:
-        """Apply one retained message."""
+        """Apply one retained message; one that does not validate is counted in ``invalid`` instead."""
         parts = message.topic.split("/")
         if len(parts) != 4 or parts[0] != "allworx":
             return
-        try:
-            document = dict(json.loads(message.payload)) if message.payload else {}
-        except ValueError:
-            return
         if parts[1] == "campaigns":
-            if parts[3] == "status" and document:
-                self.campaigns[parts[2]] = document
-        elif parts[3] == "state" and document:
-            self.states[parts[2]] = document
+            if parts[3] == "status" and message.payload:
+                self._campaign(message)
+            return
+        checked: dict[str, Any] | bool | Invalid | None = None
+        if parts[3] == "state" and message.payload:
+            checked = check_state(message.topic, message.payload)
         elif parts[3] == "availability":
-            self.online[parts[2]] = document.get("status") == "online"
+            checked = check_availability(message.topic, message.payload)
+        if isinstance(checked, Invalid):
+            self.invalid[message.topic] = checked.reason
+        elif isinstance(checked, bool):
+            self.online[parts[2]] = checked
+        elif checked is not None:
+            self.invalid.pop(message.topic, None)
+            self.states[parts[2]] = checked
+
+    def _campaign(self, message: Inbound) -> None:
+        try:
+            document = json.loads(message.payload)
+            campaign_line(document)  # what the view reads of it
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+            self.invalid[message.topic] = "not a campaign state"
+            return
+        self.campaigns[message.topic.split("/")[2]] = document
 
     def facts(self) -> dict[str, Any]:
         """Counts by state and release, refusals by reason, servers offline."""
@@ -98,6 +113,7 @@ def plain_line(snapshot: FleetSnapshot) -> str:
     releases = " ".join(f"{r}:{n}" for r, n in sorted(facts["releases"].items(), key=lambda kv: _vkey(kv[0])))
     clock = time.strftime("%H:%M:%S")
     head = f"[{clock}] servers {facts['servers']} upgrading {busy} offline {facts['offline']}"
+    head += f" invalid {len(snapshot.invalid)}" if snapshot.invalid else ""
     lines = [f"{head} | releases {releases}"]
     lines += [campaign_line(doc) for doc in snapshot.campaigns.values()]
     return "\n".join(lines)
@@ -114,6 +130,7 @@ def render(snapshot: FleetSnapshot) -> Group:
     """The rich view: campaigns, states, releases, refusals."""
     facts = snapshot.facts()
     title = f"{facts['servers']} servers, {facts['offline']} offline"
+    title += f", {len(snapshot.invalid)} invalid retained documents skipped" if snapshot.invalid else ""
     states = Table(title="by state", show_edge=False)
     states.add_column("state")
     states.add_column("servers", justify="right")

@@ -43,6 +43,12 @@ def _spec(p: dict[str, Any]) -> CampaignSpec:
     networks = {}
     if p["networks"]:
         networks = {k: tuple(v) for k, v in json.loads(Path(p["networks"]).read_text()).items()}
+    members: tuple[str, ...] = ()
+    if p["members"]:
+        listed = json.loads(Path(p["members"]).read_text())
+        if not isinstance(listed, list):
+            raise ValueError(f"{p['members']}: a JSON list of serials is expected")
+        members = tuple(str(serial) for serial in listed)
     return CampaignSpec(
         campaign_id=p["campaign_id"],
         target=p["target"],
@@ -54,6 +60,7 @@ def _spec(p: dict[str, Any]) -> CampaignSpec:
         window=window,
         gate_phases=p["gate"],
         networks=networks,
+        members=members,
     )
 
 
@@ -89,6 +96,12 @@ def _common(func: Any) -> Any:
 @click.option(
     "--networks", type=click.Path(exists=True), default=None, help="JSON: network -> serials (SITE-1)."
 )
+@click.option(
+    "--members",
+    type=click.Path(exists=True),
+    default=None,
+    help="JSON list of the serials the campaign may touch (default: every server reporting).",
+)
 @click.option("--now", default=None, help="Campaign clock start for a simulated fleet (default: real time).")
 @click.option("--speed", type=float, default=1.0, help="Campaign clock speed with --now.")
 @click.option("--servers", "expected", type=int, default=None, help="Wait until this many servers reported.")
@@ -102,9 +115,13 @@ def start(**p: Any) -> None:
     settings = broker_settings(p)
     operator = load_key_file(p["operator_key"]) if p["operator_key"] else default_operator()
 
+    skipped: dict[str, str] = {}  # topic -> why its retained document was left out (and logged)
+
     async def go() -> Any:
         async with FleetClient.open(settings, operator) as client:
             controller = Controller(client, _clock(p["now"], p["speed"]))
+            skipped.update(controller.invalid)
+            controller.invalid = skipped
             existing = await load(client, p["campaign_id"]) if p["resume_existing"] else None
             async with controller.listening(p["campaign_id"]):
                 await controller.settle(expected=p["expected"], quiet=2.0)
@@ -118,8 +135,9 @@ def start(**p: Any) -> None:
     except (AllworxError, ValueError) as exc:
         fail(exc.reason.value if isinstance(exc, AllworxError) else "BAD_INPUT", str(exc))
     if p["dry_run"]:
+        invalid = [{"topic": topic, "reason": why} for topic, why in sorted(skipped.items())]
         click.echo(
-            json.dumps({"dry_run": result}, indent=1)
+            json.dumps({"dry_run": result, "invalid": invalid}, indent=1)
             if p["as_json"]
             else "\n".join(
                 f"{r['serial']:<14} {r['release']:>5} -> {r['final_release']:<5} {r['outcome']:<9} "

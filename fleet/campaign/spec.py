@@ -72,10 +72,13 @@ class CampaignSpec:
     stage_early: bool = True  # with a window: download and verify before it opens
     gate_phases: bool = False  # pause after each phase, for external checks, until resumed
     networks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # SITE-1: name -> serials
+    members: tuple[str, ...] = ()  # the only servers the campaign may touch (empty: every one reporting)
 
     def __post_init__(self) -> None:
         if not _ID.match(self.campaign_id):
             raise ValueError("campaign id: 1-64 letters, digits, '.', '_' or '-'")
+        if not all(isinstance(m, str) and _ID.match(m) for m in self.members):
+            raise ValueError("members: serials of 1-64 letters, digits, '.', '_' or '-'")
         if self.canary < 0 or not _BATCH.match(self.batch):
             raise ValueError("canary must be >= 0 and batch a count ('25') or a share ('20%')")
         if self.batch.endswith("%") and int(self.batch[:-1]) > 100:
@@ -113,6 +116,7 @@ class CampaignSpec:
             "stage_early": self.stage_early,
             "gate_phases": self.gate_phases,
             "networks": {k: list(v) for k, v in sorted(self.networks.items())},
+            "members": list(self.members),
         }
 
     @classmethod
@@ -142,4 +146,5 @@ class CampaignSpec:
             stage_early=bool(raw.get("stage_early", True)),
             gate_phases=bool(raw.get("gate_phases", False)),
             networks={str(k): tuple(str(s) for s in v) for k, v in dict(raw.get("networks", {})).items()},
+            members=tuple(str(s) for s in raw.get("members", ())),
         )
