@@ -155,14 +155,25 @@ async def test_a_held_server_refuses_every_change_and_still_answers_reads(templa
     before = tree_hash(template.root)
     with ServerLock(template.root):
         changes = [
-            upgrade_args(template),
-            ("install", "--server-dir", root, "--release", "7.1", "--now", NOW),
-            ("keys", "install", "--server-dir", root, str(key_file), "--now", NOW),
-            ("keys", "install-revocations", "--server-dir", root, str(key_file)),
-            ("run", "--server-dir", root, "--broker", "mqtt://127.0.0.1:9", "--now", NOW),
+            ("allworx-agent", *upgrade_args(template)),
+            ("allworx-agent", "install", "--server-dir", root, "--release", "7.1", "--now", NOW),
+            ("allworx-agent", "keys", "install", "--server-dir", root, str(key_file), "--now", NOW),
+            ("allworx-agent", "keys", "install-revocations", "--server-dir", root, str(key_file)),
+            ("allworx-agent", "run", "--server-dir", root, "--broker", "mqtt://127.0.0.1:9", "--now", NOW),
+            (
+                "allworx-sim",
+                "vendor",
+                "purchase",
+                "--server-dir",
+                root,
+                "--option",
+                "anytime-1y",
+                "--now",
+                NOW,
+            ),
         ]
-        for args in changes:
-            code, _, err = await tool("allworx-agent", *args)
+        for name, *args in changes:
+            code, _, err = await tool(name, *args)
             assert code == 1, (args, err)
             match = BUSY.match(err)
             assert match is not None, (args, err)
