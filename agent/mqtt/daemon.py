@@ -290,9 +290,9 @@ class Agent:
             except BrokerError as exc:
                 was_up = self.connected.is_set()
                 self.connected.clear()
-                if was_up and self._taken_over(exc):
-                    pass  # back off as from a failure, not from the base: the id is contested
-                elif was_up:  # it was up: start the backoff again from the base
+                # it was up: start the backoff again from the base, unless another client took the
+                # session over (then keep backing off: the client id is contested)
+                if was_up and not self._taken_over(exc):
                     delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
                 if exc.protocol_refused and self.protocol is Protocol.V5:
                     log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
