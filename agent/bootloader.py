@@ -8,6 +8,8 @@ nothing. Only :meth:`commit` after a verified boot makes the trial slot active.
 Every change is one atomic write of ``boot.json`` through the given :class:`~agent.fileio.Disk`
 (a power cut leaves the old environment or the new one, never a torn one); the crash points
 ``boot.switch``, ``boot.attempt``, ``commit`` and ``rollback`` sit in the middle of those writes.
+A variable out of range (bit rot, a hand edit) is an error (``STATE_INVALID``,
+:mod:`agent.persisted`), never a guess: nothing is written then.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.fileio import DURABLE, Disk, read_json, write_json
+from agent.persisted import SLOTS, check_boot, unreadable
 from common.errors import StoreError
 
-SLOTS = ("a", "b")
+__all__ = ["MAX_BOOT_ATTEMPTS", "SLOTS", "BootEnv", "Bootloader"]
 MAX_BOOT_ATTEMPTS = 3
 
 
@@ -45,19 +48,17 @@ class Bootloader:
         self.disk = disk
 
     def env(self) -> BootEnv:
-        """Return the current environment.
+        """Return the current environment; every variable must be in range (fail closed).
 
         Raises:
-            StoreError: the file is missing or unreadable.
+            StoreError: (``STATE_INVALID``) the file is missing, unreadable, or a variable is out
+                of range (an ``active`` that is not ``a`` or ``b`` is never read as ``a``).
         """
-        raw = read_json(self.path)
         try:
-            env = BootEnv(**raw)
-        except TypeError as exc:
-            raise StoreError(f"{self.path} is not a bootloader environment: {exc}") from exc
-        if env.active not in SLOTS or env.trial not in (*SLOTS, None):
-            env = BootEnv(active=env.active if env.active in SLOTS else SLOTS[0])
-        return env
+            raw = read_json(self.path)
+        except StoreError as exc:
+            raise unreadable(self.path, "the bootloader environment is missing or not JSON") from exc
+        return BootEnv(**check_boot(raw, self.path))
 
     def _write(self, env: BootEnv, point: str | None) -> None:
         write_json(self.path, asdict(env), point=point, compact=True, disk=self.disk)

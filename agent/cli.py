@@ -19,6 +19,7 @@ from agent.cliutil import (
     EXIT_OK,
     EXIT_REFUSED,
     AllworxGroup,
+    changing_server,
     clock_for,
     emit,
     fail,
@@ -32,7 +33,7 @@ from agent.logs import configure_logging
 from agent.planner import plan as make_plan
 from agent.results import UpgradeResult
 from agent.status import StatusDocument, status_document
-from agent.store import key_report, key_reports
+from agent.store import ServerDir, key_report, key_reports
 from agent.upgrader import Upgrader
 from common.errors import KeyFormatError, VerificationError
 from common.reasons import Reason
@@ -111,18 +112,18 @@ def run_upgrade(server_dir: Path, as_json: bool, now: str | None, action: str, t
     """Run ``upgrade`` or ``install`` with a progress display, print the result, exit."""
     from agent.progress import ProgressView
 
-    server = open_server(server_dir)
     clock = clock_for(now)
     view = ProgressView(enabled=not as_json and sys.stderr.isatty())
 
-    async def go() -> UpgradeResult:
+    async def go(server: ServerDir) -> UpgradeResult:
         upgrader = Upgrader(server, default_catalog(), clock, on_event=view.on_event)
         with view:
             if action == "install":
                 return await upgrader.install(target)
             return await upgrader.upgrade(target)
 
-    result = asyncio.run(go())
+    with changing_server(server_dir) as server:
+        result = asyncio.run(go(server))
     emit(result.report(), as_json, _result_text)
     code = {"succeeded": EXIT_OK, "rejected": EXIT_REFUSED}.get(result.outcome, EXIT_ERROR)
     if code != EXIT_OK:
@@ -164,9 +165,9 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
     Exit 2 when the key is refused (wrong serial, bad signature, expired, revoked); exit 1 when the
     file is not a key at all (``KEY_FORMAT_INVALID``) or cannot be read (``BAD_INPUT``).
     """
-    server = open_server(server_dir)
     text = _read_text(key_file)
-    check = server.install_key(text, clock_for(now).now())
+    with changing_server(server_dir) as server:
+        check = server.install_key(text, clock_for(now).now())
     installed = check.valid or (check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID")
     document = InstalledKey(**dict(key_report(check)), installed=installed)
     emit(
@@ -202,18 +203,19 @@ def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, l
     when the file is not a revocation list (``KEY_FORMAT_INVALID``) or cannot be read. The installed
     list and keys are then unchanged. Installing the same list again is a no-op.
     """
-    server = open_server(server_dir)
     text = _read_text(list_file)
     today = clock_for(now).now().date()
-    before = server.trust()
-    try:
-        trust = server.install_revocations(text, today)
-    except KeyFormatError as exc:
-        fail(exc.reason.value, str(exc))
-    except VerificationError as exc:
-        fail(exc.reason.value, str(exc), EXIT_REFUSED)
-    installed = trust.revocation_sequence != before.revocation_sequence
-    now_revoked = sorted(k.info.key_id for k in server.installed_keys() if k.info.key_id in trust.revoked)
+    with changing_server(server_dir) as server:
+        before = server.trust()
+        try:
+            trust = server.install_revocations(text, today)
+        except KeyFormatError as exc:
+            fail(exc.reason.value, str(exc))
+        except VerificationError as exc:
+            fail(exc.reason.value, str(exc), EXIT_REFUSED)
+        installed = trust.revocation_sequence != before.revocation_sequence
+        held = server.installed_keys()
+    now_revoked = sorted(k.info.key_id for k in held if k.info.key_id in trust.revoked)
     emit(
         RevocationsInstalled(
             installed=installed,

@@ -13,12 +13,13 @@ no known kind is a bug: ``error: INTERNAL: ...`` (exit 1); ``ALLWORX_DEBUG=1`` s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -28,6 +29,7 @@ from click.core import ParameterSource
 
 from agent.clock import SimClock, parse_now
 from agent.documents import Wire
+from agent.lock import server_lock
 from agent.store import ServerDir
 from common.errors import AllworxError
 
@@ -256,6 +258,19 @@ def open_server(server_dir: Path) -> ServerDir:
     server = ServerDir(server_dir)
     server.check_exists()
     return server
+
+
+@contextlib.contextmanager
+def changing_server(server_dir: Path) -> Iterator[ServerDir]:
+    """Open a server directory for a command that changes it, holding its lock for the block.
+
+    Raises:
+        StoreError: not a server directory.
+        ServerBusyError: another process (an upgrade, the daemon) holds the lock; nothing was changed.
+    """
+    server = open_server(server_dir)
+    with server_lock(server.root):
+        yield server
 
 
 def clock_for(now: str | None) -> SimClock:

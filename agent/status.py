@@ -47,7 +47,7 @@ def status_document(server: ServerDir, now: datetime) -> StatusDocument:
     ident, info = server.identity(), server.committed()
     checks = server.key_checks(now)
     catalog = default_catalog()
-    job = server.journal.load()
+    job = server.load_job()
     return StatusDocument(
         serial=ident.serial,
         model=ident.model,

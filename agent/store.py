@@ -2,9 +2,11 @@
 
 Invariants: every change is an atomic write (:mod:`agent.fileio`) through the directory's
 :class:`~agent.fileio.Disk`; reading never changes anything; a key is verified before it is
-written, and a refused key leaves ``keys/`` as it was. Every read of the trust store and the key
-checks goes to the directory's :class:`~agent.verifier.Verifier`. Both are given at construction
-and default to the durable ones (always fsync; verify from the files on every call).
+written, and a refused key leaves ``keys/`` as it was; a persisted value out of range (identity,
+slot descriptor, journal state, bootloader) is an error (``STATE_INVALID``, :mod:`agent.persisted`),
+never read as a default. Every read of the trust store and the key checks goes to the directory's
+:class:`~agent.verifier.Verifier`. Both are given at construction and default to the durable ones
+(always fsync; verify from the files on every call).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 from agent.bootloader import Bootloader
 from agent.documents import KeyReport, LastResult
 from agent.fileio import DURABLE, Disk, read_json, write_atomic, write_json
-from agent.journal import Journal
+from agent.journal import Job, Journal
 from agent.keys import (
     REVOCATIONS_FILE,
     KeyCheck,
@@ -31,6 +33,7 @@ from agent.keys import (
     installed_keys,
     parse_key_text,
 )
+from agent.persisted import check_identity, check_job, check_slot, unreadable
 from agent.policy import ServerFacts
 from agent.verifier import DURABLE_VERIFIER, Verifier
 from common.errors import KeyFormatError, StoreError
@@ -120,6 +123,8 @@ class ServerDir:
             raw = json.loads(data)
         except ValueError as exc:
             raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
+        if isinstance(raw, dict):
+            check_identity(raw, path)  # fail closed on a value out of range
         try:
             identity = Identity(
                 serial=raw["serial"],
@@ -134,12 +139,45 @@ class ServerDir:
         return identity
 
     def slot_info(self, slot: str) -> SlotInfo | None:
-        """Return what ``slot`` holds, or None when it is empty or unreadable."""
+        """Return what ``slot`` holds, or None when it is empty (no ``release.json``).
+
+        Raises:
+            StoreError: (``STATE_INVALID``) the descriptor is unreadable or a value is out of
+                range: a damaged descriptor is never read as an empty slot.
+        """
+        path = self.slot_dir(slot) / "release.json"
         try:
-            raw = read_json(self.slot_dir(slot) / "release.json")
-            return SlotInfo(raw["version"], raw["build"], int(raw["db_schema"]))
-        except (StoreError, KeyError, TypeError, ValueError):
-            return None
+            raw = read_json(path)
+        except StoreError as exc:
+            if not path.exists():
+                return None
+            raise unreadable(path, "the slot descriptor is not JSON") from exc
+        return SlotInfo(*check_slot(raw, path))
+
+    def load_job(self) -> Job | None:
+        """The journal's upgrade state (None when idle), its values checked (fail closed).
+
+        Raises:
+            StoreError: (``STATE_INVALID``) the last whole state holds a value out of range.
+        """
+        job = self.journal.load()
+        if job is not None:
+            check_job(job, self.journal.path)
+        return job
+
+    def check_state(self) -> Job | None:
+        """Read and check every persisted file the agent steers by; return the journal's state.
+
+        The identity, the bootloader environment, the committed slot's descriptor and the journal:
+        a command that changes the server calls this before it writes anything (fail closed).
+
+        Raises:
+            StoreError: one of them is missing, unreadable or holds a value out of range
+                (``STATE_INVALID`` names the file and the field).
+        """
+        self.identity()
+        self.committed()
+        return self.load_job()
 
     def active_slot(self) -> str:
         """The committed slot."""

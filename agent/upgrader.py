@@ -154,10 +154,12 @@ class Upgrader:
         with no journal at all is unknown too: the bootloader forgets it.
 
         Raises:
+            StoreError: (``STATE_INVALID``) a persisted file holds a value out of range; nothing
+                was written.
             AllworxError: the rollback itself could not be written (the journal keeps
                 ``rolling_back`` and the next start resumes it).
         """
-        job = self.server.journal.load()
+        job = self.server.check_state()  # a persisted value out of range: fail before any write
         if job is None:
             if self.server.bootloader.env().trial is not None:
                 log.warning("orphan_trial_forgotten")

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     NO_SPACE = "NO_SPACE"
     CANCELLED = "CANCELLED"
     UPGRADE_IN_PROGRESS = "UPGRADE_IN_PROGRESS"
+    SERVER_BUSY = "SERVER_BUSY"  # another process holds the server directory's lock (agent/lock.py)
+    STATE_INVALID = "STATE_INVALID"  # a persisted file holds a value out of range: nothing is written
     BAD_INPUT = "BAD_INPUT"
     CONFIG_INVALID = "CONFIG_INVALID"  # the agent's configuration file is unusable
     # vendor desk

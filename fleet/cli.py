@@ -28,11 +28,12 @@ from agent.cliutil import (
 )
 from agent.events import Progress, Refused, Resumed, Transition
 from agent.keys import parse_key
-from agent.mqtt.messages import EventMessage, StateDocument
+from agent.logs import configure_logging
+from agent.mqtt.messages import EventMessage
 from common.errors import AllworxError
 from common.reasons import Reason
 from fleet.campaign.cli import campaign, watch_command
-from fleet.client import Answer, FleetClient
+from fleet.client import Answer, FleetClient, RetainedStates
 from fleet.operator import OperatorKey, default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, topic_level
 
@@ -44,6 +45,7 @@ EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as
 @version_option("allworx-fleet")
 def main() -> None:
     """The fleet operator's tool: send signed commands to Allworx servers and list their state."""
+    configure_logging()  # warnings on stderr: stdout carries only the documents printed
 
 
 @main.group()
@@ -203,20 +205,24 @@ def send_report(**params: Any) -> None:
 @broker_options
 @click.option("--site", default=None, callback=topic_level, help="Only this site's servers.")
 def status(site: str | None, **params: Any) -> None:
-    """List every server's retained state."""
+    """List every server's retained state; a retained state that does not validate is listed as invalid."""
     settings = broker_settings(params)
 
-    async def go() -> list[StateDocument]:
+    async def go() -> RetainedStates:
         async with FleetClient.open(settings) as client:
-            return await client.states(site)
+            return await client.read_states(site)
 
     try:
-        states = asyncio.run(go())
+        found = asyncio.run(go())
     except AllworxError as exc:
         fail(exc.reason.value, str(exc))
+    states = found.valid
     if params["as_json"]:
-        click.echo(json.dumps({"servers": [doc.wire() for doc in states]}, indent=2))
+        invalid = [entry.as_dict() for entry in found.invalid]
+        click.echo(json.dumps({"servers": [doc.wire() for doc in states], "invalid": invalid}, indent=2))
         return
+    for entry in found.invalid:
+        click.echo(f"INVALID    {entry.topic}: {entry.reason}")
     for doc in states:
         key, last = doc.maintenance_key, doc.last_result
         plan = (key.plan if key else None) or "-"

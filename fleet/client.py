@@ -8,6 +8,13 @@ Invariants: the client subscribes before it publishes, so no reply or event it w
 slip past; every wait is bounded by a timeout (``TimeoutError``); what it receives is parsed with
 the contract's models (:mod:`agent.mqtt.messages`) as it arrives, and a message that does not fit
 them is not taken for one (a reply that does not parse is a :class:`~common.errors.BrokerError`).
+
+Retained documents are untrusted: anyone the broker lets publish can leave one. Every server
+``state`` and ``availability`` an operator tool reads goes through :func:`check_state` and
+:func:`check_availability` here, at the edge: a document that is not a JSON object of the
+contract's shape, whose values are out of range (a release that is not a version, a site outside
+the topic alphabet), or whose ``serial`` and ``site`` differ from its topic's is skipped and
+reported as :class:`Invalid`, and the tool carries on with the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,8 +33,8 @@ from pydantic import ValidationError
 
 from agent.events import ResultEvent
 from agent.mqtt.commands import sign_command
-from agent.mqtt.connection import BrokerSettings, Inbound, Link, Protocol, connect
-from agent.mqtt.messages import EventMessage, Reply, StateDocument
+from agent.mqtt.connection import FLEET_MAX_PACKET, BrokerSettings, Inbound, Link, Protocol, connect
+from agent.mqtt.messages import Availability, EventMessage, Reply, StateDocument
 from agent.mqtt.topics import ServerTopics, all_states
 from common.errors import BrokerError
 from fleet.operator import OperatorKey
@@ -47,6 +55,112 @@ class Answer:
         """The job's result (``succeeded``, ``rejected``, ``failed``, ``cancelled``), if waited for."""
         event = self.result.event if self.result is not None else None
         return event if isinstance(event, ResultEvent) else None
+
+
+_LEVEL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a topic level: site, serial, model
+_VERSION = re.compile(r"^[0-9]{1,2}(\.[0-9]{1,4}){1,3}$")  # 7.1
+_BUILD = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6}){1,5}$")  # 7.1.4.7
+_STATE = re.compile(r"^[a-z_]{1,32}$")  # idle, staging, committed, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A retained document skipped: its topic and why it does not validate."""
+
+    topic: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON form (``allworx-fleet status --json``)."""
+        return {"topic": self.topic, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedStates:
+    """The servers' retained states read: those that validate, by topic order, and those skipped."""
+
+    valid: list[StateDocument]
+    invalid: list[Invalid]
+
+
+def server_topic(topic: str) -> tuple[str, str, str] | None:
+    """``(site, serial, kind)`` of ``allworx/{site}/{serial}/{kind}`` with valid levels, else None."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "allworx" or parts[1] == "campaigns":
+        return None
+    if not (_LEVEL.match(parts[1]) and _LEVEL.match(parts[2])):
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def _document(payload: bytes) -> dict[str, Any] | str:
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    return document if isinstance(document, dict) else "not a JSON object"
+
+
+def _matches(value: Any, pattern: re.Pattern[str]) -> bool:
+    return isinstance(value, str) and pattern.match(value) is not None
+
+
+def check_state(topic: str, payload: bytes) -> StateDocument | Invalid:
+    """A retained ``state`` document if it validates against the contract and its topic, else why not."""
+    where = server_topic(topic)
+    document = _document(payload)
+    if where is None or where[2] != "state":
+        return Invalid(topic, "not a server's state topic (allworx/{site}/{serial}/state)")
+    if isinstance(document, str):
+        return Invalid(topic, document)
+    problem = _state_problem(document, site=where[0], serial=where[1])
+    if problem is not None:
+        return Invalid(topic, problem)
+    try:
+        return StateDocument.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where_in = ".".join(str(part) for part in first["loc"]) or "(document)"
+        return Invalid(topic, f"{where_in}: {first['msg']}"[:200])
+
+
+def _state_problem(document: dict[str, Any], *, site: str, serial: str) -> str | None:
+    """Why a state's identity or ranges do not hold (its topic's serial and site, the value patterns)."""
+    for name, expected in (("serial", serial), ("site", site)):
+        if document.get(name) != expected:
+            return f"{name} {str(document.get(name))[:64]!r} is not the topic's {expected!r}"
+    for name, pattern in (("model", _LEVEL), ("release", _VERSION), ("build", _BUILD), ("state", _STATE)):
+        if not _matches(document.get(name), pattern):
+            return f"{name} {str(document.get(name))[:64]!r} is out of range"
+    schema = document.get("db_schema")
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 0:
+        return f"db_schema {str(schema)[:64]!r} is not a whole number"
+    last = document.get("last_result")
+    if isinstance(last, dict):
+        for name in ("at", "outcome", "reason", "rule", "message"):
+            if last.get(name) is not None and not isinstance(last.get(name), str):
+                return f"last_result.{name} is not text"
+    return None
+
+
+def check_availability(topic: str, payload: bytes) -> bool | Invalid:
+    """Whether a retained ``availability`` says online (an empty one: offline), or why it is invalid."""
+    where = server_topic(topic)
+    if where is None or where[2] != "availability":
+        return Invalid(topic, "not a server's availability topic")
+    if not payload:
+        return False
+    document = _document(payload)
+    if isinstance(document, str):
+        return Invalid(topic, document)
+    if document.get("serial", where[1]) != where[1]:
+        return Invalid(topic, f"serial {str(document.get('serial'))[:64]!r} is not the topic's {where[1]!r}")
+    try:
+        return Availability.model_validate(document).status == "online"
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(document)"
+        return Invalid(topic, f"{field}: {first['msg']}"[:200])
 
 
 class FleetClient:
@@ -72,7 +186,9 @@ class FleetClient:
         versions = [protocol] if protocol else [Protocol.V5, Protocol.V311]
         for version in versions:
             try:
-                async with connect(settings, protocol=version, identifier=identifier) as link:
+                async with connect(
+                    settings, protocol=version, identifier=identifier, max_packet=FLEET_MAX_PACKET
+                ) as link:
                     client = cls(link, operator, identifier)
                     async with asyncio.TaskGroup() as tasks:
                         router = tasks.create_task(client._route(), name="route")
@@ -204,14 +320,23 @@ class FleetClient:
             raise BrokerError(f"the reply on {message.topic} is not a reply of the contract: {exc}") from exc
 
     async def states(self, site: str | None = None, settle: float = 0.5) -> list[StateDocument]:
-        """Return every server's retained state (of one site, or all), read until ``settle`` s of quiet.
+        """Return every server's retained state that validates (of one site, or all).
 
         A retained message that is not a state of the contract is left out.
 
         Raises:
             BrokerError: the connection failed.
         """
-        found: dict[str, StateDocument] = {}
+        return (await self.read_states(site, settle)).valid
+
+    async def read_states(self, site: str | None = None, settle: float = 0.5) -> RetainedStates:
+        """Read every server's retained state (of one site, or all) until ``settle`` s of quiet;
+        each is checked (:func:`check_state`), and those that do not validate are set apart.
+
+        Raises:
+            BrokerError: the connection failed.
+        """
+        found: dict[str, StateDocument | Invalid] = {}
         with self.watch(lambda m: m.topic.endswith("/state") and m.topic.startswith("allworx/")) as queue:
             await self.link.subscribe(all_states(site), qos=1)
             while True:
@@ -220,9 +345,15 @@ class FleetClient:
                         message = await queue.get()
                 except TimeoutError:
                     break
-                with contextlib.suppress(ValidationError):  # not a state of the contract
-                    found[message.topic] = StateDocument.model_validate_json(message.payload)
-        return [found[t] for t in sorted(found)]
+                if message.payload:  # an empty retained message clears the topic
+                    found[message.topic] = check_state(message.topic, message.payload)
+                else:
+                    found.pop(message.topic, None)
+        checked = [found[t] for t in sorted(found)]
+        return RetainedStates(
+            [doc for doc in checked if not isinstance(doc, Invalid)],
+            [doc for doc in checked if isinstance(doc, Invalid)],
+        )
 
 
 def _reply(message: Inbound) -> Reply | None:

@@ -27,8 +27,8 @@ from rich.live import Live
 from rich.table import Table
 
 from agent.mqtt.connection import BrokerSettings, Inbound
-from agent.mqtt.messages import Availability, StateDocument
-from fleet.client import FleetClient
+from agent.mqtt.messages import StateDocument
+from fleet.client import FleetClient, Invalid, check_availability, check_state
 
 OUTCOME_ORDER = (
     "succeeded",
@@ -62,27 +62,38 @@ class FleetSnapshot:
         self.states: dict[str, StateDocument] = {}
         self.online: dict[str, bool] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}  # the JSON edge: the controller's documents
+        self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
 
     def absorb(self, message: Inbound) -> None:
-        """Apply one retained message (a malformed one is ignored)."""
+        """Apply one retained message; one that does not validate is counted in ``invalid`` instead."""
         parts = message.topic.split("/")
         if len(parts) != 4 or parts[0] != "allworx":
             return
-        if not message.payload:  # a cleared retained message: only availability changes
-            if parts[1] != "campaigns" and parts[3] == "availability":
-                self.online[parts[2]] = False
+        if parts[1] == "campaigns":
+            if parts[3] == "status" and message.payload:
+                self._campaign(message)
             return
+        checked: StateDocument | bool | Invalid | None = None
+        if parts[3] == "state" and message.payload:
+            checked = check_state(message.topic, message.payload)
+        elif parts[3] == "availability":
+            checked = check_availability(message.topic, message.payload)
+        if isinstance(checked, Invalid):
+            self.invalid[message.topic] = checked.reason
+        elif isinstance(checked, bool):
+            self.online[parts[2]] = checked
+        elif checked is not None:
+            self.invalid.pop(message.topic, None)
+            self.states[parts[2]] = checked
+
+    def _campaign(self, message: Inbound) -> None:
         try:
-            if parts[1] == "campaigns":
-                if parts[3] == "status":
-                    self.campaigns[parts[2]] = dict(json.loads(message.payload))
-            elif parts[3] == "state":
-                self.states[parts[2]] = StateDocument.model_validate_json(message.payload)
-            elif parts[3] == "availability":
-                available = Availability.model_validate_json(message.payload)
-                self.online[parts[2]] = available.status == "online"
-        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            document = json.loads(message.payload)
+            campaign_line(document)  # what the view reads of it
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+            self.invalid[message.topic] = "not a campaign state"
             return
+        self.campaigns[message.topic.split("/")[2]] = document
 
     def facts(self) -> FleetFacts:
         """Counts by state and release, refusals by reason, servers offline."""
@@ -117,6 +128,7 @@ def plain_line(snapshot: FleetSnapshot) -> str:
     releases = " ".join(f"{r}:{n}" for r, n in sorted(facts.releases.items(), key=lambda kv: _vkey(kv[0])))
     clock = time.strftime("%H:%M:%S")
     head = f"[{clock}] servers {facts.servers} upgrading {busy} offline {facts.offline}"
+    head += f" invalid {len(snapshot.invalid)}" if snapshot.invalid else ""
     lines = [f"{head} | releases {releases}"]
     lines += [campaign_line(doc) for doc in snapshot.campaigns.values()]
     return "\n".join(lines)
@@ -133,6 +145,7 @@ def render(snapshot: FleetSnapshot) -> Group:
     """The rich view: campaigns, states, releases, refusals."""
     facts = snapshot.facts()
     title = f"{facts.servers} servers, {facts.offline} offline"
+    title += f", {len(snapshot.invalid)} invalid retained documents skipped" if snapshot.invalid else ""
     states = Table(title="by state", show_edge=False)
     states.add_column("state")
     states.add_column("servers", justify="right")

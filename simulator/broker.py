@@ -9,7 +9,8 @@ Invariants: both bind 127.0.0.1 only; Mosquitto runs with persistence off and an
 (a test and simulation broker — a production broker is configured by its operator, see
 docs/mqtt.md); :data:`MOSQUITTO_LIMITS` are written into the config, never left to defaults
 (Mosquitto's default ``max_queued_messages 1000`` silently drops QoS 1 messages for a slow
-subscriber, which would make a fleet's events look lost).
+subscriber, which would make a fleet's events look lost; its default size limit is none, so one
+publish of hundreds of MB would be taken in and passed on).
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ from typing import Any
 import click
 
 from agent.cliutil import fail, guarded
+from agent.mqtt.connection import FLEET_MAX_PACKET, LARGEST_MESSAGE
 
 MOSQUITTO_LIMITS = {
     "max_queued_messages": 100_000,  # per slow subscriber: a fleet's events must not be dropped
     "max_inflight_messages": 100,  # QoS 1 messages in flight per client
     "max_keepalive": 65535,  # seconds: any keep-alive the agents ask for is accepted
+    # bytes: no publish larger than the fleet's largest message (a campaign's whole state) is
+    # taken in; the payload limit, and the whole packet's, which refuses it from its header on
+    "message_size_limit": LARGEST_MESSAGE,
+    "max_packet_size": FLEET_MAX_PACKET,
 }
 
 

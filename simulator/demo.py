@@ -8,6 +8,9 @@ batches, in a maintenance window with staging before it, under an abort rule. It
 display (plain lines when not on a terminal), prints a summary in which every server is counted
 once, and writes the report (JSON and HTML).
 
+The campaign names the demo's own servers as its members: on a shared broker (``--broker``) no
+other server is planned, commanded or counted.
+
 Exit code: 0 when the campaign completed and every server is accounted for, 1 otherwise.
 """
 
@@ -54,6 +57,7 @@ def demo_campaign(fleet: Fleet) -> CampaignSpec:
         window=Window(start + timedelta(minutes=20), start + timedelta(hours=24)),
         stage_early=True,
         networks=networks(fleet.plans),
+        members=tuple(plan.serial for plan in fleet.plans),  # never another server on a shared broker
     )
 
 
@@ -100,7 +104,7 @@ async def _run(
             f"{len(fleet.plans) - sim.running} servers powered off; simulated clock x{speed:g}"
         )
         async with FleetClient.open(sim.settings, default_operator(), protocol=sim.protocol) as client:
-            controller = Controller(client, sim.clock())
+            controller = Controller(client, sim.clock(), scope=set(spec.members))
             async with controller.listening(CAMPAIGN_ID):
                 await controller.settle(expected=len(fleet.plans), quiet=5.0, limit=90.0)
                 if len(controller.states) < sim.running:

@@ -9,6 +9,12 @@ the socket but never answers the MQTT 5 CONNECT within ``connect_timeout`` (amqt
 CONNECT carries a will), raises ``BrokerError(protocol_refused=True)`` so the caller can retry
 with 3.1.1. Messages received carry
 their MQTT 5 response topic and correlation data when the broker forwarded them.
+
+Size: an MQTT 5 CONNECT carries a Maximum Packet Size (:data:`AGENT_MAX_PACKET` by default, a
+command and its headers; the operator side asks :data:`FLEET_MAX_PACKET`), so the broker drops a
+larger message for this client instead of sending it: one oversized publish never reaches the
+process's memory. Over MQTT 3.1.1 there is no such property: the broker's own limit
+(``message_size_limit``, written by ``simulator/broker.py``) is then the only bound.
 """
 
 from __future__ import annotations
@@ -29,9 +35,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.limits import MIB
+from agent.mqtt.messages import MAX_COMMAND_BYTES
 from common.errors import BrokerError
 
 _REFUSED_PROTOCOL = {1, 132}  # CONNACK: 3.1.1 "unacceptable protocol version", MQTT 5 "unsupported"
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with this client id
+PACKET_HEADROOM = 16 * 1024  # bytes of an MQTT packet beside its payload: topic, properties, header
+AGENT_MAX_PACKET = MAX_COMMAND_BYTES + PACKET_HEADROOM  # an agent receives commands only
+LARGEST_MESSAGE = 64 * MIB  # bytes of payload, the largest message of the fleet: a campaign's whole state
+FLEET_MAX_PACKET = LARGEST_MESSAGE + PACKET_HEADROOM  # the operator side: states, events, campaign states
 
 
 class Protocol(StrEnum):
@@ -116,6 +129,12 @@ class Link:
         self._client = client
         self.protocol = protocol
 
+    @property
+    def taken_over(self) -> bool:
+        """Whether the broker ended this session because another client connected with its id
+        (MQTT 5 DISCONNECT reason 0x8E "session taken over"; MQTT 3.1.1 cannot say so)."""
+        return getattr(self._client, "disconnect_reason", None) == SESSION_TAKEN_OVER
+
     def bound(self, seconds: float) -> None:
         """Bound every later operation, the closing DISCONNECT included, to ``seconds``.
 
@@ -168,11 +187,19 @@ class Link:
         Raises:
             BrokerError: the connection was lost.
         """
+        client = self._client
         try:
-            async for message in self._client.messages:
+            async for message in client.messages:
                 yield _inbound(message)
+                while (ready := _ready(client)) is not None:  # already received: no waiting set up
+                    yield _inbound(ready)
         except (aiomqtt.MqttError, OSError) as exc:
             raise BrokerError(f"connection lost: {exc}") from exc
+
+
+def _ready(client: aiomqtt.Client) -> aiomqtt.Message | None:
+    """The next message already received, if any (a :class:`_Client`'s queue, read without waiting)."""
+    return client.take_ready() if isinstance(client, _Client) else None
 
 
 def _inbound(message: aiomqtt.Message) -> Inbound:
@@ -195,6 +222,24 @@ class _Client(aiomqtt.Client):
     """
 
     misc_interval = 1.0
+    disconnect_reason: int | None = None  # the reason code of the broker's DISCONNECT (MQTT 5), if any
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        if isinstance(reason_code, ReasonCode) and self.disconnect_reason is None:
+            self.disconnect_reason = (
+                reason_code.value
+            )  # the first: paho may report the socket's close after it
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+    def take_ready(self) -> aiomqtt.Message | None:
+        """A message already received, or None: a flood is read in one pass, without aiomqtt setting
+        up a task and a wait for each message (most of the cost of one it would reject at once)."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     async def _misc_loop(self) -> None:  # aiomqtt 2.x's housekeeping task, same loop, its own period
         while self._client.loop_misc() == MQTT_ERR_SUCCESS:  # noqa: ASYNC110  # reason: a periodic task, as aiomqtt's
@@ -206,14 +251,19 @@ def misc_interval(keepalive: int) -> float:
     return min(10.0, max(1.0, keepalive / 10))
 
 
-def _client(
+def _client(  # noqa: PLR0917  # reason: one connection's every setting, passed on to aiomqtt
     settings: BrokerSettings,
     protocol: Protocol,
     identifier: str | None,
     will: tuple[str, bytes] | None,
     clean: bool,
+    max_packet: int,
 ) -> aiomqtt.Client:
     version = aiomqtt.ProtocolVersion.V5 if protocol is Protocol.V5 else aiomqtt.ProtocolVersion.V311
+    connect_props = None
+    if protocol is Protocol.V5:
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # reason: paho is untyped here
+        connect_props.MaximumPacketSize = max_packet  # the broker drops larger messages for us
     client = _Client(
         settings.host,
         settings.port,
@@ -226,6 +276,7 @@ def _client(
         timeout=settings.connect_timeout,
         tls_context=settings.tls_context(),
         clean_session=clean if protocol is Protocol.V311 else None,
+        properties=connect_props,
     )
     # aiomqtt warns on every publish past 10 unacknowledged ones; a campaign controller keeps
     # thousands of commands in flight on purpose (QoS 1 throughput needs publishes in flight).
@@ -242,16 +293,18 @@ async def connect(
     identifier: str | None = None,
     will: tuple[str, bytes] | None = None,
     clean: bool = True,
+    max_packet: int = AGENT_MAX_PACKET,
 ) -> AsyncIterator[Link]:
     """Open one connection (the last will, if any, is retained at QoS 1).
 
     ``clean=False`` asks for a persistent session (MQTT 3.1.1 only): the broker keeps the
-    subscriptions and queues QoS 1 messages while this identifier is away.
+    subscriptions and queues QoS 1 messages while this identifier is away. ``max_packet`` (bytes)
+    is the MQTT 5 Maximum Packet Size asked for: the broker sends nothing larger.
 
     Raises:
         BrokerError: the broker is unreachable, refused us, or the protocol (``protocol_refused``).
     """
-    client = _client(settings, protocol, identifier, will, clean)
+    client = _client(settings, protocol, identifier, will, clean, max_packet)
     entered, body_error = False, None
     try:
         async with client:

@@ -13,7 +13,10 @@ Invariants:
 - at most one upgrade runs at a time; a second ``upgrade`` is rejected ``UPGRADE_IN_PROGRESS``;
 - on start, an upgrade interrupted by a kill or power cut is recovered (``Upgrader.recover``);
 - the retained state is republished on every (re)connection and after every persisted transition;
-- a command's nonce is persisted before the command acts (rule CMD-3).
+- a command's nonce is persisted before the command acts (rule CMD-3);
+- a session taken over by another client with the agent's id is counted; a storm of them makes the
+  agent connect with a client id of its own for a while, backing off with jitter in between
+  (:mod:`agent.mqtt.takeover`), so it keeps answering commands.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import structlog
 from agent.clock import Clock, SystemClock, exponential_backoff
 from agent.events import AgentEvent, Progress, ResultEvent, Resumed, Transition
 from agent.limits import DEFAULT_LIMITS, Limits
+from agent.lock import ServerLock
 from agent.machine import State
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
@@ -39,10 +43,11 @@ from agent.mqtt.dispatch import Dispatcher
 from agent.mqtt.messages import Availability, EventMessage, dump
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.report import state_document
+from agent.mqtt.takeover import SHORT_SESSION, TakeoverWatch
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from agent.upgrader import Timing, Upgrader
-from common.errors import AllworxError, BrokerError
+from common.errors import AllworxError, BrokerError, StoreError
 from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")
@@ -85,6 +90,7 @@ class AgentOptions:
     timing: Timing | None = None  # the simulated hardware's durations (reboot, database)
     protocol: Protocol | None = None  # None: MQTT 5 first, 3.1.1 when the broker refuses it
     limits: Limits = DEFAULT_LIMITS  # download limits; bandwidth paces downloads on the injected clock
+    lock_server: bool = True  # hold the server directory's lock (agent/lock.py) while running
 
 
 class Agent:
@@ -94,6 +100,15 @@ class Agent:
     :class:`~agent.fileio.Disk`, and everything it verifies through its
     :class:`~agent.verifier.Verifier`: whoever builds the :class:`~agent.store.ServerDir` chooses
     them (durable by default).
+
+    It holds the server directory's lock (:mod:`agent.lock`) from construction until :meth:`close`
+    (the end of :meth:`run`), unless ``options.lock_server`` is off.
+
+    Raises:
+        ServerBusyError: on construction, when another process (an ``allworx-agent upgrade``, another
+            daemon) holds the server directory; nothing was changed.
+        StoreError: on construction, when the server directory or its outbox is unreadable, or a
+            persisted file holds a value out of range (``STATE_INVALID``); nothing was changed.
     """
 
     def __init__(
@@ -106,20 +121,28 @@ class Agent:
         catalog: Catalog | None = None,
     ) -> None:
         ident = server.identity()
+        self._loop = asyncio.get_running_loop()
         self.server = server
         self.options = options
         self.clock = clock  # the policy clock (simulated in the simulator)
         self.wall = wall or SystemClock()  # real time: network backoff, command expiry, rate limits
         self.catalog = catalog or default_catalog()
         self.topics = ServerTopics(options.site or ident.site, ident.serial)
-        self.outbox = Outbox(
-            server.root / "agent" / "outbox", cursor_every=options.cursor_interval, disk=server.disk
-        )
+        self._lock = ServerLock(server.root)
+        if options.lock_server:
+            self._lock.acquire()  # before the outbox: opening it may cut a torn tail off its log
+        try:
+            server.check_state()  # fail closed (STATE_INVALID) before the outbox is made
+            self.outbox = Outbox(
+                server.root / "agent" / "outbox", cursor_every=options.cursor_interval, disk=server.disk
+            )
+        except BaseException:
+            self._lock.release()
+            raise
         self.protocol = options.protocol or Protocol.V5
         self._state_dirty = asyncio.Event()
         self._state_urgent = asyncio.Event()
         self._events_ready = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._last_progress: dict[str, float] = {}
         self._job: asyncio.Task[None] | None = None
@@ -129,25 +152,38 @@ class Agent:
         nonces = NonceWindow(server.root / "agent" / "nonces.json", disk=server.disk)
         self.dispatcher = Dispatcher(self, nonces)
         self.connected = asyncio.Event()  # set while a connection is up (tests and tools wait on it)
+        self.takeovers = TakeoverWatch(f"allworx-agent-{self.topics.site}-{self.topics.serial}")
+        self._connected_at = 0.0  # wall monotonic time the current (or last) session came up
+        self._link_taken_over = False  # whether the broker said the last session was taken over
 
     # --- lifetime -------------------------------------------------------------------------
     async def run(self) -> None:
-        """Recover an interrupted upgrade, then serve until cancelled.
+        """Recover an interrupted upgrade, then serve until cancelled; then :meth:`close`.
 
         Raises:
-            StoreError: the server directory is unreadable at start.
+            StoreError: the server directory is unreadable at start, or a persisted file holds a
+                value out of range (``STATE_INVALID``): the daemon does not start.
         """
-        log.info(
-            "agent_started", serial=self.topics.serial, site=self.topics.site, broker=self.options.broker.url
-        )
         try:
+            interrupted = self.server.check_state() is not None  # fail closed before anything runs
+            log.info(
+                "agent_started",
+                serial=self.topics.serial,
+                site=self.topics.site,
+                broker=self.options.broker.url,
+            )
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                if self.server.journal.load() is not None:
+                if interrupted:
                     self.start_job(lambda upgrader: upgrader.recover(), "recover")
                 tasks.create_task(self._connection_loop(), name="connection")
         finally:
-            self.outbox.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close the outbox and release the server directory's lock (idempotent; :meth:`run` ends so)."""
+        self.outbox.close()
+        self._lock.release()
 
     @property
     def upgrading(self) -> bool:
@@ -264,9 +300,12 @@ class Agent:
             try:
                 await self._session()
             except BrokerError as exc:
-                if self.connected.is_set():  # it was up: start the backoff again from the base
-                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+                was_up = self.connected.is_set()
                 self.connected.clear()
+                # it was up: start the backoff again from the base, unless another client took the
+                # session over (then keep backing off: the client id is contested)
+                if was_up and not self._taken_over(exc):
+                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
                 if exc.protocol_refused and self.protocol is Protocol.V5:
                     log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
                     self.protocol = Protocol.V311
@@ -276,13 +315,35 @@ class Agent:
                 log.warning("broker_unavailable", error=str(exc), retry_in=round(delay, 2))
                 await self.wall.sleep(delay)
 
+    def _taken_over(self, exc: BrokerError) -> bool:
+        """Whether the session just lost was taken over; count it, and start a storm's own id when
+        they come too often (:mod:`agent.mqtt.takeover`)."""
+        now = self.wall.monotonic()
+        short = now - self._connected_at < SHORT_SESSION
+        if not (self._link_taken_over or short) or exc.protocol_refused:
+            return False
+        watch = self.takeovers
+        if watch.taken_over(now):
+            log.warning(
+                "session_takeover_storm",
+                serial=self.topics.serial,
+                takeovers=watch.takeovers,
+                storms=watch.storms,
+                client_id=watch.identifier,
+                usual_client_id=watch.usual,
+            )
+        else:
+            log.info("session_taken_over", takeovers=watch.takeovers, client_id=watch.identifier)
+        return True
+
     async def _session(self) -> None:
         offline = dump(Availability(serial=self.topics.serial, status="offline"))
+        self._link_taken_over = False
         async with connect(
             self.options.broker,
             protocol=self.protocol,
             will=(self.topics.availability, offline),
-            identifier=f"allworx-agent-{self.topics.site}-{self.topics.serial}",
+            identifier=self.takeovers.reconnecting(self.wall.monotonic()),
         ) as link:
             try:
                 await self._serve(link)
@@ -291,6 +352,9 @@ class Agent:
                 with contextlib.suppress(BrokerError, TimeoutError):
                     async with asyncio.timeout(STOP_SECONDS):  # a clean stop says offline itself (no will)
                         await link.publish(self.topics.availability, offline, retain=True)
+                raise
+            except BrokerError:
+                self._link_taken_over = link.taken_over
                 raise
 
     async def _serve(self, link: Link) -> None:
@@ -301,6 +365,7 @@ class Agent:
             retain=True,
         )
         log.info("broker_connected", protocol=link.protocol.value, pending=self.outbox.pending_count)
+        self._connected_at = self.wall.monotonic()
         self.connected.set()
         self.mark_state_dirty()
         self._events_ready.set()
@@ -347,7 +412,11 @@ class Agent:
                 await self._until_urgent(self.options.state_interval)
             self._state_dirty.clear()
             self._state_urgent.clear()
-            document = state_document(self.server, self.topics.site, self.clock.now())
+            try:
+                document = state_document(self.server, self.topics.site, self.clock.now())
+            except StoreError as exc:  # the last good state stays retained; commands say why
+                log.warning("state_unreadable", reason=exc.reason.value, error=str(exc))
+                continue
             await link.publish(self.topics.state, dump(document), qos=1, retain=True)
 
     async def _until_urgent(self, seconds: float) -> None:

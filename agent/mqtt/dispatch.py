@@ -8,10 +8,23 @@ carrying the request's ``client_token``. Every command, accepted or not, is also
 Invariants: a bad command never raises out of :meth:`Dispatcher.handle`, so the agent keeps
 running whatever it receives; a retained message on a command topic is ignored (a command is a
 request of one moment, never state); a refusal carries a reason code and a rule ID.
+
+Floods: rejecting is cheap and bounded. The checks run cheapest first (size, JSON, shape, then the
+operator keys are read and the signature verified: :mod:`agent.mqtt.commands`), and a rejection
+is answered and recorded (an event, written durably) only within a budget, :data:`REJECT_BURST` at
+once and :data:`REJECT_RATE` a second after that; past it a rejected command is dropped unanswered
+(counted, and logged ``commands_dropped`` at most once a second). A sender cannot be told apart on
+MQTT (no authenticated publisher identity reaches a subscriber), so the budget is the agent's. An
+accepted command, which only a trusted operator can sign, is never dropped, so a real command
+waits at most for the cheap rejection of what came before it.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -54,6 +67,56 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("agent.mqtt.commands")
 Outcome = tuple[Refusal | None, ReplyResult | None]
+REJECT_BURST = 20  # rejected commands answered at once ...
+REJECT_RATE = 5.0  # ... and per second after that; past it they are dropped unanswered
+DROP_LOG_SECONDS = 1.0  # the least time between two ``commands_dropped`` logs
+REPLIES_IN_FLIGHT = 32  # replies published at once, each waiting for its PUBACK while the next is read
+
+
+@dataclass
+class Budget:
+    """A token bucket: ``burst`` at once, ``rate`` a second after that (times in seconds, given)."""
+
+    burst: float = REJECT_BURST
+    rate: float = REJECT_RATE
+    tokens: float = field(init=False)
+    last: float | None = None
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, now: float) -> bool:
+        """Spend one token at ``now`` if there is one."""
+        if self.last is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class _OperatorKeys(Mapping[str, bytes]):
+    """The trusted operator keys, read from the server directory only when first looked up
+    (a command rejected on its size or shape never reads them)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._keys: dict[str, bytes] | None = None
+
+    def _loaded(self) -> dict[str, bytes]:
+        if self._keys is None:
+            self._keys = load_operator_keys(self._root)
+        return self._keys
+
+    def __getitem__(self, key_id: str) -> bytes:
+        return self._loaded()[key_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 class Host(Protocol):
@@ -85,9 +148,12 @@ class Host(Protocol):
 class Dispatcher:
     """Receives the commands of one agent."""
 
-    def __init__(self, agent: Host, window: NonceWindow) -> None:
+    def __init__(self, agent: Host, window: NonceWindow, rejections: Budget | None = None) -> None:
         self.agent = agent
         self.window = window
+        self.rejections = rejections or Budget()  # rejected commands answered (the rest dropped)
+        self.dropped = 0  # rejected commands dropped unanswered, past the budget
+        self._dropped_logged = (0, float("-inf"))  # (dropped, when) at the last log
 
     async def listen(self, link: Link) -> None:
         """Answer every command received on ``link`` until it drops.
@@ -95,26 +161,41 @@ class Dispatcher:
         Raises:
             BrokerError: the connection was lost.
         """
-        async for message in link.messages():
-            name = self.agent.topics.command_name(message.topic)
-            if name is None or message.retain:
-                continue
-            reply = self.handle(message.payload, name)
-            await self._answer(link, message, reply)
+        in_flight = asyncio.Semaphore(REPLIES_IN_FLIGHT)
 
-    def handle(self, payload: bytes, name: str) -> Reply:
-        """Verify and carry out one command; return the reply (never raises for bad input)."""
+        async def answer(message: Inbound, reply: Reply) -> None:
+            try:
+                await self._answer(link, message, reply)
+            finally:
+                in_flight.release()
+
+        async with asyncio.TaskGroup() as replies:  # a reply's PUBACK is not waited for before the next
+            async for message in link.messages():
+                name = self.agent.topics.command_name(message.topic)
+                if name is None or message.retain:
+                    continue
+                reply = self.handle(message.payload, name)
+                if reply is not None:
+                    await in_flight.acquire()
+                    replies.create_task(answer(message, reply))
+
+    def handle(self, payload: bytes, name: str) -> Reply | None:
+        """Verify and carry out one command; return the reply, or None for a rejection past the
+        budget (dropped unanswered). Never raises for bad input."""
         agent = self.agent
         check = check_command(
             payload,
             name,
-            trusted=load_operator_keys(agent.server.root),
+            trusted=_OperatorKeys(agent.server.root),
             site=agent.topics.site,
             serial=agent.topics.serial,
             now=agent.wall.now(),
             window=self.window,
         )
         if check.command is None:
+            if not self.rejections.take(agent.wall.monotonic()):
+                self._drop(name)
+                return None
             why = check.refusal or Refusal(Reason.COMMAND_MALFORMED, "CMD-4", "The command is malformed.")
             return self._reply(name, check.client_token, why, None)
         command = check.command
@@ -124,6 +205,15 @@ class Dispatcher:
         except StoreError as exc:
             refusal, result = Refusal(exc.reason, "SAFE-1", str(exc)), None  # not carried out
         return self._reply(name, command.client_token, refusal, result)
+
+    def _drop(self, name: str) -> None:
+        """Count a rejection past the budget; log the count at most every :data:`DROP_LOG_SECONDS`."""
+        self.dropped += 1
+        now = self.agent.wall.monotonic()
+        if now - self._dropped_logged[1] >= DROP_LOG_SECONDS:
+            since = self.dropped - self._dropped_logged[0]
+            log.warning("commands_dropped", dropped=since, total=self.dropped, command=name)
+            self._dropped_logged = (self.dropped, now)
 
     def _dispatch(self, command: Command) -> Outcome:  # noqa: PLR0911  # reason: one return per command
         match command.command, command.arguments:

@@ -55,6 +55,12 @@ def _spec(p: dict[str, Any]) -> CampaignSpec:
         raise ValueError("give both --window-opens and --window-closes, or neither")
     if p["window_opens"]:
         window = {"opens": parse_now(p["window_opens"]), "closes": parse_now(p["window_closes"])}
+    members: tuple[str, ...] = ()
+    if p["members"]:
+        listed = json.loads(Path(p["members"]).read_text())
+        if not isinstance(listed, list):
+            raise ValueError(f"{p['members']}: a JSON list of serials is expected")
+        members = tuple(str(serial) for serial in listed)
     return CampaignSpec.from_options(
         campaign_id=p["campaign_id"],
         target=p["target"],
@@ -66,6 +72,7 @@ def _spec(p: dict[str, Any]) -> CampaignSpec:
         window=window,
         gate_phases=p["gate"],
         networks=load_networks(Path(p["networks"])) if p["networks"] else None,
+        members=members,
     )
 
 
@@ -105,6 +112,12 @@ def _common(func: Any) -> Any:
 @click.option(
     "--networks", type=click.Path(exists=True), default=None, help="JSON: network -> serials (SITE-1)."
 )
+@click.option(
+    "--members",
+    type=click.Path(exists=True),
+    default=None,
+    help="JSON list of the serials the campaign may touch (default: every server reporting).",
+)
 @click.option("--now", default=None, help="Campaign clock start for a simulated fleet (default: real time).")
 @click.option("--speed", type=positive(), default=1.0, help="Campaign clock speed with --now.")
 @click.option("--servers", "expected", type=click.IntRange(min=0), default=None,
@@ -121,9 +134,13 @@ def start(**p: Any) -> None:
     _clock(p["now"], p["speed"])  # a bad --now fails here, before any connection
     wanted = None if p["resume_existing"] else _spec(p)  # so do bad campaign options
 
+    skipped: dict[str, str] = {}  # topic -> why its retained document was left out (and logged)
+
     async def go() -> Any:
         async with FleetClient.open(settings, operator) as client:
             controller = Controller(client, _clock(p["now"], p["speed"]))
+            skipped.update(controller.invalid)
+            controller.invalid = skipped
             existing = await load(client, p["campaign_id"]) if p["resume_existing"] else None
             if p["resume_existing"] and existing is None:
                 raise AllworxError(f"no campaign {p['campaign_id']!r} on the broker to resume")
@@ -136,18 +153,23 @@ def start(**p: Any) -> None:
 
     result = asyncio.run(go())
     if p["dry_run"]:
-        _print_dry_run(p["campaign_id"], result, p["as_json"])
+        invalid = [{"topic": topic, "reason": why} for topic, why in sorted(skipped.items())]
+        _print_dry_run(p["campaign_id"], result, invalid, p["as_json"])
         return
     click.echo(json.dumps(result, indent=1))
     counts = result["counts"]
     sys.exit(2 if result["status"] == "cancelled" or counts.get("failed") else 0)
 
 
-def _print_dry_run(campaign_id: str, rows: list[dict[str, Any]], as_json: bool) -> None:
+def _print_dry_run(
+    campaign_id: str, rows: list[dict[str, Any]], invalid: list[dict[str, str]], as_json: bool
+) -> None:
     if as_json:
-        click.echo(json.dumps({"dry_run": rows}, indent=1))
+        click.echo(json.dumps({"dry_run": rows, "invalid": invalid}, indent=1))
         return
     click.echo(f"dry run of campaign {campaign_id}: {len(rows)} servers reported; nothing was changed")
+    for bad in invalid:
+        click.echo(f"invalid retained document on {bad['topic']}: {bad['reason']} (left out)")
     for r in rows:
         click.echo(
             f"{r['serial']:<14} {r['release']:>5} -> {r['final_release']:<5} {r['outcome']:<9} "

@@ -9,7 +9,9 @@ servers alike. Topics (besides each server's own, docs/mqtt.md):
   (``pause``/``resume``/``abort``), signed with the operator key; each request carries a nonce and
   is applied once (the nonce is kept in the status).
 
-Invariants: every incoming message is applied to the model before the next decision; every
+Invariants: every retained server document is checked at the edge (:func:`fleet.client.check_state`)
+and one that does not validate is skipped and kept in :attr:`Controller.invalid`, never applied;
+every incoming message is applied to the model before the next decision; every
 command sent has a bounded wait (a lost one makes the server ``offline``); the controller never
 waits on one server to serve another (each command is its own task, at most ``concurrency`` at once).
 """
@@ -29,11 +31,12 @@ import structlog
 from agent import crypto
 from agent.clock import Clock
 from agent.mqtt.connection import Inbound
-from common.errors import BrokerError
+from agent.mqtt.messages import StateDocument
+from common.errors import AllworxError, BrokerError
 from fleet.campaign import setup
 from fleet.campaign.model import RUNNING, Campaign
 from fleet.campaign.spec import CampaignSpec
-from fleet.client import FleetClient
+from fleet.client import FleetClient, Invalid, check_availability, check_state, server_topic
 from fleet.operator import OperatorKey
 from releases.catalog import Catalog, default_catalog
 
@@ -54,10 +57,7 @@ def control_topic(campaign_id: str) -> str:
 
 def server_of(topic: str) -> tuple[str, str, str] | None:
     """(site, serial, kind) of a server topic ``allworx/{site}/{serial}/{state|availability}``."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "allworx" or parts[1] == "campaigns":
-        return None
-    return parts[1], parts[2], parts[3]
+    return server_topic(topic)
 
 
 def sign_control(operator: OperatorKey, campaign_id: str, action: str) -> bytes:
@@ -114,8 +114,9 @@ class Controller:
         self.tick = tick
         self.on_change = on_change or (lambda _c: None)
         self.scope = scope  # the serials of the campaign (None: every server on the broker)
-        self.states: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, dict[str, Any]] = {}  # serial -> retained state (validated)
         self.online: dict[str, bool] = {}
+        self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
         self._inbox: asyncio.Queue[Inbound] | None = None
         self._limit = asyncio.Semaphore(concurrency)
         self._seen_controls: set[str] = set()
@@ -162,23 +163,36 @@ class Controller:
 
     def _absorb(self, message: Inbound, campaign: Campaign | None = None) -> None:
         where = server_of(message.topic)
-        try:
-            document = dict(json.loads(message.payload)) if message.payload else {}
-        except ValueError:
-            return
         if where is None:
-            if campaign is not None:
+            if campaign is not None and message.topic == control_topic(campaign.spec.campaign_id):
                 self._control(campaign, message.payload)
+            elif not message.topic.startswith(f"{CAMPAIGNS}/"):  # a server topic with levels out of range
+                self._skip(Invalid(message.topic, "site or serial outside the topic alphabet"))
             return
         _, serial, kind = where
         if self.scope is not None and serial not in self.scope:
             return
+        checked: StateDocument | bool | Invalid | None = None
         if kind == "availability":
-            self.online[serial] = document.get("status") == "online"
-        elif kind == "state" and document:
+            checked = check_availability(message.topic, message.payload)
+        elif kind == "state" and message.payload:
+            checked = check_state(message.topic, message.payload)
+        if isinstance(checked, Invalid):
+            self._skip(checked)
+        elif isinstance(checked, bool):
+            self.online[serial] = checked
+        elif checked is not None:
+            self.invalid.pop(message.topic, None)
+            document = checked.wire()  # the campaign reads the JSON form
             self.states[serial] = document
             if campaign is not None:
                 campaign.on_state(serial, document, self.clock.now())
+
+    def _skip(self, invalid: Invalid) -> None:
+        """A retained document that does not validate: left out, logged once, reported."""
+        if self.invalid.get(invalid.topic) != invalid.reason:
+            log.warning("retained_document_invalid", topic=invalid.topic, reason=invalid.reason)
+        self.invalid[invalid.topic] = invalid.reason
 
     def _control(self, campaign: Campaign, payload: bytes) -> None:
         request = check_control(payload, self.operator.public, campaign.spec.campaign_id)
@@ -201,8 +215,14 @@ class Controller:
 
     # --- creating ----------------------------------------------------------------------------
     async def prepare(self, spec: CampaignSpec, serials: set[str] | None = None) -> Campaign:
-        """Ask every online server in scope for its plan and build the campaign (nothing changes)."""
-        scope = {s: d for s, d in self.states.items() if serials is None or s in serials}
+        """Ask every online server in scope (``serials``, and the spec's members if it names them)
+        for its plan and build the campaign (nothing changes)."""
+        members = set(spec.members) or None
+        scope = {
+            s: d
+            for s, d in self.states.items()
+            if (serials is None or s in serials) and (members is None or s in members)
+        }
         online = {s for s in scope if self.online.get(s, False)}
         wanted = setup.targets(spec, scope, self.catalog, self.clock.now())
         plans: dict[str, dict[str, Any]] = {}
@@ -288,7 +308,12 @@ class Controller:
 
 
 async def load(client: FleetClient, campaign_id: str, settle: float = 1.0) -> Campaign | None:
-    """Read a campaign's retained state (None when there is none)."""
+    """Read a campaign's retained state (None when there is none).
+
+    Raises:
+        AllworxError: the retained document is not a campaign state (it is never guessed at).
+        BrokerError: the connection failed.
+    """
     topic = status_topic(campaign_id)
     with client.watch(lambda m: m.topic == topic) as queue:
         await client.link.subscribe(topic, qos=1)
@@ -297,7 +322,14 @@ async def load(client: FleetClient, campaign_id: str, settle: float = 1.0) -> Ca
                 message = await queue.get()
         except TimeoutError:
             return None
-    return Campaign.from_dict(json.loads(message.payload)) if message.payload else None
+    if not message.payload:
+        return None
+    try:
+        return Campaign.from_dict(json.loads(message.payload))
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise AllworxError(
+            f"the retained state of campaign {campaign_id!r} ({topic}) does not validate: {exc!r}"
+        ) from exc
 
 
 def summary(campaign: Campaign) -> Mapping[str, Any]:

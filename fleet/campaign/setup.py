@@ -5,6 +5,7 @@ server's answer to ``plan`` (its own planner, with its own keys). The same funct
 run and the real campaign, so the dry run predicts exactly what the campaign will then do.
 
 Decisions made here, never later:
+- with ``spec.members``, only those servers are in the campaign, whatever else reports;
 - a server that is offline (or never reported) ends ``offline`` (``SERVER_OFFLINE``);
 - a server already on its target ends ``current``;
 - a server whose very first step is refused ends ``rejected`` with the agent's reason (it would
@@ -53,6 +54,9 @@ def create(
         catalog: the release catalogue.
         now: the campaign clock's instant.
     """
+    if spec.members:  # the campaign touches its own servers only, whatever else reports
+        own = set(spec.members)
+        states = {serial: doc for serial, doc in states.items() if serial in own}
     wanted = targets(spec, states, catalog, now)
     predictions = {s: predict(plans[s]) for s in states if s in online and s in plans}
     releases = {s: str(doc.get("release", "")) for s, doc in states.items()}

@@ -85,6 +85,13 @@ def _campaign_id(value: str) -> str:
     return value
 
 
+def _serials(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if not _ID.match(value):
+            raise ValueError(f"serials of 1-64 letters, digits, '.', '_' or '-', got {value!r}")
+    return values
+
+
 def _batch(value: str) -> str:
     if not _BATCH.match(value):
         raise ValueError(f"a count ('25') or a share ('20%'), got {value!r}")
@@ -117,6 +124,8 @@ class CampaignSpec(FileModel):
     stage_early: bool = True  # with a window: download and verify before it opens
     gate_phases: bool = False  # pause after each phase, for external checks, until resumed
     networks: dict[str, Strings] = Field(default_factory=dict)  # SITE-1: name -> serials
+    members: Annotated[Strings, AfterValidator(_serials)] = ()
+    """The only servers the campaign may touch (empty: every server reporting)."""
 
     def batch_size(self, fleet: int) -> int:
         """Servers per phase after the canary, for a fleet of ``fleet`` servers (at least 1)."""
@@ -146,6 +155,7 @@ class CampaignSpec(FileModel):
             "stage_early": self.stage_early,
             "gate_phases": self.gate_phases,
             "networks": {k: list(v) for k, v in sorted(self.networks.items())},
+            "members": list(self.members),
         }
 
     @classmethod

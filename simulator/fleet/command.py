@@ -3,7 +3,8 @@
 Several hosts can share one fleet against one broker: each runs ``--shard i/n`` (the servers
 whose index is ``i`` modulo ``n``) with the same description, so all agree on every server
 (docs/fleet.md). It writes ``DIR/networks.json`` (for ``allworx-fleet campaign start
---networks``) and ``DIR/clock.json`` (the simulated clock's anchor).
+--networks``), ``DIR/members.json`` (the fleet's serials, for ``--members``: a campaign then touches
+only this fleet's servers on a shared broker) and ``DIR/clock.json`` (the simulated clock's anchor).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def fleet_command(**p: Any) -> None:
         built = build_fleet(p["root"], spec, workers=2, progress=None)
         mine = replace(built, plans=[s for s in built.plans if s.index % shards == shard])
         (p["root"] / "networks.json").write_text(json.dumps(networks(built.plans), indent=1) + "\n")
+        members = [plan.serial for plan in built.plans]  # for campaign start --members: this fleet only
+        (p["root"] / "members.json").write_text(json.dumps(members, indent=1) + "\n")
         click.echo(f"{len(built.plans)} servers ({built.built} built); this host runs {len(mine.plans)}")
         if not p["build_only"]:
             _serve(p, mine)

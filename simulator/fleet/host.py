@@ -97,6 +97,7 @@ async def host_agents(
         timing=Timing(),
         protocol=Protocol(config.protocol) if config.protocol else None,
         limits=config.limits,
+        lock_server=False,  # the fleet folder is held (``in_use``); a lock each would cost a descriptor each
     )
     if config.fast:
         disk, verifier = FastDisk(), RememberingVerifier()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import EXIT_REFUSED, clock_for, emit, fail, guarded
+from agent.cliutil import EXIT_REFUSED, changing_server, clock_for, emit, fail, guarded
 from releases.catalog import default_catalog
 from simulator.keyring import VendorKeyring
 from simulator.vendor.desk import Desk, default_desk_dir
@@ -302,7 +302,8 @@ def purchase(
 ) -> None:
     """Buy a warranty or maintenance plan for a server (SWM-5); its key is installed on it."""
     desk, moment = open_desk(desk_dir, keyring_dir, now)
-    bought = desk.purchase(server_dir, option, moment)
+    with changing_server(server_dir):  # its key is installed: no upgrade or daemon may run meanwhile
+        bought = desk.purchase(server_dir, option, moment)
     emit(
         bought.as_dict(),
         as_json,
@@ -331,7 +332,8 @@ def temp_key(
 ) -> None:
     """Issue and install a temporary upgrade key so an old server can reach 8.0 for Migrate (MIG-2)."""
     desk, moment = open_desk(desk_dir, keyring_dir, now)
-    info = desk.temporary_key(server_dir, moment, ceiling)
+    with changing_server(server_dir):
+        info = desk.temporary_key(server_dir, moment, ceiling)
     doc = {
         "key_id": info.key_id,
         "serial": info.serial,
@@ -362,7 +364,8 @@ def migrate(
 ) -> None:
     """Allworx Migrate: copy configuration and data (never keys) to a new server; both on 8.0+ (MIG-1)."""
     desk, moment = open_desk(desk_dir, keyring_dir, now)
-    report = desk.migrate(old_dir, new_dir, moment)
+    with changing_server(old_dir), changing_server(new_dir):
+        report = desk.migrate(old_dir, new_dir, moment)
     emit(
         report.as_dict(),
         as_json,

@@ -22,9 +22,9 @@ def as_json(proc: Any) -> Any:
 
 
 def tree_hash(folder: Path) -> str:
-    """Content hash of every file under ``folder`` (names and bytes)."""
+    """Content hash of every file under ``folder`` (names and bytes) but the lock file (its holder's pid)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock"):
         digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

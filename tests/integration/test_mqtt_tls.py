@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from simulator.broker import free_port, mosquitto_path, wait_listening
+from simulator.broker import MOSQUITTO_LIMITS, free_port, mosquitto_path, wait_listening
 from simulator.server import ServerSpec, create_server
 from tests.integration.conftest import require_mosquitto
 
@@ -120,7 +121,8 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         # as root Mosquitto would switch to its own user, who cannot read this test's private folder
         + ("user root\n" if os.geteuid() == 0 else "")
         + "per_listener_settings true\npersistence false\nlog_dest stderr\n"
-        f"listener {mutual} 127.0.0.1\n{tls}require_certificate true\nuse_identity_as_username true\n"
+        + "".join(f"{name} {MOSQUITTO_LIMITS[name]}\n" for name in ("message_size_limit", "max_packet_size"))
+        + f"listener {mutual} 127.0.0.1\n{tls}require_certificate true\nuse_identity_as_username true\n"
         "allow_anonymous false\n"
         f"listener {password} 127.0.0.1\n{tls}password_file {passwords}\nallow_anonymous false\n"
     )
@@ -215,7 +217,8 @@ async def test_wrong_password_or_untrusted_broker_never_connects(
     port = tls_broker.password_port
     wrong = _agent(server.root, f"--broker=mqtts://127.0.0.1:{port}", "--ca", str(tls_broker.ca),
                    "--username", USER, password="not-the-password")  # fmt: skip
-    untrusted = _agent(server.root, f"--broker=mqtts://127.0.0.1:{port}", "--ca", str(other_ca),
+    copy = shutil.copytree(server.root, tmp_path / "hq-copy", symlinks=True)  # one daemon a server directory
+    untrusted = _agent(copy, f"--broker=mqtts://127.0.0.1:{port}", "--ca", str(other_ca),
                        "--username", USER, password=PASSWORD)  # fmt: skip
     try:
         assert not await _availability(tls_broker, topic, "online", 4)

@@ -86,7 +86,7 @@ async def test_the_daemon_writes_through_its_server_directorys_disk(root: Path) 
         assert type(daemon.outbox.disk) is DurableDisk
         assert type(daemon.dispatcher.window.disk) is DurableDisk
     finally:
-        daemon.outbox.close()
+        daemon.close()
     disk = RecordingDisk()
     daemon = Agent(ServerDir(root, disk=disk), AgentOptions(broker=BrokerSettings()), clock=SimClock(NOW))
     try:
@@ -97,7 +97,7 @@ async def test_the_daemon_writes_through_its_server_directorys_disk(root: Path) 
         daemon.dispatcher.window.remember("n1", NOW, NOW)
         assert disk.fsyncs == 2
     finally:
-        daemon.outbox.close()
+        daemon.close()
 
 
 def test_an_upgrade_by_the_cli_flushes_every_persisted_state(

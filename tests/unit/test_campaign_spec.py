@@ -30,6 +30,7 @@ RETAINED = {  # the JSON form as a controller retains it
     "stage_early": False,
     "gate_phases": True,
     "networks": {"n1": ["S1", "S2"]},
+    "members": [],
 }
 
 

@@ -181,7 +181,7 @@ def test_the_agent_answers_every_malformed_command_and_keeps_its_state(
         try:
             return agent.dispatcher.handle(payload, name)
         finally:
-            agent.outbox.close()
+            agent.close()
 
     reply = asyncio.run(answer())
     assert reply.status == "rejected" and reply.reason in {r.value for r in COMMAND_REASONS}
