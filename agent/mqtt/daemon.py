@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,22 +245,25 @@ class Agent:
 
     # --- the connection -----------------------------------------------------------------------
     async def _connection_loop(self) -> None:
-        delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+        delays = self._backoff()
         while True:
             try:
                 await self._session()
             except BrokerError as exc:
                 if self.connected.is_set():  # it was up: start the backoff again from the base
-                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+                    delays = self._backoff()
                 self.connected.clear()
                 if exc.protocol_refused and self.protocol is Protocol.V5:
                     log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
                     self.protocol = Protocol.V311
                     continue
                 delay = next(delays)
-                delay = delay / 2 + random.uniform(0, delay / 2)  # "equal jitter": spreads a fleet's retries
                 log.warning("broker_unavailable", error=str(exc), retry_in=round(delay, 2))
                 await self.wall.sleep(delay)
+
+    def _backoff(self) -> Iterator[float]:
+        """Reconnect delays with "equal jitter" (each in [d/2, d]): a fleet's retries spread out."""
+        return exponential_backoff(self.options.backoff_base, self.options.backoff_cap, jitter=0.5)
 
     async def _session(self) -> None:
         offline = dump(Availability(serial=self.topics.serial, status="offline"))
