@@ -31,7 +31,8 @@ def targets(
 ) -> dict[str, str]:
     """Serial -> the release each server will be asked for (SITE-1 applied)."""
     models = {serial: str(doc.get("model", "")) for serial, doc in states.items()}
-    return align_targets(catalog, spec, models, now.date())
+    releases = {serial: str(doc.get("release", "")) for serial, doc in states.items()}
+    return align_targets(catalog, spec, models, releases, now.date())
 
 
 def create(
