@@ -131,10 +131,10 @@ async def _watched(
 def _light(campaign: Campaign) -> dict[str, Any]:
     return {
         "spec": {"campaign_id": campaign.spec.campaign_id},
-        "status": campaign.status,
+        "status": campaign.status.value,
         "phase": campaign.phase,
         "phases": campaign.phases,
-        "paused_reason": campaign.paused_reason,
+        "paused_reason": campaign.paused_reason.value if campaign.paused_reason else None,
         "counts": campaign.counts(),
     }
 
