@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleet.campaign import diagram
 from fleet.campaign.machine import (
     ACTIVE,
     CAMPAIGN_TRANSITIONS,
@@ -244,3 +245,8 @@ def test_random_event_sequences_count_every_server_once_and_stay_in_the_tables(
     report = build_report(campaign)
     assert report["accounted"]
     assert sum(report["outcomes"].values()) == len(kinds)
+
+
+def test_docs_campaign_diagram_matches_the_tables() -> None:
+    """docs/campaign-machine.md is generated from the tables (run `python -m fleet.campaign.diagram`)."""
+    assert diagram.DOC.read_text() == diagram.render()
