@@ -7,6 +7,7 @@ faster than the monotonic clock, so a fleet's hours of work take seconds with th
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -98,9 +99,36 @@ def as_date(value: datetime | date) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
-def exponential_backoff(base: float = 0.5, cap: float = 30.0, factor: float = 2.0) -> Iterator[float]:
-    """Yield capped backoff delays (no jitter: callers add it), testable without waiting."""
-    delay = base
+def exponential_backoff(
+    base: float = 0.5,
+    cap: float = 30.0,
+    factor: float = 2.0,
+    *,
+    jitter: float = 0.0,
+    rng: random.Random | None = None,
+) -> Iterator[float]:
+    """Yield retry delays: exponential from ``base``, capped at ``cap``, with jitter taken off.
+
+    The one backoff of the agent (image downloads and broker reconnection). Each delay is the capped
+    exponential value less a random share of it up to ``jitter``: with ``jitter=0.5`` a delay lies in
+    ``[d/2, d]`` ("equal jitter"), so a fleet's retries spread out but never wait past ``cap``. A plain
+    generator: a test reads the delays without waiting.
+
+    Args:
+        base: the first delay, in seconds (before jitter).
+        cap: the longest delay, in seconds.
+        factor: how much each delay grows over the one before.
+        jitter: the share of each delay that may be taken off at random, 0 (none) to 1.
+        rng: the randomness (seed it for reproducible delays); default a fresh ``random.Random()``.
+
+    Raises:
+        ValueError: on the first ``next()``, when a bound is negative, ``factor`` below 1 or
+            ``jitter`` outside [0, 1].
+    """
+    if min(base, cap) < 0 or factor < 1 or not 0 <= jitter <= 1:
+        raise ValueError("backoff: base and cap >= 0, factor >= 1, 0 <= jitter <= 1")
+    draw = (rng or random.Random()).random
+    delay = min(base, cap)
     while True:
-        yield min(delay, cap)
-        delay *= factor
+        yield delay * (1.0 - jitter * draw())
+        delay = min(delay * factor, cap)  # stays finite however long the retries go on

@@ -328,7 +328,9 @@ class _Download:
 async def _attempt_with_retries(download: _Download, rng: random.Random) -> None:
     """Run attempts until one completes, retrying transport failures with jittered backoff."""
     limits = download.limits
-    delays = exponential_backoff(limits.backoff_base, limits.backoff_cap)
+    delays = exponential_backoff(
+        limits.backoff_base, limits.backoff_cap, jitter=limits.backoff_jitter, rng=rng
+    )
     retries = 0
     while True:
         try:
@@ -341,8 +343,7 @@ async def _attempt_with_retries(download: _Download, rng: random.Random) -> None
                     reason=Reason.IMAGE_UNAVAILABLE,
                 ) from exc
         retries += 1
-        delay = next(delays) * (1.0 + limits.backoff_jitter * rng.random())
-        await _sleep_or_cancel(download.clock, delay, download.cancel)
+        await _sleep_or_cancel(download.clock, next(delays), download.cancel)
 
 
 def _discard(part: Path) -> None:

@@ -16,14 +16,14 @@ class Limits:
     """Bounds for fetching and verifying a release image.
 
     Raises:
-        ValueError: on construction, when a bound is not positive (or the jitter is negative).
+        ValueError: on construction, when a bound is not positive (or the jitter is outside [0, 1]).
     """
 
     chunk_size: int = MIB  # bytes read, hashed and written per step
     max_retries: int = 5  # retries after a retryable (transport) failure, per fetch call
     backoff_base: float = 0.5  # seconds, the delay before the first retry
     backoff_cap: float = 30.0  # seconds, the longest delay between retries
-    backoff_jitter: float = 0.5  # fraction of each delay added at random (0 = none)
+    backoff_jitter: float = 0.5  # share of each delay taken off at random, 0 (none) to 1
     bandwidth: float | None = 2_000_000.0  # bytes per second of the simulated link; None = unthrottled
     max_image_size: int = 4096 * MIB  # bytes, the ceiling whatever a signed manifest claims
     progress_interval: int = 8 * MIB  # bytes, the least progress between two progress callbacks
@@ -31,8 +31,10 @@ class Limits:
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.max_image_size <= 0 or self.progress_interval <= 0:
             raise ValueError("chunk_size, max_image_size and progress_interval must be positive")
-        if self.max_retries < 0 or self.backoff_base < 0 or self.backoff_cap < 0 or self.backoff_jitter < 0:
-            raise ValueError("max_retries, backoff_base, backoff_cap and backoff_jitter must not be negative")
+        if self.max_retries < 0 or self.backoff_base < 0 or self.backoff_cap < 0:
+            raise ValueError("max_retries, backoff_base and backoff_cap must not be negative")
+        if not 0 <= self.backoff_jitter <= 1:
+            raise ValueError("backoff_jitter is a share of each delay: 0 to 1")
         if self.bandwidth is not None and self.bandwidth <= 0:
             raise ValueError("bandwidth must be positive or None (unthrottled)")
 

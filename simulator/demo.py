@@ -149,10 +149,10 @@ def _sync_states(snapshot: FleetSnapshot, states: dict[str, dict[str, Any]], see
 def _light(campaign: Campaign) -> dict[str, Any]:
     return {
         "spec": {"campaign_id": campaign.spec.campaign_id},
-        "status": campaign.status,
+        "status": campaign.status.value,
         "phase": campaign.phase,
         "phases": campaign.phases,
-        "paused_reason": campaign.paused_reason,
+        "paused_reason": campaign.paused_reason.value if campaign.paused_reason else None,
         "counts": campaign.counts(),
     }
 

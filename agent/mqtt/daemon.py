@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,7 +294,7 @@ class Agent:
 
     # --- the connection -----------------------------------------------------------------------
     async def _connection_loop(self) -> None:
-        delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+        delays = self._backoff()
         while True:
             try:
                 await self._session()
@@ -305,13 +304,12 @@ class Agent:
                 # it was up: start the backoff again from the base, unless another client took the
                 # session over (then keep backing off: the client id is contested)
                 if was_up and not self._taken_over(exc):
-                    delays = exponential_backoff(self.options.backoff_base, self.options.backoff_cap)
+                    delays = self._backoff()
                 if exc.protocol_refused and self.protocol is Protocol.V5:
                     log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
                     self.protocol = Protocol.V311
                     continue
                 delay = next(delays)
-                delay = delay / 2 + random.uniform(0, delay / 2)  # "equal jitter": spreads a fleet's retries
                 log.warning("broker_unavailable", error=str(exc), retry_in=round(delay, 2))
                 await self.wall.sleep(delay)
 
@@ -335,6 +333,10 @@ class Agent:
         else:
             log.info("session_taken_over", takeovers=watch.takeovers, client_id=watch.identifier)
         return True
+
+    def _backoff(self) -> Iterator[float]:
+        """Reconnect delays with "equal jitter" (each in [d/2, d]): a fleet's retries spread out."""
+        return exponential_backoff(self.options.backoff_base, self.options.backoff_cap, jitter=0.5)
 
     async def _session(self) -> None:
         offline = dump(Availability(serial=self.topics.serial, status="offline"))

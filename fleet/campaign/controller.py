@@ -14,6 +14,9 @@ and one that does not validate is skipped and kept in :attr:`Controller.invalid`
 every incoming message is applied to the model before the next decision; every
 command sent has a bounded wait (a lost one makes the server ``offline``); the controller never
 waits on one server to serve another (each command is its own task, at most ``concurrency`` at once).
+The servers' JSON becomes the model's typed inputs here (:mod:`fleet.campaign.machine`): a state
+document or reply the model cannot read is logged and never guessed at (an unreadable reply counts
+as none).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from agent.mqtt.connection import Inbound
 from agent.mqtt.messages import StateDocument
 from common.errors import AllworxError, BrokerError
 from fleet.campaign import setup
-from fleet.campaign.model import RUNNING, Campaign
+from fleet.campaign.machine import CommandReply, MemberStatus, ServerState
+from fleet.campaign.model import Action, Campaign, Command
 from fleet.campaign.spec import CampaignSpec
 from fleet.client import FleetClient, Invalid, check_availability, check_state, server_topic
 from fleet.operator import OperatorKey
@@ -186,7 +190,15 @@ class Controller:
             document = checked.wire()  # the campaign reads the JSON form
             self.states[serial] = document
             if campaign is not None:
-                campaign.on_state(serial, document, self.clock.now())
+                self._on_state(campaign, serial, document)
+
+    def _on_state(self, campaign: Campaign, serial: str, document: dict[str, Any]) -> None:
+        try:
+            state = ServerState.parse(document)
+        except ValueError as exc:
+            log.warning("campaign_state_unreadable", serial=serial, error=str(exc))
+            return
+        campaign.on_state(serial, state, self.clock.now())
 
     def _skip(self, invalid: Invalid) -> None:
         """A retained document that does not validate: left out, logged once, reported."""
@@ -277,28 +289,36 @@ class Controller:
         """After a restart: a server marked running whose state shows no new result gets the command again."""
         for member in campaign.members.values():
             doc = self.states.get(member.serial)
-            if member.status == RUNNING and doc is not None:
-                campaign.on_state(member.serial, doc, self.clock.now())
-                if member.status == RUNNING and doc.get("state") == "idle":
-                    self._send(campaign, ("upgrade", member.serial, member.target))
+            if member.status is MemberStatus.RUNNING and doc is not None:
+                self._on_state(campaign, member.serial, doc)
+                if member.status is MemberStatus.RUNNING and doc.get("state") == "idle":
+                    self._send(campaign, (Command.UPGRADE, member.serial, member.target))
 
-    def _send(self, campaign: Campaign, action: tuple[str, str, str]) -> None:
+    def _send(self, campaign: Campaign, action: Action) -> None:
         task = asyncio.get_running_loop().create_task(self._command(campaign, *action))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _command(self, campaign: Campaign, name: str, serial: str, target: str) -> None:
+    async def _command(self, campaign: Campaign, name: Command, serial: str, target: str) -> None:
         member = campaign.members[serial]
-        args = {} if name == "cancel" else {"to": target}
+        args = {} if name is Command.CANCEL else {"to": target}
         async with self._limit:
             try:
-                reply = await self.client.send(member.site, serial, name, args, timeout=self.command_timeout)
+                raw = await self.client.send(
+                    member.site, serial, name.value, args, timeout=self.command_timeout
+                )
             except (TimeoutError, BrokerError) as exc:
-                log.warning("campaign_command_lost", serial=serial, command=name, error=str(exc))
+                log.warning("campaign_command_lost", serial=serial, command=name.value, error=str(exc))
                 campaign.on_lost(serial, name, self.clock.now())
                 return
-        if reply.get("reason") == "UPGRADE_IN_PROGRESS":
+        if raw.get("reason") == "UPGRADE_IN_PROGRESS":
             return  # a resent command found the upgrade still running: its result will come
+        try:
+            reply = CommandReply.parse(raw)
+        except ValueError as exc:
+            log.warning("campaign_reply_unreadable", serial=serial, command=name.value, error=str(exc))
+            campaign.on_lost(serial, name, self.clock.now())
+            return
         campaign.on_reply(serial, name, reply, self.clock.now())
 
     async def publish(self, campaign: Campaign) -> None:
@@ -336,10 +356,10 @@ def summary(campaign: Campaign) -> Mapping[str, Any]:
     """A short JSON summary: status, phase, counts and refusals."""
     return {
         "campaign_id": campaign.spec.campaign_id,
-        "status": campaign.status,
+        "status": campaign.status.value,
         "phase": campaign.phase,
         "phases": len(campaign.phases),
-        "paused_reason": campaign.paused_reason,
+        "paused_reason": campaign.paused_reason.value if campaign.paused_reason else None,
         "counts": campaign.counts(),
         "refusals": campaign.refusals(),
         "needing_keys": campaign.needing_keys,

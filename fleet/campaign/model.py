@@ -6,8 +6,11 @@ command replies, lost commands, operator requests) and carries out the actions
 the campaign's clock since the campaign was created.
 
 Invariants:
-- every server is in exactly one status; the terminal ones are :data:`OUTCOMES`, and a terminal
-  server never changes again (a late or repeated message is ignored);
+- every server is in exactly one status; the terminal ones are :data:`OUTCOMES`; every status
+  change, of the campaign or of a server, is an edge of the tables in
+  :mod:`fleet.campaign.machine` (anything else raises ``TransitionError``);
+- an outcome is final (a late or repeated message is ignored), except ``offline`` after a lost
+  upgrade command, which the server's own result replaces when it comes;
 - phases run in order: no server of phase ``n+1`` starts while one of phase ``n`` is unfinished;
 - with a window, no upgrade starts outside it (staging may start before it opens);
 - the rate limit (a token bucket on the campaign clock) and ``max_in_flight`` are never exceeded;
@@ -19,16 +22,43 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from common.reasons import Reason
+from fleet.campaign.machine import (
+    ACTIVE,
+    ENDED,
+    OUTCOMES,
+    CampaignEvent,
+    CampaignStatus,
+    CommandReply,
+    MemberEvent,
+    MemberStatus,
+    PauseReason,
+    ServerState,
+    Why,
+    accepts,
+    campaign_next,
+    member_next,
+)
 from fleet.campaign.plan import Prediction
 from fleet.campaign.spec import CampaignSpec
 
-PENDING, STAGING, STAGED, RUNNING = "pending", "staging", "staged", "running"
-OUTCOMES = ("succeeded", "rejected", "failed", "current", "offline", "cancelled")
-ACTIVE = frozenset({STAGING, RUNNING})
-Action = tuple[str, str, str]  # (command, serial, target): upgrade | stage | cancel
+
+class Command(StrEnum):
+    """The commands a campaign sends."""
+
+    UPGRADE = "upgrade"
+    STAGE = "stage"
+    CANCEL = "cancel"
+
+
+Action = tuple[Command, str, str]  # (command, serial, target)
+_REFUSED = frozenset(
+    {MemberStatus.REJECTED, MemberStatus.FAILED, MemberStatus.CANCELLED, MemberStatus.OFFLINE}
+)  # the outcomes listed by reason code
+_SILENT = "The server did not answer the upgrade command."
 
 
 @dataclass
@@ -41,7 +71,7 @@ class Member:
     release: str  # when the campaign started
     target: str
     phase: int
-    status: str = PENDING
+    status: MemberStatus = MemberStatus.PENDING
     current: str = ""  # the release last reported
     prediction: Prediction | None = None
     reason: str | None = None
@@ -59,19 +89,37 @@ class Member:
         """Whether the server reached an outcome."""
         return self.status in OUTCOMES
 
+    def step(self, event: MemberEvent, t: float | None = None, why: Why | None = None) -> None:
+        """Move along the member table; reaching an outcome records ``t`` and ``why``.
+
+        Raises:
+            TransitionError: the member's status has no edge for ``event``.
+        """
+        self.status = member_next(self.status, event)
+        if self.done:
+            self.finished = t
+            self.reason, self.rule, self.message = (why.reason, why.rule, why.message) if why else (None,) * 3
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON form."""
         out = {k: v for k, v in self.__dict__.items() if k not in ("prediction", "steps")}
+        out["status"] = self.status.value
         out["prediction"] = self.prediction.as_dict() if self.prediction else None
         out["steps"] = [[round(t, 3), r] for t, r in self.steps]
         return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Member:
-        """Parse the JSON form."""
+        """Parse the JSON form.
+
+        Raises:
+            ValueError: the status is unknown.
+            TypeError: a field is missing or unknown.
+        """
         fields = dict(raw)
         pred = fields.pop("prediction", None)
         steps = fields.pop("steps", [])
+        fields["status"] = MemberStatus(fields.get("status", MemberStatus.PENDING))
         member = cls(**fields)
         member.prediction = Prediction.from_dict(pred) if pred else None
         member.steps = [(float(t), str(r)) for t, r in steps]
@@ -106,9 +154,9 @@ class Campaign:
     created: datetime
     members: dict[str, Member]
     phases: list[list[str]]
-    status: str = "running"  # scheduled | running | paused | cancelled | completed
+    status: CampaignStatus = CampaignStatus.RUNNING
     phase: int = 0
-    paused_reason: str | None = None  # abort_rule | phase_gate | operator
+    paused_reason: PauseReason | None = None
     acknowledged: list[int] = field(default_factory=list)  # phases whose abort rule a resume overrode
     tokens: float = 0.0
     token_time: float = 0.0
@@ -128,13 +176,11 @@ class Campaign:
     @property
     def finished(self) -> bool:
         """Whether the campaign ended (completed or cancelled, and nothing is in flight)."""
-        return self.status in ("completed", "cancelled") and not any(
-            m.status in ACTIVE for m in self.members.values()
-        )
+        return self.status in ENDED and not any(m.status in ACTIVE for m in self.members.values())
 
     def decide(self, now: datetime) -> list[Action]:
         """Advance the campaign at ``now`` and return the commands to send."""
-        if self.status in ("paused", "cancelled", "completed"):
+        if self.status is CampaignStatus.PAUSED or self.status in ENDED:
             return []
         early = self._window(now)
         if early is not None:
@@ -144,30 +190,37 @@ class Campaign:
             return tripped
         if not self.phases or all(self.members[s].done for s in self.phases[self.phase]):
             if self.phase + 1 >= len(self.phases):
-                self.status = "completed"
+                self._go(CampaignEvent.COMPLETE)
                 self.note(now, "completed")
                 return []
             self.note(now, "phase_finished")
             self.phase += 1
             if self.spec.gate_phases:
-                self.status, self.paused_reason = "paused", "phase_gate"
-                self.note(now, "paused", reason="phase_gate")
+                self._pause(now, PauseReason.PHASE_GATE)
                 return []
             self.note(now, "phase_started")
         return self._dispatch(now)
+
+    def _go(self, event: CampaignEvent) -> None:
+        self.status = campaign_next(self.status, event)
+
+    def _pause(self, now: datetime, reason: PauseReason) -> None:
+        self._go(CampaignEvent.PAUSE)
+        self.paused_reason = reason
+        self.note(now, "paused", reason=reason.value)
 
     def _window(self, now: datetime) -> list[Action] | None:
         """The actions before the window opens or after it closed; None inside it (or without one)."""
         window = self.spec.window
         if window is not None and now < window.opens:
-            self.status = "scheduled"
+            self._go(CampaignEvent.WAIT)
             return self._stage(now) if self.spec.stage_early else []
-        if self.status == "scheduled":
+        if self.status is CampaignStatus.SCHEDULED:
+            self._go(CampaignEvent.OPEN)
             self.note(now, "window_opened")
-        self.status = "running"
         if window is not None and now >= window.closes:
             self._close(now, Reason.WINDOW_CLOSED, "The maintenance window closed before this server's turn.")
-            self.status = "completed"
+            self._go(CampaignEvent.COMPLETE)
             self.note(now, "window_closed")
             return []
         return None
@@ -177,13 +230,13 @@ class Campaign:
         if rule is None or not self.phases or self.phase in self.acknowledged:
             return None
         counts = Counter(self.members[s].status for s in self.phases[self.phase])
-        if not rule.tripped(counts["succeeded"], counts["failed"]):
+        succeeded, failed = counts[MemberStatus.SUCCEEDED], counts[MemberStatus.FAILED]
+        if not rule.tripped(succeeded, failed):
             return None
-        self.note(
-            now, "abort_rule", action=rule.action, succeeded=counts["succeeded"], failed=counts["failed"]
-        )
+        self.note(now, "abort_rule", action=rule.action, succeeded=succeeded, failed=failed)
         if rule.action == "pause":
-            self.status, self.paused_reason = "paused", "abort_rule"
+            self._go(CampaignEvent.PAUSE)
+            self.paused_reason = PauseReason.ABORT_RULE
             return []
         return self.cancel(now)
 
@@ -209,9 +262,10 @@ class Campaign:
             if len(actions) >= budget:
                 break
             member = self.members[serial]
-            if member.status in (PENDING, STAGED):
-                member.status, member.started, member.baseline = RUNNING, t, member.last_at
-                actions.append(("upgrade", serial, member.target))
+            if member.status in (MemberStatus.PENDING, MemberStatus.STAGED):
+                member.step(MemberEvent.START)
+                member.started, member.baseline = t, member.last_at
+                actions.append((Command.UPGRADE, serial, member.target))
         self._take(len(actions))
         return actions
 
@@ -221,137 +275,111 @@ class Campaign:
         for member in self.members.values():
             if len(actions) >= budget:
                 break
-            if member.status == PENDING:
-                member.status = STAGING
-                actions.append(("stage", member.serial, member.target))
+            if member.status is MemberStatus.PENDING:
+                member.step(MemberEvent.STAGE)
+                actions.append((Command.STAGE, member.serial, member.target))
         self._take(len(actions))
         return actions
 
     def _close(self, now: datetime, reason: Reason, message: str) -> None:
+        why = Why(reason.value, "CAMPAIGN", message)
         for member in self.members.values():
-            if member.status in (PENDING, STAGED, STAGING):
-                self.finish(
-                    member.serial, "cancelled", now, reason=reason.value, rule="CAMPAIGN", message=message
-                )
+            if member.status in (MemberStatus.PENDING, MemberStatus.STAGED, MemberStatus.STAGING):
+                member.step(MemberEvent.CLOSED, self.seconds(now), why)
 
     # --- operator requests ------------------------------------------------------------------
     def pause(self, now: datetime) -> None:
-        """Stop starting servers (those in flight finish)."""
-        if self.status in ("running", "scheduled"):
-            self.status, self.paused_reason = "paused", "operator"
-            self.note(now, "paused", reason="operator")
+        """Stop starting servers (those in flight finish); nothing happens unless running or scheduled."""
+        if accepts(self.status, CampaignEvent.PAUSE):
+            self._pause(now, PauseReason.OPERATOR)
 
     def resume(self, now: datetime) -> None:
         """Carry on after a pause; a pause by the abort rule is overridden for its phase."""
-        if self.status != "paused":
+        if not accepts(self.status, CampaignEvent.RESUME):
             return
-        if self.paused_reason == "abort_rule" and self.phase not in self.acknowledged:
+        if self.paused_reason is PauseReason.ABORT_RULE and self.phase not in self.acknowledged:
             self.acknowledged.append(self.phase)
-        if self.paused_reason == "phase_gate":
+        if self.paused_reason is PauseReason.PHASE_GATE:
             self.note(now, "phase_started")
-        self.status, self.paused_reason = "running", None
+        self._go(CampaignEvent.RESUME)
+        self.paused_reason = None
         self.note(now, "resumed")
 
     def cancel(self, now: datetime) -> list[Action]:
         """End the campaign: servers not started are cancelled; running ones are asked to cancel."""
-        if self.status in ("cancelled", "completed"):
+        if not accepts(self.status, CampaignEvent.CANCEL):
             return []
         self._close(now, Reason.CAMPAIGN_CANCELLED, "The campaign was cancelled before this server's turn.")
-        self.status, self.paused_reason = "cancelled", None
+        self._go(CampaignEvent.CANCEL)
+        self.paused_reason = None
         self.note(now, "cancelled")
-        return [("cancel", m.serial, m.target) for m in self.members.values() if m.status == RUNNING]
+        running = (m for m in self.members.values() if m.status is MemberStatus.RUNNING)
+        return [(Command.CANCEL, m.serial, m.target) for m in running]
 
     # --- what the fleet says ------------------------------------------------------------------
-    def finish(self, serial: str, outcome: str, now: datetime, **fields: Any) -> None:
-        """Give a server its outcome (ignored when it already has one)."""
-        member = self.members[serial]
-        if member.done:
-            return
-        member.status, member.finished = outcome, self.seconds(now)
-        member.reason, member.rule, member.message = (
-            fields.get("reason"),
-            fields.get("rule"),
-            fields.get("message"),
-        )
+    def record(self, serial: str, event: MemberEvent, now: datetime, why: Why | None = None) -> None:
+        """Apply one event to a server (creation's decisions: absent, up to date, rejected by its plan).
 
-    def on_state(self, serial: str, doc: dict[str, Any], now: datetime) -> None:
+        Raises:
+            KeyError: no such server.
+            TransitionError: the server's status has no edge for ``event``.
+        """
+        self.members[serial].step(event, self.seconds(now), why)
+
+    def on_state(self, serial: str, state: ServerState, now: datetime) -> None:
         """A server's retained state document arrived."""
         member = self.members.get(serial)
         if member is None:
             return
-        release = str(doc.get("release", ""))
+        release = state.release
         if member.current and release and release != member.current and not member.done:
             t = self.seconds(now)
             member.steps.extend((t, passed) for passed in _committed_between(member, release))
         member.current = release or member.current
-        last = doc.get("last_result") or {}
-        member.last_at = last.get("at") or member.last_at
-        late = member.status == "offline" and member.reason == Reason.SERVER_OFFLINE.value
-        if (
-            (member.status == RUNNING or late)
-            and doc.get("state") == "idle"
-            and last
-            and last.get("at") != member.baseline
-        ):
-            if late:  # its answer was lost or late, but its result came: it was busy, not offline
-                member.status = RUNNING
-            outcome = str(last.get("outcome", "failed"))
-            self.finish(
-                serial,
-                outcome if outcome in OUTCOMES else "failed",
-                now,
-                reason=last.get("reason"),
-                rule=last.get("rule"),
-                message=last.get("message"),
-            )
+        result = state.result
+        member.last_at = (result.at if result is not None else None) or member.last_at
+        # a lost command's server was busy, not offline, when its own result comes after all
+        late = member.status is MemberStatus.OFFLINE and member.started is not None
+        waiting = member.status is MemberStatus.RUNNING or late
+        if waiting and state.idle and result is not None and result.at != member.baseline:
+            member.step(result.outcome.event, self.seconds(now), result.why)
 
-    def on_reply(self, serial: str, command: str, reply: dict[str, Any], now: datetime) -> None:
+    def on_reply(self, serial: str, command: Command, reply: CommandReply, now: datetime) -> None:
         """A server answered a command."""
         member = self.members.get(serial)
         if member is None:
             return
-        rejected = reply.get("status") == "rejected"
-        if command == "stage" and member.status == STAGING:
-            member.status, member.staged = STAGED, not rejected
-        elif command == "upgrade" and rejected:
-            self.finish(
-                serial,
-                "rejected",
-                now,
-                reason=reply.get("reason"),
-                rule=reply.get("rule"),
-                message=reply.get("message"),
-            )
+        if command is Command.STAGE and member.status is MemberStatus.STAGING:
+            member.step(MemberEvent.STAGED)
+            member.staged = not reply.rejected
+        elif command is Command.UPGRADE and reply.rejected and member.status is MemberStatus.RUNNING:
+            member.step(MemberEvent.REJECTED, self.seconds(now), reply.why)
 
-    def on_lost(self, serial: str, command: str, now: datetime) -> None:
+    def on_lost(self, serial: str, command: Command, now: datetime) -> None:
         """A command got no answer in time: the server is offline (until a later result says otherwise)."""
         member = self.members.get(serial)
         if member is None:
             return
-        if command == "stage" and member.status == STAGING:
-            member.status = STAGED
-        elif command == "upgrade" and member.status == RUNNING and member.current == member.release:
-            self.finish(
-                serial,
-                "offline",
-                now,
-                reason=Reason.SERVER_OFFLINE.value,
-                rule="CAMPAIGN",
-                message="The server did not answer the upgrade command.",
-            )
+        if command is Command.STAGE and member.status is MemberStatus.STAGING:
+            member.step(MemberEvent.STAGED)
+        elif command is Command.UPGRADE and member.status is MemberStatus.RUNNING:
+            if member.current != member.release:
+                return  # it moved: busy, not offline; its result will come
+            why = Why(Reason.SERVER_OFFLINE.value, "CAMPAIGN", _SILENT)
+            member.step(MemberEvent.LOST, self.seconds(now), why)
 
     # --- reading ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Servers per status (every server counted once)."""
-        return dict(Counter(m.status for m in self.members.values()))
+        return dict(Counter(m.status.value for m in self.members.values()))
 
     def refusals(self) -> dict[str, dict[str, Any]]:
         """Rejected and failed servers by reason code, with the rule."""
         out: dict[str, dict[str, Any]] = {}
         for member in self.members.values():
-            if member.status in ("rejected", "failed", "cancelled", "offline") and member.reason:
+            if member.status in _REFUSED and member.reason:
                 entry = out.setdefault(
-                    member.reason, {"rule": member.rule, "count": 0, "outcome": member.status}
+                    member.reason, {"rule": member.rule, "count": 0, "outcome": member.status.value}
                 )
                 entry["count"] += 1
         return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["count"])))
@@ -362,10 +390,10 @@ class Campaign:
             "schema": 1,
             "spec": self.spec.to_dict(),
             "created": self.created.isoformat(),
-            "status": self.status,
+            "status": self.status.value,
             "phase": self.phase,
             "phases": self.phases,
-            "paused_reason": self.paused_reason,
+            "paused_reason": self.paused_reason.value if self.paused_reason else None,
             "acknowledged": self.acknowledged,
             "tokens": self.tokens,
             "token_time": self.token_time,
@@ -381,17 +409,19 @@ class Campaign:
         """Parse the JSON form.
 
         Raises:
-            KeyError, ValueError, TypeError: the document is not a campaign state.
+            KeyError, ValueError, TypeError: the document is not a campaign state (an unknown
+                status or pause reason is a ``ValueError``).
         """
         members = [Member.from_dict(m) for m in raw["members"]]
+        paused = raw.get("paused_reason")
         return cls(
             spec=CampaignSpec.from_dict(raw["spec"]),
             created=datetime.fromisoformat(raw["created"]),
             members={m.serial: m for m in members},
             phases=[list(p) for p in raw["phases"]],
-            status=raw["status"],
+            status=CampaignStatus(raw["status"]),
             phase=int(raw["phase"]),
-            paused_reason=raw.get("paused_reason"),
+            paused_reason=PauseReason(paused) if paused else None,
             acknowledged=list(raw.get("acknowledged", [])),
             tokens=float(raw.get("tokens", 0.0)),
             token_time=float(raw.get("token_time", 0.0)),

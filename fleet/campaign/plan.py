@@ -2,11 +2,13 @@
 
 - Target: the campaign's release, or with ``newest`` the newest release the server's model can
   run at ``now`` (``Catalog.newest_for``).
-- SITE-1: the members of a multi-site network share one target, the newest release *every*
-  member's model can run (so the network ends on one release). When any member's plan would not
-  reach it (no maintenance key, a model limit, a downgrade), the whole network is held: no member
-  moves, so none drifts further apart; the blocking members are listed as needing a key when a
-  maintenance key purchase would unblock them (SWM-1, SWM-2, MIG-2).
+- SITE-1: the members of a multi-site network share one target, :func:`agent.site.network_target`
+  (the vendor's site check uses the same): the newest release a member runs, or the oldest
+  release the campaign asks of any member when that is newer (so the network ends on one
+  release). When any member's plan would not reach it (no maintenance key, a model limit, a
+  downgrade), the whole network is held: no member moves, so none drifts further apart; the
+  blocking members are listed as needing a key when a maintenance key purchase would unblock them
+  (:func:`agent.site.needs_maintenance_key`).
 - Phases: the canary first, then batches; a network never straddles two phases.
 - The prediction of a server comes from its own ``plan`` answer (the agent's planner, with its
   keys at ``now``); the dry run is those predictions after SITE-1, and the real run takes exactly
@@ -20,11 +22,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from agent.site import needs_maintenance_key, network_target
 from common.reasons import Reason
 from fleet.campaign.spec import NEWEST, CampaignSpec
 from releases.catalog import Catalog
-
-KEY_RULES = frozenset({"SWM-1", "SWM-2", "MIG-2"})  # refusals a maintenance key purchase resolves
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class Prediction:
     @property
     def needs_key(self) -> bool:
         """Whether buying a maintenance key would clear the refusal."""
-        return self.rule in KEY_RULES
+        return needs_maintenance_key(self.rule)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -110,7 +111,11 @@ def network_of(spec: CampaignSpec) -> dict[str, str]:
 
 
 def align_targets(
-    catalog: Catalog, spec: CampaignSpec, models: Mapping[str, str], today: date
+    catalog: Catalog,
+    spec: CampaignSpec,
+    models: Mapping[str, str],
+    releases: Mapping[str, str],
+    today: date,
 ) -> dict[str, str]:
     """Serial -> target: per server, then one shared target per network (SITE-1).
 
@@ -118,15 +123,16 @@ def align_targets(
         catalog: the release catalogue.
         spec: the campaign.
         models: serial -> model of every server in the campaign.
+        releases: serial -> the release each server runs now.
         today: the campaign clock's date.
     """
     targets = {serial: target_for(catalog, model, spec, today) for serial, model in models.items()}
     for members in spec.networks.values():
         present = [s for s in members if s in targets]
-        known = [targets[s] for s in present if catalog.get(targets[s]) is not None]
-        if not known:
-            continue
-        shared = min(known, key=lambda v: catalog.release(v).index)  # rule SITE-1: one release for all
+        wanted = [targets[s] for s in present]
+        if not any(catalog.get(v) is not None for v in wanted):
+            continue  # no known target: each member refuses it itself (REL-1)
+        shared = network_target(catalog, [releases.get(s, "") for s in present], wanted)
         for serial in present:
             targets[serial] = shared
     return targets

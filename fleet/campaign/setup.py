@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from common.reasons import Reason
+from fleet.campaign.machine import MemberEvent, Why
 from fleet.campaign.model import Campaign, Member
 from fleet.campaign.plan import Prediction, align_targets, apply_site_rule, assign_phases, predict
 from fleet.campaign.spec import CampaignSpec
@@ -32,7 +33,8 @@ def targets(
 ) -> dict[str, str]:
     """Serial -> the release each server will be asked for (SITE-1 applied)."""
     models = {serial: str(doc.get("model", "")) for serial, doc in states.items()}
-    return align_targets(catalog, spec, models, now.date())
+    releases = {serial: str(doc.get("release", "")) for serial, doc in states.items()}
+    return align_targets(catalog, spec, models, releases, now.date())
 
 
 def create(
@@ -88,25 +90,15 @@ def _settle(campaign: Campaign, member: Member, now: datetime) -> None:
     """Give an outcome now to every server the campaign will not start."""
     prediction = member.prediction
     if prediction is None:
-        campaign.finish(
-            member.serial,
-            "offline",
-            now,
-            reason=Reason.SERVER_OFFLINE.value,
-            rule="CAMPAIGN",
-            message="The server was offline when the campaign started.",
+        absent = "The server was offline when the campaign started."
+        campaign.record(
+            member.serial, MemberEvent.ABSENT, now, Why(Reason.SERVER_OFFLINE.value, "CAMPAIGN", absent)
         )
     elif prediction.outcome == "current":
-        campaign.finish(member.serial, "current", now)
+        campaign.record(member.serial, MemberEvent.UP_TO_DATE, now)
     elif prediction.outcome == "rejected" and not prediction.steps:
-        campaign.finish(
-            member.serial,
-            "rejected",
-            now,
-            reason=prediction.reason,
-            rule=prediction.rule,
-            message=prediction.message,
-        )
+        why = Why(prediction.reason, prediction.rule, prediction.message)
+        campaign.record(member.serial, MemberEvent.REJECTED, now, why)
 
 
 def dry_run(campaign: Campaign) -> list[dict[str, Any]]:

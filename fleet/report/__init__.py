@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fleet.campaign.model import OUTCOMES, Campaign
+from fleet.campaign.machine import OUTCOMES
+from fleet.campaign.model import Campaign, Member
 from releases.catalog import version_key
 
 BUCKETS = 60  # columns of the timeline chart
@@ -40,22 +41,22 @@ def timeline(campaign: Campaign) -> dict[str, Any]:
 def build_report(campaign: Campaign) -> dict[str, Any]:
     """The JSON report of a campaign."""
     members = list(campaign.members.values())
-    outcomes = {k: sum(1 for m in members if m.status == k) for k in OUTCOMES}
-    unfinished = {m.status for m in members if m.status not in OUTCOMES}
-    for status in sorted(unfinished):
-        outcomes[status] = sum(1 for m in members if m.status == status)
+    by_status = Counter(m.status for m in members)
+    outcomes = {k.value: by_status[k] for k in OUTCOMES}
+    for status in sorted(set(by_status) - set(OUTCOMES)):  # servers still under way
+        outcomes[status.value] = by_status[status]
     phases = [
         {
             "phase": i + 1,
             "servers": len(serials),
-            "outcomes": dict(Counter(campaign.members[s].status for s in serials)),
+            "outcomes": dict(Counter(campaign.members[s].status.value for s in serials)),
         }
         for i, serials in enumerate(campaign.phases)
     ]
     return {
         "schema": 1,
         "campaign_id": campaign.spec.campaign_id,
-        "status": campaign.status,
+        "status": campaign.status.value,
         "spec": campaign.spec.to_dict(),
         "created": campaign.created.isoformat(),
         "servers": len(members),
@@ -71,7 +72,7 @@ def build_report(campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def _server(member: Any) -> dict[str, Any]:
+def _server(member: Member) -> dict[str, Any]:
     prediction = member.prediction
     return {
         "serial": member.serial,
@@ -81,7 +82,7 @@ def _server(member: Any) -> dict[str, Any]:
         "from": member.release,
         "target": member.target,
         "final": member.current or member.release,
-        "outcome": member.status,
+        "outcome": member.status.value,
         "reason": member.reason,
         "rule": member.rule,
         "message": member.message,

@@ -102,6 +102,14 @@ async def simulate(
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel the agents' host and wait for it; a cancellation of the caller (a timeout) still ends the wait.
+
+    ``suppress(CancelledError)`` around ``await task`` would also swallow the caller's own
+    cancellation, which ``await`` passes on to ``task``: a host that never ended would then hang the
+    caller past any timeout.
+    """
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task})
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        raise error

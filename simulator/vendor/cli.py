@@ -396,7 +396,10 @@ def _site_text(doc: dict[str, Any]) -> str:
 @site.command("check")
 @click.argument("server_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--to", "target", default=None, help="The release to reach (default: the newest any member runs)."
+    "--to",
+    "target",
+    default=None,
+    help="A release to reach when it is newer than the newest any member runs (the default target).",
 )
 @common
 @refusals

@@ -1,11 +1,12 @@
 """Multi-site check: every server of a network must run the same release (rule SITE-1).
 
-The release every member must reach is the newest one any member runs (typically a new Connect
-server just traded in), unless one is named. For each member the check plans the single steps
-to it (:func:`agent.planner.plan`, SEQ-1) with the member's own keys at ``now``, and reports the
-steps, the first refusal, and whether the member lacks a maintenance key (SWM-1, SWM-2, MIG-2)
-and so needs one bought: the bundle while its 90-day window is open, else one 1-year anytime
-licence (SWM-5).
+The release every member must reach is :func:`agent.site.network_target`'s, the one campaigns
+use too: the newest one any member runs (typically a new Connect server just traded in), or a
+named release when that is newer. For each member the check plans the single steps to it
+(:func:`agent.planner.plan`, SEQ-1) with the member's own keys at ``now``, and reports the steps,
+the first refusal, and whether the member lacks a maintenance key
+(:func:`agent.site.needs_maintenance_key`) and so needs one bought: the bundle while its 90-day
+window is open, else one 1-year anytime licence (SWM-5).
 
 Invariant: the check only reads the server directories.
 """
@@ -20,13 +21,12 @@ from typing import Any
 
 from agent.keys import maintenance_state
 from agent.planner import plan
+from agent.site import needs_maintenance_key, network_target
 from agent.store import ServerDir
 from common.reasons import Refusal
 from releases.catalog import Catalog
 from simulator.vendor.errors import DeskError
 from simulator.vendor.plans import PurchaseOption, options_on, read_warranty
-
-KEY_RULES = frozenset({"SWM-1", "SWM-2", "MIG-2"})  # refusals a maintenance key purchase resolves
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ def _member(catalog: Catalog, server: ServerDir, target: str, now: datetime) -> 
     facts, checks = server.facts(), server.key_checks(now.date())
     result = plan(catalog, facts, checks, target, now)
     refusal = result.refusal
-    needs_key = refusal is not None and refusal.rule in KEY_RULES
+    needs_key = refusal is not None and needs_maintenance_key(refusal.rule)
     buy = None
     if needs_key:
         on_sale = options_on(read_warranty(server).purchased, now.date())
@@ -132,7 +132,8 @@ def site_check(
         catalog: the release catalogue.
         server_dirs: the members' server directories.
         now: the instant of the check.
-        target: the release to reach; default: the newest release a member runs.
+        target: a release to reach; the network's target is the newest release a member runs,
+            or ``target`` when that is newer (never older: the newest member cannot go back).
 
     Raises:
         DeskError: no members, the same server twice, or ``target`` not in the catalogue.
@@ -145,10 +146,11 @@ def site_check(
     facts = [s.facts() for s in servers]
     if len({f.serial for f in facts}) != len(facts):
         raise DeskError("the same server is named twice")
-    if target is None:
-        target = max((catalog.release(f.release) for f in facts), key=lambda r: r.index).version
-    elif catalog.get(target) is None:
+    if target is not None and catalog.get(target) is None:
         raise DeskError(f"release {target!r} is not in the catalogue")
-    else:
-        target = catalog.release(target).version
-    return SiteReport(target, tuple(_member(catalog, s, target, moment) for s in servers))
+    wanted = () if target is None else (catalog.release(target).version,)
+    try:
+        goal = network_target(catalog, [f.release for f in facts], wanted)
+    except ValueError as exc:
+        raise DeskError(str(exc)) from exc
+    return SiteReport(goal, tuple(_member(catalog, s, goal, moment) for s in servers))

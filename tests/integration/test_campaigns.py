@@ -28,6 +28,9 @@ from tests.integration.conftest import BrokerUnderTest, require_mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SPEED = 3000.0  # a 90 s reboot takes 30 ms
+STARTUP = 180.0  # seconds for the agents to connect (simulate waits up to 120) and the controller to settle
+TEARDOWN = 30.0  # seconds for them to stop
+TEST = 600.0  # seconds for a whole test: a hang fails it instead of blocking the run
 MODELS = {"6x": 1.0, "530": 1.0}
 RELEASES = {"7.6": 1.0, "7.7": 1.0, "8.1": 1.0}
 
@@ -68,33 +71,40 @@ class Run:
 
 @contextlib.asynccontextmanager
 async def running(fleet: Fleet, broker: BrokerUnderTest, campaign_id: str) -> AsyncIterator[Run]:
-    """Start the fleet's agents in this loop and a controller scoped to the fleet."""
-    async with contextlib.AsyncExitStack() as stack:
-        sim = await stack.enter_async_context(
-            simulate(fleet, broker=broker.url, speed=SPEED, workers=0, protocol=broker.protocol)
-        )
-        client = await stack.enter_async_context(
-            FleetClient.open(sim.settings, default_operator(), protocol=broker.protocol)
-        )
-        controller = Controller(client, sim.clock(), scope={p.serial for p in fleet.plans})
-        await stack.enter_async_context(controller.listening(campaign_id))
-        await controller.settle(expected=len(fleet.plans), quiet=5.0, limit=30.0)
+    """Start the fleet's agents in this loop and a controller scoped to the fleet (both bounded in time)."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        async with asyncio.timeout(STARTUP):
+            sim = await stack.enter_async_context(
+                simulate(fleet, broker=broker.url, speed=SPEED, workers=0, protocol=broker.protocol)
+            )
+            client = await stack.enter_async_context(
+                FleetClient.open(sim.settings, default_operator(), protocol=broker.protocol)
+            )
+            controller = Controller(client, sim.clock(), scope={p.serial for p in fleet.plans})
+            await stack.enter_async_context(controller.listening(campaign_id))
+            await controller.settle(expected=len(fleet.plans), quiet=5.0, limit=30.0)
         yield Run(sim, client, controller)
+    finally:
+        async with asyncio.timeout(TEARDOWN):
+            await stack.aclose()
 
 
 async def drive(run: Run, campaign: Campaign, until: str | None = None) -> Campaign:
     """Run the controller until the campaign ends, or until its status becomes ``until`` (again)."""
     task = asyncio.create_task(run.controller.run(campaign, publish_interval=0.2))
     left = campaign.status != until
-    async with asyncio.timeout(60):
-        while not task.done():
-            left = left or campaign.status != until
-            if until is not None and left and campaign.status == until:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                return campaign
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(60):
+            while not task.done():
+                left = left or campaign.status != until
+                if until is not None and left and campaign.status == until:
+                    return campaign
+                await asyncio.sleep(0.05)
+    finally:
+        if not task.done():  # stopped at ``until``, or timed out: the controller stops too
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)  # never swallows a cancellation of this task
     return task.result()
 
 
@@ -105,23 +115,24 @@ async def request(run: Run, campaign_id: str, action: str) -> None:
 
 
 def accounted(campaign: Campaign) -> bool:
-    """Every server has exactly one final outcome."""
-    return sum(campaign.counts().values()) == len(campaign.members) and all(
-        m.done for m in campaign.members.values()
-    )
+    """Every server is counted once and has a final outcome."""
+    counted = sum(campaign.counts().values()) == len(campaign.members)
+    return counted and all(m.done for m in campaign.members.values())
 
 
 async def test_phases_run_in_order(tmp_path: Path, broker: BrokerUnderTest) -> None:
     """No server of a phase starts before every server of the previous phase finished."""
     fleet = make_fleet(tmp_path, servers=16)
     spec = CampaignSpec(campaign_id=f"c{uuid.uuid4().hex[:8]}", canary=2, batch="6", max_in_flight=4)
-    async with running(fleet, broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, broker, spec.campaign_id) as run:
         campaign = await drive(run, await run.controller.prepare(spec))
-    assert campaign.status == "completed" and accounted(campaign)
-    assert len(campaign.phases) >= 3 and len(campaign.phases[0]) == 2
+    assert campaign.status == "completed"
+    assert accounted(campaign)
+    assert len(campaign.phases) >= 3
+    assert len(campaign.phases[0]) == 2
     for earlier, later in zip(campaign.phases, campaign.phases[1:], strict=False):
         ended = max(campaign.members[s].finished or 0.0 for s in earlier)
-        begun = [campaign.members[s].started for s in later if campaign.members[s].started is not None]
+        begun = [t for s in later if (t := campaign.members[s].started) is not None]
         assert all(t >= ended for t in begun)
     assert campaign.counts().get("succeeded", 0) == 16
 
@@ -137,14 +148,15 @@ async def test_failure_threshold_pauses_then_resume_finishes(
         max_in_flight=3,
         abort=AbortRule(threshold=0.2, min_finished=3, action="pause"),
     )
-    async with running(fleet, mosquitto_broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, mosquitto_broker, spec.campaign_id) as run:
         campaign = await run.controller.prepare(spec)
         await drive(run, campaign, until="paused")
         assert campaign.paused_reason == "abort_rule"
         assert any(m.status in ("pending", "staged") for m in campaign.members.values())
         await request(run, spec.campaign_id, "resume")
         await drive(run, campaign)
-    assert campaign.status == "completed" and accounted(campaign)
+    assert campaign.status == "completed"
+    assert accounted(campaign)
     failing = {p.serial for p in fleet.plans if p.failing}
     assert {s for s, m in campaign.members.items() if m.status == "failed"} == failing
     assert all(campaign.members[s].reason == "IMAGE_DIGEST_MISMATCH" for s in failing)
@@ -156,17 +168,20 @@ async def test_abort_cancels_the_servers_not_started(
     """An abort while paused between phases ends the campaign; the later phases never start."""
     fleet = make_fleet(tmp_path, servers=10)
     spec = CampaignSpec(campaign_id=f"c{uuid.uuid4().hex[:8]}", canary=2, batch="4", gate_phases=True)
-    async with running(fleet, mosquitto_broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, mosquitto_broker, spec.campaign_id) as run:
         campaign = await run.controller.prepare(spec)
         await drive(run, campaign, until="paused")
         assert campaign.paused_reason == "phase_gate"
         await request(run, spec.campaign_id, "abort")
         await drive(run, campaign)
-    assert campaign.status == "cancelled" and accounted(campaign)
+    assert campaign.status == "cancelled"
+    assert accounted(campaign)
     first = set(campaign.phases[0])
     assert all(campaign.members[s].status == "succeeded" for s in first)
     rest = [m for s, m in campaign.members.items() if s not in first]
-    assert rest and all(m.status == "cancelled" and m.reason == "CAMPAIGN_CANCELLED" for m in rest)
+    assert rest
+    assert all(m.status == "cancelled" for m in rest)
+    assert all(m.reason == "CAMPAIGN_CANCELLED" for m in rest)
     assert all(m.current == m.release for m in rest)
 
 
@@ -187,11 +202,12 @@ async def test_multisite_networks_align_or_are_held(tmp_path: Path, broker: Brok
         for path in key.glob("*.key"):
             path.unlink()
     spec = CampaignSpec(campaign_id=f"c{uuid.uuid4().hex[:8]}", networks=nets)
-    async with running(fleet, broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, broker, spec.campaign_id) as run:
         campaign = await drive(run, await run.controller.prepare(spec))
     assert accounted(campaign)
     net1 = [campaign.members[s] for s in nets["net-1"]]
-    assert len({m.current for m in net1}) == 1 and all(m.status in ("succeeded", "current") for m in net1)
+    assert len({m.current for m in net1}) == 1
+    assert all(m.status in ("succeeded", "current") for m in net1)
     net2 = [campaign.members[s] for s in nets["net-2"]]
     assert all(m.current == m.release for m in net2)
     assert {m.reason for m in net2 if m.serial != keyless} == {"SITE_ALIGNMENT_BLOCKED"}
@@ -208,7 +224,7 @@ async def test_dry_run_matches_the_real_run(tmp_path: Path, mosquitto_broker: Br
         releases={"7.0": 1.0, "7.5": 1.0, "8.0": 1.0, "8.3": 1.0},
     )
     spec = CampaignSpec(campaign_id=f"c{uuid.uuid4().hex[:8]}", target="8.3", batch="50%")
-    async with running(fleet, mosquitto_broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, mosquitto_broker, spec.campaign_id) as run:
         predicted = dry_run(await run.controller.prepare(spec))
         campaign = await drive(run, await run.controller.prepare(spec))
     assert accounted(campaign)
@@ -226,20 +242,23 @@ async def test_controller_restart_resumes_from_retained_state(
     """A controller stopped mid-campaign is replaced by one that reads the retained state and finishes."""
     fleet = make_fleet(tmp_path, servers=12)
     spec = CampaignSpec(campaign_id=f"c{uuid.uuid4().hex[:8]}", canary=3, batch="5", gate_phases=True)
-    async with running(fleet, broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, broker, spec.campaign_id) as run:
         first = await run.controller.prepare(spec)
         await drive(run, first, until="paused")
         await run.controller.publish(first)
-    async with running(fleet, broker, spec.campaign_id) as run:
+    async with asyncio.timeout(TEST), running(fleet, broker, spec.campaign_id) as run:
         restored = await load(run.client, spec.campaign_id)
-        assert restored is not None and restored.status == "paused" and restored.phase == 1
+        assert restored is not None
+        assert restored.status == "paused"
+        assert restored.phase == 1
         await request(run, spec.campaign_id, "resume")
         for _ in range(len(restored.phases)):
             done = await drive(run, restored, until="paused")
             if done.status != "paused":
                 break
             await request(run, spec.campaign_id, "resume")
-    assert restored.status == "completed" and accounted(restored)
+    assert restored.status == "completed"
+    assert accounted(restored)
     assert restored.counts() == {"succeeded": 12}
 
 
@@ -249,7 +268,7 @@ async def test_window_stages_first_and_starts_inside(
     """Servers stage their images before the window opens and activate only inside it."""
     fleet = make_fleet(tmp_path, servers=8)
     dirs = {p.serial: ServerDir(fleet.server_dir(p)) for p in fleet.plans}
-    async with running(fleet, mosquitto_broker, "w") as run:
+    async with asyncio.timeout(TEST), running(fleet, mosquitto_broker, "w") as run:
         now = run.sim.clock().now()
         opens = now + timedelta(minutes=150)  # 3 s at x3000
         spec = CampaignSpec(
@@ -274,11 +293,14 @@ async def test_window_stages_first_and_starts_inside(
                     break
                 await asyncio.sleep(0.02)
         assert run.sim.clock().now() < opens  # staged before the window opened
-        assert all(m.staged and m.started is None for m in waiting)  # every agent accepted `stage`
+        assert all(m.staged for m in waiting)  # every agent accepted `stage`
+        assert all(m.started is None for m in waiting)
         assert all(dirs[m.serial].committed().version == m.release for m in waiting)  # nothing activated
         assert all(dirs[m.serial].journal.load() is None for m in waiting)
-        campaign = await task
-    assert campaign.status == "completed" and accounted(campaign)
+        async with asyncio.timeout(90):
+            campaign = await task
+    assert campaign.status == "completed"
+    assert accounted(campaign)
     start = (opens - campaign.created).total_seconds()
     assert all((m.started or 0) >= start for m in campaign.members.values())
     assert all(when >= start for m in campaign.members.values() for when, _ in m.steps)

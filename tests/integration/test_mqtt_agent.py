@@ -488,3 +488,33 @@ async def test_an_idle_link_pings_in_time_and_keeps_its_session(mosquitto: Mosqu
         assert relay.seen["client"][0][0] == 1  # CONNECT opened the relayed connection
         assert pinged - connected >= keepalive * 0.9  # paho pings only once the keep-alive has passed
         assert pinged - connected < 1.5 * keepalive  # ...and before the broker would drop the link
+
+
+async def test_a_publish_cancelled_as_its_puback_arrives_still_ends_its_task(mosquitto: Mosquitto) -> None:
+    """A task cancelled while a QoS 1 publish waits for its PUBACK ends, even when the PUBACK comes at once.
+
+    Python 3.11's ``asyncio.wait_for`` (inside aiomqtt) drops a cancellation that lands as the reply
+    arrives; twenty publishers cancelled together, ten times over, hit that window several times.
+    """
+    import aiomqtt
+
+    assert "_wait_for" in vars(aiomqtt.Client), "aiomqtt renamed the wait this link overrides"
+    async with connect(BrokerSettings(url=mosquitto.url), protocol=Protocol.V5) as link:
+
+        async def publish_forever() -> None:
+            while True:
+                await link.publish("cancel/race", b"x", qos=1)
+
+        stuck = 0
+        for spin in range(10):
+            publishers = [asyncio.create_task(publish_forever()) for _ in range(20)]
+            for _ in range(spin * 5):
+                await asyncio.sleep(0)
+            for task in publishers:
+                task.cancel()
+            _, pending = await asyncio.wait(publishers, timeout=5.0)
+            stuck += len(pending)
+            for task in pending:  # a second request ends what the first one lost
+                task.cancel()
+            await asyncio.wait(publishers, timeout=5.0)
+    assert stuck == 0

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleet.campaign.model import Campaign
+from fleet.campaign.machine import CommandReply, ServerState
+from fleet.campaign.model import Campaign, Command
 from fleet.campaign.plan import assign_phases, predict
 from fleet.campaign.setup import create, dry_run
 from fleet.campaign.spec import AbortRule, CampaignSpec, Window
@@ -68,7 +69,7 @@ def finish_running(campaign: Campaign, now: datetime, failing: frozenset[str] = 
             outcome = "failed" if serial in failing else "succeeded"
             doc = state(serial, "8.2" if outcome == "failed" else "8.3", at=now.isoformat())
             doc["last_result"]["outcome"] = outcome
-            campaign.on_state(serial, doc, now)
+            campaign.on_state(serial, ServerState.parse(doc), now)
 
 
 def test_phases_canary_then_batches() -> None:
@@ -154,7 +155,7 @@ def test_window_stages_before_and_activates_inside() -> None:
     campaign = fleet(4, CampaignSpec(campaign_id="c", canary=2, window=window))
     assert {a[0] for a in campaign.decide(NOW)} == {"stage"}
     for serial in campaign.members:
-        campaign.on_reply(serial, "stage", {"status": "accepted"}, NOW)
+        campaign.on_reply(serial, Command.STAGE, CommandReply(rejected=False), NOW)
     assert campaign.status == "scheduled"
     assert {a[0] for a in campaign.decide(NOW + timedelta(hours=1))} == {"upgrade"}
     campaign.decide(NOW + timedelta(hours=3))
@@ -178,6 +179,16 @@ def test_site_rule_holds_a_network_with_a_keyless_member() -> None:
     assert rows["B"]["rule"] == "SWM-1"
     assert campaign.needing_keys == {"n": ["B"]}
     assert campaign.decide(NOW) == []
+
+
+def test_site_1_a_network_aligns_on_its_newest_member_not_below_it() -> None:
+    """SITE-1: asked for 8.2, a network whose new 731 runs 8.3 is aligned on 8.3, not told to go back."""
+    states = {"A": state("A", "8.1"), "B": state("B", "8.3", model="731")}
+    spec = CampaignSpec(campaign_id="c", target="8.2", networks={"n": ("A", "B")})
+    plans = {"A": plan_to("8.1", "8.3"), "B": plan_to("8.3", "8.3")}
+    campaign = create(spec, states, set(states), plans, catalog=CATALOG, now=NOW)
+    assert {m.target for m in campaign.members.values()} == {"8.3"}
+    assert campaign.decide(NOW) == [(Command.UPGRADE, "A", "8.3")]
 
 
 def test_prediction_of_a_partial_chain() -> None:
@@ -210,14 +221,14 @@ def test_a_late_result_overrides_offline() -> None:
     """A server whose upgrade answer timed out, but whose result then arrives, gets that result."""
     campaign = fleet(2, CampaignSpec(campaign_id="c", batch="100%"))
     campaign.decide(NOW)
-    campaign.on_lost("S000", "upgrade", NOW)
-    campaign.on_lost("S001", "upgrade", NOW)
+    campaign.on_lost("S000", Command.UPGRADE, NOW)
+    campaign.on_lost("S001", Command.UPGRADE, NOW)
     assert campaign.counts() == {"offline": 2}
     later = NOW + timedelta(minutes=5)
-    campaign.on_state("S000", state("S000", "8.3", at=later.isoformat()), later)
+    campaign.on_state("S000", ServerState.parse(state("S000", "8.3", at=later.isoformat())), later)
     assert campaign.counts() == {"offline": 1, "succeeded": 1}
     assert campaign.members["S000"].reason is None
-    campaign.on_state("S001", state("S001", "8.2"), later)  # no new result: still offline
+    campaign.on_state("S001", ServerState.parse(state("S001", "8.2")), later)  # no new result: still offline
     assert campaign.members["S001"].status == "offline"
 
 
@@ -228,11 +239,13 @@ def test_a_state_that_carries_two_commits_counts_both_steps() -> None:
     spec = CampaignSpec(campaign_id="c", target="7.6")
     campaign = create(spec, states, set(states), plans, catalog=CATALOG, now=NOW)
     (action,) = campaign.decide(NOW)
-    assert action == ("upgrade", "S1", "7.6")
+    assert action == (Command.UPGRADE, "S1", "7.6")
     member = campaign.members["S1"]
     running = {**state("S1", "7.3"), "state": "staging"}
-    campaign.on_state("S1", running, NOW + timedelta(minutes=5))
-    campaign.on_state("S1", {**running, "release": "7.5"}, NOW + timedelta(minutes=15))  # 7.4 and 7.5
+    campaign.on_state("S1", ServerState.parse(running), NOW + timedelta(minutes=5))
+    jump = ServerState.parse({**running, "release": "7.5"})  # 7.4 and 7.5 in one publish
+    campaign.on_state("S1", jump, NOW + timedelta(minutes=15))
     assert [release for _, release in member.steps] == ["7.3", "7.4", "7.5"]
-    campaign.on_state("S1", {**running, "release": "9.9"}, NOW + timedelta(minutes=20))  # off the plan
+    off_plan = ServerState.parse({**running, "release": "9.9"})
+    campaign.on_state("S1", off_plan, NOW + timedelta(minutes=20))
     assert [release for _, release in member.steps] == ["7.3", "7.4", "7.5", "9.9"]
