@@ -36,15 +36,15 @@ def peak_rss_mib(pid: int) -> float:
 
 @contextlib.asynccontextmanager
 async def daemon(server: ServerDir, url: str, version: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``allworx-agent run`` on ``server`` until the block ends (its stderr in ``daemon.log`` beside
-    the server); yield once it says it is online."""
+    """``allworx-agent run`` on ``server`` until the block ends (its log lines, JSON on stdout, and
+    its stderr in ``daemon.log`` beside the server); yield once it says it is online."""
     topics = topics_of(server)
     with (server.root.parent / "daemon.log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "from agent.cli import main; main()", "run",
             "--server-dir", str(server.root), "--broker", url, "--mqtt-version", version,
             "--now", "2010-01-01",
-            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+            stdout=log, stderr=log,
         )  # fmt: skip
     try:
         async with FleetClient.open(BrokerSettings(url=url)) as client:
