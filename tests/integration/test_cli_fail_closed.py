@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import tree_hash
 
 pytestmark = pytest.mark.integration
 NOW = "2010-01-01"  # 7.1 is out: one step 7.0 -> 7.1 needs no key
@@ -23,14 +24,6 @@ def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
     assert "Traceback" not in done.stderr, done.stderr
     return done
-
-
-def tree_hash(folder: Path) -> str:
-    """Content hash of every file of the server but the lock file (names and bytes)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock"):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_an_active_slot_out_of_range_fails_every_command_and_changes_nothing(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import tree_hash
 from tests.integration.test_cli_story import run
 
 pytestmark = pytest.mark.integration
@@ -19,14 +19,6 @@ NOW = "2014-10-01"
 def as_json(proc: Any) -> Any:
     assert "Traceback" not in proc.stderr, proc.stderr
     return json.loads(proc.stdout)
-
-
-def tree_hash(folder: Path) -> str:
-    """Content hash of every file under ``folder`` (names and bytes) but the lock file (its holder's pid)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock"):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def test_a_revoked_maintenance_key_stops_upgrades_and_bad_lists_change_nothing(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ no agent answers.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -30,6 +29,7 @@ from simulator.broker import Mosquitto, free_port
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
 from simulator.server import ServerSpec, create_server
+from tests.helpers import tree_hash
 
 ENTRY = {
     "allworx-agent": "from agent.cli import main; main()",
@@ -317,16 +317,6 @@ class Outcome:
     stderr: str
 
 
-def tree_hash(root: Path) -> str:
-    """A digest of the server's state: every file but the agent's record of its last attempt."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.relative_to(root).as_posix().startswith(("update/", "journal", "last_result")):
-            continue
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def _workspace(base: Path, keyring: VendorKeyring, broker: Mosquitto) -> dict[str, str]:
     """Make the files and folders the placeholders name."""
     server = create_server(base / "server", ServerSpec(model="6x", release="7.0", users=3, call_log_rows=10))
@@ -375,6 +365,9 @@ def _workspace(base: Path, keyring: VendorKeyring, broker: Mosquitto) -> dict[st
     }
 
 
+LAST_ATTEMPT = ("update/", "journal", "last_result")  # the agent's record of its last attempt
+
+
 def _run(one: Row, index: int, places: dict[str, str], base: Path) -> Outcome:
     values = {**places, "new": str(base / "new" / str(index))}
     program, *path = one.command.split()
@@ -405,11 +398,21 @@ def outcomes(
     """Run every row once, in parallel; yield the outcomes and the server's digest before and after."""
     base = server_before
     places = _workspace(base, keyring, mosquitto)
-    before = tree_hash(Path(places["server"]))
+    before = tree_hash(Path(places["server"]), skip=LAST_ATTEMPT)
+    # Rows pointed at the shared server run one after another (a command that changes a server
+    # holds its lock, so two at once would see SERVER_BUSY); the others run in parallel.
+    shared = [i for i, one in enumerate(ROWS) if any("{server}" in a for a in one.args)]
+
+    def in_turn() -> dict[int, Outcome]:
+        return {i: _run(ROWS[i], i, places, base) for i in shared}
+
     with ThreadPoolExecutor(max_workers=6) as pool:
-        futures = {i: pool.submit(_run, one, i, places, base) for i, one in enumerate(ROWS)}
-        results = {i: f.result() for i, f in futures.items()}
-    return results, before, tree_hash(Path(places["server"]))
+        turns = pool.submit(in_turn)
+        futures = {
+            i: pool.submit(_run, one, i, places, base) for i, one in enumerate(ROWS) if i not in shared
+        }
+        results = {i: f.result() for i, f in futures.items()} | turns.result()
+    return results, before, tree_hash(Path(places["server"]), skip=LAST_ATTEMPT)
 
 
 @pytest.mark.parametrize("index", range(len(ROWS)), ids=[r.name for r in ROWS])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import multiprocessing
 import os
@@ -32,6 +31,7 @@ from simulator.chaos import Auditor, snapshot
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
 from simulator.publish import default_repository
+from tests.helpers import tree_hash
 
 pytestmark = pytest.mark.integration
 
@@ -106,14 +106,6 @@ class Forked:
         err = self.err.read_text()
         assert "Traceback" not in err, err
         return self.process.exitcode, err
-
-
-def tree_hash(folder: Path) -> str:
-    """Content hash of every file of a server but the lock file (names and bytes)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock"):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -235,13 +227,13 @@ async def daemon_pair(
         async with FleetClient.open(BrokerSettings(url=url), default_operator()) as client:
             if await until_online(client, topics, daemon):
                 asked = asyncio.create_task(
-                    client.send(site, topics.serial, "upgrade", {"to": TARGET}, wait=60)
+                    client.request(site, topics.serial, "upgrade", {"to": TARGET}, wait=60)
                 )
                 if cli is None:
                     await asyncio.sleep(delay)
                     cli = Forked(folder, *upgrade_args(server))
-                reply = await asked
-                assert reply["status"] == "accepted" or reply["reason"] == "ALREADY_INSTALLED", reply
+                reply = (await asked).reply
+                assert reply.status == "accepted" or reply.reason == "ALREADY_INSTALLED", reply
     finally:
         if daemon.running:
             daemon.terminate()

@@ -5,7 +5,6 @@ never a default, and nothing on the server is written (agent/persisted.py)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from releases.catalog import default_catalog
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
 from simulator.server import ServerSpec, create_server
+from tests.helpers import tree_hash
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)
 COMMITTED, NEXT = "7.3", "7.4"  # the template is committed on 7.3 in slot b
@@ -49,14 +49,6 @@ def template(tmp_path_factory: pytest.TempPathFactory, keyring: VendorKeyring) -
 
 def upgrader(server: ServerDir) -> Upgrader:
     return Upgrader(server, CATALOG, SimClock(NOW, speed=float("inf")))
-
-
-def tree_hash(folder: Path) -> str:
-    """Content hash of every file of the server (names and bytes)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def edit_json(relative: str, **changes: Any) -> Callable[[Path], None]:
