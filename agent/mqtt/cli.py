@@ -11,7 +11,16 @@ from pathlib import Path
 
 import click
 
-from agent.cliutil import clock_for, fail, guarded, open_server, password_options, positive, read_password
+from agent.cliutil import (
+    check_private,
+    clock_for,
+    fail,
+    guarded,
+    open_server,
+    password_options,
+    positive,
+    read_password,
+)
 from agent.clock import Clock, SimClock, SystemClock
 from agent.mqtt.connection import BrokerSettings, Protocol
 from agent.mqtt.topics import check_level
@@ -84,6 +93,8 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     server = open_server(server_dir)
     try:
         secret = read_password(password, password_file)
+        if key is not None:
+            check_private(key, "client key")
         settings = BrokerSettings(
             url=broker, ca=ca, cert=cert, key=key, username=username, password=secret, keepalive=keepalive
         )
