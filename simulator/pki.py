@@ -332,6 +332,6 @@ def init(
         return
     click.echo(
         f"made a CA, the broker's certificate and {len(identities.names)} client certificates "
-        f"({len(identities.servers)} servers, {len(identities.operators)} operators, the controller) "
-        f"in {directory}"
+        f"({len(identities.servers)} for servers, {len(identities.operators)} for operators, "
+        f"1 for the controller) in {directory}"
     )
