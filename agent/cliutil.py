@@ -221,16 +221,33 @@ def password_options(func: F) -> F:
     )(func)
 
 
+def check_private(path: str | Path, what: str) -> None:
+    """Refuse a secret file (a client key, a password file) that the group or others may read.
+
+    Raises:
+        ValueError: the file's mode grants anything to group or others, or it cannot be examined.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot examine the {what} {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ValueError(
+            f"the {what} {path} is open to group or others (mode {mode & 0o777:04o}); chmod 600 {path}"
+        )
+
+
 def read_password(password: str | None, password_file: Path | None) -> str | None:
     """The broker password from ``--password``/the variable or from the first line of ``--password-file``.
 
     Raises:
-        ValueError: both are given, or the file cannot be read as text.
+        ValueError: both are given, the file is open to group or others, or it cannot be read as text.
     """
     if password_file is None:
         return password
     if password is not None:
         raise ValueError(f"give --password-file or --password ({PASSWORD_VARIABLE}), not both")
+    check_private(password_file, "password file")
     try:
         lines = password_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

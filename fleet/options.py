@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import fail, password_options, read_password
+from agent.cliutil import check_private, fail, password_options, read_password
 from agent.mqtt.connection import BrokerSettings
 from agent.mqtt.topics import check_level
 
@@ -33,6 +33,8 @@ def broker_options(func: F) -> F:
 def broker_settings(params: dict[str, Any]) -> BrokerSettings:
     """Return the broker settings the options in ``params`` name (``BAD_INPUT`` if unusable)."""
     try:
+        if params["cert_key"] is not None:
+            check_private(params["cert_key"], "client key")
         return BrokerSettings(
             url=params["broker"],
             ca=params["ca"],

@@ -285,16 +285,19 @@ class Mosquitto:
 # ------------------------------------------------------------------------------- command
 
 
-@click.command("broker")
+@click.group("broker", invoke_without_command=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True,
               help="The loopback port to listen on.")  # fmt: skip
 @click.option("--mosquitto", "use_mosquitto", is_flag=True, help="Run Mosquitto instead of the embedded one.")
+@click.pass_context
 @guarded
-def broker_command(port: int, use_mosquitto: bool) -> None:
+def broker_command(ctx: click.Context, port: int, use_mosquitto: bool) -> None:
     """Run a broker on 127.0.0.1 until Ctrl-C (embedded amqtt by default, MQTT 3.1.1).
 
     Exit 1 (``error: BAD_INPUT``) when the port is taken or the broker cannot start.
     """
+    if ctx.invoked_subcommand is not None:  # ``broker config``: write a configuration, run nothing
+        return
     if not port_free(port):
         fail("BAD_INPUT", f"port {port} on 127.0.0.1 is in use (or not ours to bind)")
     if use_mosquitto:

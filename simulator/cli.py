@@ -172,8 +172,12 @@ _attach_fleet()
 
 def _attach_broker() -> None:
     from simulator.broker import broker_command
+    from simulator.lockdown import config_command
+    from simulator.pki import pki
 
+    broker_command.add_command(config_command, "config")
     main.add_command(broker_command, "broker")
+    main.add_command(pki, "pki")
 
 
 _attach_broker()

@@ -22,7 +22,16 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from agent.cliutil import clock_for, fail, guarded, open_server, password_options, positive, read_password
+from agent.cliutil import (
+    check_private,
+    clock_for,
+    fail,
+    guarded,
+    open_server,
+    password_options,
+    positive,
+    read_password,
+)
 from agent.clock import Clock, SimClock, SystemClock
 from agent.logs import LEVELS, configure_service_logging
 from agent.mqtt.connection import BrokerSettings, Protocol
@@ -172,6 +181,8 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     server = open_server(server_dir)
     try:
         secret = read_password(password, password_file)
+        if key is not None:
+            check_private(key, "client key")
         settings = BrokerSettings(
             url=broker, ca=ca, cert=cert, key=key, username=username, password=secret, keepalive=keepalive
         )

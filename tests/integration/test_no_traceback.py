@@ -126,6 +126,8 @@ ROWS = [
     row(f"{AGENT} run", S, C, "--health-down-after=nan"),
     row(f"{AGENT} config show", "--config={missing}", code="CONFIG_INVALID"),
     row(f"{AGENT} config show", "--config={empty}", "--keepalive=0"),
+    row(f"{AGENT} run", S, C, "--password-file={password}"),  # mode 0644: others may read it
+    row(f"{AGENT} run", S, C, "--key={password}"),
     row(f"{AGENT} nonsense"),
     # ---------------------------------------------------------------- allworx-sim
     row(f"{SIM} server create", "{new}", "--model=zz", "--release=7.0"),
@@ -238,6 +240,14 @@ ROWS = [
     row(f"{SIM} broker", "--port=0"),
     row(f"{SIM} broker", "--port={used}"),
     row(f"{SIM} broker", "--port={used}", "--mosquitto"),
+    row(f"{SIM} broker config", "--pki={dir}", "--out={new}"),
+    row(f"{SIM} broker config", "--pki={missing}", "--out={new}", "--passwords"),
+    row(f"{SIM} broker config", "--pki={dir}", "--out={new}", "--port=0"),
+    row(f"{SIM} pki init", "{new}"),
+    row(f"{SIM} pki init", "{new}", "--servers=AWX/1"),
+    row(f"{SIM} pki init", "{new}", "--servers=AWX1", "--operators=AWX1"),
+    row(f"{SIM} pki init", "{text}", "--servers=AWX1"),
+    row(f"{SIM} pki init", "{new}", "--fleet={dir}"),
     row(f"{SIM} nonsense"),
     # ---------------------------------------------------------------- allworx-fleet
     row(f"{FLEET} send upgrade", "--site=lab", "--serial=AWX1", "--to=8.0", B, T, code="TIMEOUT"),
@@ -323,6 +333,7 @@ def _workspace(base: Path, keyring: VendorKeyring, broker: Mosquitto) -> dict[st
     (base / "dir").mkdir()
     (base / "empty").write_bytes(b"")
     (base / "binary").write_bytes(b"\xff\xfe\x00\x80 not text \xc3\x28")
+    (base / "binary").chmod(0o600)  # as a password file it passes the mode check and fails as text
     (base / "text").write_text("garbage\n")
     (base / "list.json").write_text("[1, 2]\n")
     (base / "bad.toml").write_bytes(b"\xff\xfe title = 1")
