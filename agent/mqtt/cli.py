@@ -16,10 +16,12 @@ import asyncio
 import copy
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 from click.core import ParameterSource
 
 from agent.cliutil import (
@@ -35,9 +37,12 @@ from agent.cliutil import (
 from agent.clock import Clock, SimClock, SystemClock
 from agent.logs import LEVELS, configure_service_logging
 from agent.mqtt.connection import BrokerSettings, Protocol
+from agent.mqtt.service import Reload
 from agent.mqtt.topics import check_level
 from agent.service.config import DEFAULT_PATH, ENV_PREFIX, SECRETS, ConfigError, env_name, load_config
 from agent.upgrader import Timing
+
+log = structlog.get_logger("agent.service")
 
 
 class ConfigCommand(click.Command):
@@ -51,6 +56,7 @@ class ConfigCommand(click.Command):
         **extra: Any,
     ) -> click.Context:
         """Load the configuration file named by ``--config`` (or the default one) before parsing."""
+        self.argv = list(args)  # what SIGHUP parses again
         path = config_path(args)
         if path is not None:
             try:
@@ -173,38 +179,92 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     health: str | None,
     health_down_after: float,
 ) -> None:
-    """Serve the fleet broker: publish state, availability and events, obey signed commands."""
-    from agent.mqtt.daemon import Agent, AgentOptions, stop_on_sigterm
+    """Serve the fleet broker: publish state, availability and events, obey signed commands.
+
+    As a systemd service (Type=notify) it reports READY, STATUS and watchdog pings; SIGHUP re-reads
+    the configuration (log level and format at once, broker settings by reconnecting).
+    """
+    from agent.mqtt.daemon import Agent, AgentOptions
+    from agent.mqtt.service import ServiceOptions, monitor_for, serve
+    from agent.service.notify import Notifier
 
     del config_file  # read before the options were parsed (ConfigCommand)
     configure_service_logging(log_level, log_format)
     server = open_server(server_dir)
     try:
-        secret = read_password(password, password_file)
-        if key is not None:
-            check_private(key, "client key")
-        settings = BrokerSettings(
-            url=broker, ca=ca, cert=cert, key=key, username=username, password=secret, keepalive=keepalive
-        )
+        settings = _broker_settings(click.get_current_context().params)
         if site is not None:
             check_level(site, "site")
+        listen = _address(health) if health is not None else None
     except ValueError as exc:
         fail("BAD_INPUT", str(exc))
     clock, timing = _clock_and_timing(now, speed)
+    argv = getattr(click.get_current_context().command, "argv", [])
 
-    async def serve() -> None:
+    async def main() -> None:
         protocol = None if mqtt_version == "auto" else Protocol(mqtt_version)
         options = AgentOptions(broker=settings, site=site, timing=timing, protocol=protocol)
-        agent = Agent(server, options, clock=clock)
-        task = asyncio.current_task()
-        if task is not None:
-            stop_on_sigterm(task)
-        await agent.run()
+        made: list[Agent] = []
+        monitor = monitor_for(Notifier(), lambda: made[0] if made else None)
+        made.append(Agent(server, options, clock=clock, observer=monitor))
+        service = ServiceOptions(
+            health=listen, health_down_after=health_down_after, reload=lambda: _reread(argv)
+        )
+        await serve(made[0], monitor, service)
 
     try:
-        asyncio.run(serve())
+        asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
         return
+    except OSError as exc:  # the health listener's address
+        fail("BAD_INPUT", f"--health {health}: {exc.strerror or exc}")
+
+
+def _broker_settings(p: Mapping[str, Any]) -> BrokerSettings:
+    """The broker settings the options name.
+
+    Raises:
+        ValueError: unusable (a bad URL, a secret file others may read, both password options).
+    """
+    secret = read_password(p["password"], p["password_file"])
+    if p["key"] is not None:
+        check_private(p["key"], "client key")
+    return BrokerSettings(
+        url=p["broker"],
+        ca=p["ca"],
+        cert=p["cert"],
+        key=p["key"],
+        username=p["username"],
+        password=secret,
+        keepalive=p["keepalive"],
+    )
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` of ``--health``.
+
+    Raises:
+        ValueError: not HOST:PORT with a port in 0..65535.
+    """
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--health {text!r} must be HOST:PORT, e.g. 127.0.0.1:9464")
+    return host.strip("[]"), int(port)
+
+
+def _reread(argv: list[str]) -> Reload | None:
+    """The options ``run`` would start with now (file, environment, flags), or None (logged)."""
+    path = config_path(argv)
+    try:
+        if path is not None:
+            load_config(path)
+        ctx = run.make_context("run", list(argv))
+        p = ctx.params
+        settings = _broker_settings(p)
+    except (ConfigError, ValueError, click.ClickException) as exc:
+        log.error("config_reload_failed", error=str(exc))
+        return None
+    return Reload(log_level=p["log_level"], log_format=p["log_format"], broker=settings)
 
 
 def _clock_and_timing(now: str | None, speed: float) -> tuple[Clock, Timing]:

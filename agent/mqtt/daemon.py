@@ -25,8 +25,9 @@ import asyncio
 import contextlib
 import signal
 import threading
+import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -56,8 +57,15 @@ BATCH = 32  # events kept in flight at once (each waits for its PUBACK)
 STOP_SECONDS = 2.0  # on a stop: the longest wait for the offline PUBACK, and again for the DISCONNECT
 
 
-def stop_on_sigterm(task: asyncio.Task[Any], again_after: float = 2.5 * STOP_SECONDS) -> None:
-    """Cancel ``task`` on SIGTERM; if it still runs ``again_after`` seconds later, cancel every task.
+def stop_on_sigterm(
+    task: asyncio.Task[Any],
+    again_after: float = 2.5 * STOP_SECONDS,
+    *,
+    on_stop: Callable[[], None] | None = None,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM,),
+) -> None:
+    """Cancel ``task`` on SIGTERM (or each of ``signals``), after calling ``on_stop``; if it still
+    runs ``again_after`` seconds later, cancel every task.
 
     Once is not always enough on Python 3.11: a cancellation that lands just as an awaited
     operation completes (``asyncio.wait_for`` inside aiomqtt) can be lost, leaving the daemon's
@@ -68,11 +76,25 @@ def stop_on_sigterm(task: asyncio.Task[Any], again_after: float = 2.5 * STOP_SEC
     def cancel(everything: bool) -> None:
         if task.done():
             return
+        if not everything and on_stop is not None:
+            on_stop()
         for each in asyncio.all_tasks(loop) if everything else {task}:
             each.cancel()
         loop.call_later(again_after, cancel, True)
 
-    loop.add_signal_handler(signal.SIGTERM, cancel, False)
+    for each in signals:
+        loop.add_signal_handler(each, cancel, False)
+
+
+class Observer(typing.Protocol):
+    """What watches a running agent (``agent.service.monitor.Monitor`` fits): its broker session,
+    its retained-state publishes and every event it records."""
+
+    def session(self, up: bool) -> None: ...  # the broker session came up (or went down)
+
+    def state_published(self) -> None: ...  # a retained state went out
+
+    def event(self, event: AgentEvent) -> None: ...  # an event was recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +140,7 @@ class Agent:
         clock: Clock,
         wall: Clock | None = None,
         catalog: Catalog | None = None,
+        observer: Observer | None = None,
     ) -> None:
         ident = server.identity()
         self._loop = asyncio.get_running_loop()
@@ -152,6 +175,9 @@ class Agent:
         self.dispatcher = Dispatcher(self, nonces)
         self.connected = asyncio.Event()  # set while a connection is up (tests and tools wait on it)
         self.takeovers = TakeoverWatch(f"allworx-agent-{self.topics.site}-{self.topics.serial}")
+        self.observer = observer
+        self._session_task: asyncio.Future[None] | None = None
+        self._reconnect = False  # the running session is being ended to connect with new settings
         self._connected_at = 0.0  # wall monotonic time the current (or last) session came up
         self._link_taken_over = False  # whether the broker said the last session was taken over
 
@@ -188,6 +214,13 @@ class Agent:
     def upgrading(self) -> bool:
         """Whether an upgrade (or a recovery) is running."""
         return self._job is not None and not self._job.done()
+
+    @property
+    def current_job(self) -> str | None:
+        """The running job's name (``upgrade-...``, ``stage-...``, ``recover``), if one runs."""
+        if self._job is None or self._job.done():
+            return None
+        return self._job.get_name().removeprefix("job-")
 
     @property
     def staging(self) -> bool:
@@ -290,17 +323,40 @@ class Agent:
         )
         seq = self.outbox.append(message)
         self._events_ready.set()
+        if self.observer is not None:
+            self.observer.event(event)
         return seq
 
     # --- the connection -----------------------------------------------------------------------
+    def reconnect(self, broker: BrokerSettings) -> None:
+        """Use ``broker`` from now on: the session (if any) ends and a new one opens at once."""
+        self.options = replace(self.options, broker=broker)
+        if self._session_task is not None and not self._session_task.done():
+            self._reconnect = True
+            self._session_task.cancel()
+
+    def _session_down(self) -> None:
+        if self.connected.is_set() and self.observer is not None:
+            self.observer.session(False)
+        self.connected.clear()
+
     async def _connection_loop(self) -> None:
         delays = self._backoff()
         while True:
+            self._session_task = asyncio.ensure_future(self._session())
             try:
-                await self._session()
+                await self._session_task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not self._reconnect or (current is not None and current.cancelling()):
+                    raise
+                self._reconnect = False
+                self._session_down()
+                log.info("broker_reconnecting", broker=self.options.broker.url)
+                delays = self._backoff()
             except BrokerError as exc:
                 was_up = self.connected.is_set()
-                self.connected.clear()
+                self._session_down()
                 # it was up: start the backoff again from the base, unless another client took the
                 # session over (then keep backing off: the client id is contested)
                 if was_up and not self._taken_over(exc):
@@ -369,6 +425,8 @@ class Agent:
         log.info("broker_connected", protocol=link.protocol.value, pending=self.outbox.pending_count)
         self._connected_at = self.wall.monotonic()
         self.connected.set()
+        if self.observer is not None:
+            self.observer.session(True)
         self.mark_state_dirty()
         self._events_ready.set()
         try:
@@ -420,6 +478,8 @@ class Agent:
                 log.warning("state_unreadable", reason=exc.reason.value, error=str(exc))
                 continue
             await link.publish(self.topics.state, dump(document), qos=1, retain=True)
+            if self.observer is not None:
+                self.observer.state_published()
 
     async def _until_urgent(self, seconds: float) -> None:
         """Wait ``seconds`` of the wall clock, or less if an urgent state change comes first."""

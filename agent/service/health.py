@@ -36,7 +36,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.steps = Counter("allworx_upgrade_steps", "Upgrade steps by outcome.", ["outcome"], registry=r)
+        self.steps = Counter(
+            "allworx_upgrade_steps",
+            "Upgrade steps ended, by outcome (committed, rolled_back).",
+            ["outcome"],
+            registry=r,
+        )
         self.refusals = Counter("allworx_refusals", "Refusals by reason code.", ["reason"], registry=r)
         self.rollbacks = Counter("allworx_rollbacks", "Rollbacks to the previous release.", registry=r)
         self.reconnects = Counter("allworx_broker_reconnects", "Broker sessions opened again.", registry=r)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.clock import Clock
-from agent.events import AgentEvent, CommandAnswered, Refused, ResultEvent, Transition
+from agent.events import AgentEvent, CommandAnswered, Refused, Transition
 from agent.machine import State
 from agent.service.health import Health, Metrics
 from agent.service.notify import Notifier
@@ -76,9 +76,6 @@ class Monitor:
                 self._transition(state, job, release)
             case Refused(reason=reason):
                 self.metrics.refusals.labels(reason=reason).inc()
-            case ResultEvent(steps=steps):
-                for step in steps:
-                    self.metrics.steps.labels(outcome=str(step.outcome)).inc()
             case CommandAnswered(command=name, status=status, reason=reason):
                 self.metrics.commands.labels(name=name, verdict=status).inc()
                 if reason is not None:  # refused before any job started (a job's refusal is Refused)
@@ -92,7 +89,8 @@ class Monitor:
         now = self.clock.monotonic()
         started = self._step_started.setdefault(job, now)
         self._upgrading = None if state in ENDS else f"upgrading to {release}"
-        if state in ENDS:
+        if state in ENDS:  # a step ends committed or rolled back (a resumed one too)
+            self.metrics.steps.labels(outcome=str(state)).inc()
             self.metrics.step_seconds.observe(now - started)
             del self._step_started[job]
         if state is State.ROLLED_BACK:
