@@ -4,7 +4,9 @@ The protocol is a few lines of text over an ``AF_UNIX`` datagram socket, so it i
 rather than taken from a library. Without ``NOTIFY_SOCKET`` (not started by systemd) every call
 does nothing. A name starting with ``@`` is in the abstract namespace.
 
-Invariant: a notification never raises: systemd being gone must not stop an upgrade.
+Invariant: a notification never raises and never blocks: systemd being gone, or a manager that
+does not read its socket (a full datagram queue), must not stop or stall an upgrade; such a
+notification is dropped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Notifier:
         mine = not pid or pid == str(os.getpid())
         self.watchdog_interval = int(usec) / 2_000_000 if usec.isdigit() and int(usec) > 0 and mine else None
         self._last_status = ""
+        self.dropped = 0  # notifications dropped because the manager's queue was full
 
     @property
     def enabled(self) -> bool:
@@ -42,7 +45,10 @@ class Notifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)
                 sock.sendto("\n".join(lines).encode(), self._address)
+        except BlockingIOError:
+            self.dropped += 1  # the manager's queue is full: this notification is lost, not waited for
         except OSError as exc:
             log.warning("notify_failed", error=str(exc))
 

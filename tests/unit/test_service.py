@@ -196,3 +196,13 @@ def test_redaction_removes_key_material_and_keeps_digests() -> None:
     assert event["image_sha256"] == digest
     assert event["doc"]["sha256"] == digest
     assert event["password"] == REDACTED
+
+
+def test_a_manager_that_does_not_read_never_stalls_the_agent(tmp_path: Path) -> None:
+    """With the notify socket's queue full, notifications are dropped at once instead of blocking."""
+    sock, path = _datagram_socket(tmp_path)
+    with sock:
+        notifier = Notifier({"NOTIFY_SOCKET": path})
+        for _ in range(1000):  # far past the kernel's datagram queue for an unread socket
+            notifier.watchdog()
+    assert notifier.dropped > 0
