@@ -158,6 +158,15 @@ def config_path(args: list[str]) -> Path | None:
     show_default=True,
     help="Seconds the broker session may be down before /healthz answers 503.",
 )
+@click.option(
+    "--ha-discovery",
+    is_flag=True,
+    default=False,
+    help="Announce the server to Home Assistant (MQTT discovery: an update entity and two sensors).",
+)
+@click.option(
+    "--ha-prefix", default="homeassistant", show_default=True, help="Home Assistant's discovery prefix."
+)
 @guarded
 def run(  # noqa: PLR0917  # reason: click passes every option
     server_dir: Path,
@@ -178,6 +187,8 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     log_format: str,
     health: str | None,
     health_down_after: float,
+    ha_discovery: bool,
+    ha_prefix: str,
 ) -> None:
     """Serve the fleet broker: publish state, availability and events, obey signed commands.
 
@@ -203,7 +214,13 @@ def run(  # noqa: PLR0917  # reason: click passes every option
 
     async def main() -> None:
         protocol = None if mqtt_version == "auto" else Protocol(mqtt_version)
-        options = AgentOptions(broker=settings, site=site, timing=timing, protocol=protocol)
+        options = AgentOptions(
+            broker=settings,
+            site=site,
+            timing=timing,
+            protocol=protocol,
+            ha_prefix=ha_prefix if ha_discovery else None,
+        )
         made: list[Agent] = []
         monitor = monitor_for(Notifier(), lambda: made[0] if made else None)
         made.append(Agent(server, options, clock=clock, observer=monitor))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import threading
 import typing
@@ -39,8 +40,9 @@ from agent.lock import ServerLock
 from agent.machine import State
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
+from agent.mqtt.discovery import Discovery, reachable, values
 from agent.mqtt.dispatch import Dispatcher
-from agent.mqtt.messages import Availability, EventMessage, dump
+from agent.mqtt.messages import Availability, EventMessage, StateDocument, dump
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.report import state_document
 from agent.mqtt.takeover import SHORT_SESSION, TakeoverWatch
@@ -112,6 +114,7 @@ class AgentOptions:
     protocol: Protocol | None = None  # None: MQTT 5 first, 3.1.1 when the broker refuses it
     limits: Limits = DEFAULT_LIMITS  # download limits; bandwidth paces downloads on the injected clock
     lock_server: bool = True  # hold the server directory's lock (agent/lock.py) while running
+    ha_prefix: str | None = None  # Home Assistant MQTT discovery under this prefix (None: off)
 
 
 class Agent:
@@ -427,6 +430,8 @@ class Agent:
         self.connected.set()
         if self.observer is not None:
             self.observer.session(True)
+        if self.options.ha_prefix is not None:
+            await self._announce(link, self.options.ha_prefix)
         self.mark_state_dirty()
         self._events_ready.set()
         try:
@@ -478,8 +483,27 @@ class Agent:
                 log.warning("state_unreadable", reason=exc.reason.value, error=str(exc))
                 continue
             await link.publish(self.topics.state, dump(document), qos=1, retain=True)
+            if self.options.ha_prefix is not None:
+                await self._ha_values(link, document)
             if self.observer is not None:
                 self.observer.state_published()
+
+    async def _announce(self, link: Link, prefix: str) -> None:
+        """Publish this server's Home Assistant discovery configs (retained)."""
+        model = self.server.identity().model
+        for topic, config in Discovery(self.topics, prefix).configs(model):
+            await link.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+
+    async def _ha_values(self, link: Link, document: StateDocument) -> None:
+        """Publish the values Home Assistant's entities read (retained), beside the state."""
+        now = self.clock.now()
+        try:
+            newest = reachable(self.catalog, self.server, now)
+        except StoreError:
+            newest = document.release
+        found = values(document, newest, now=now)
+        topic = Discovery(self.topics, self.options.ha_prefix or "").values_topic
+        await link.publish(topic, json.dumps(found).encode(), qos=1, retain=True)
 
     async def _until_urgent(self, seconds: float) -> None:
         """Wait ``seconds`` of the wall clock, or less if an urgent state change comes first."""

@@ -23,6 +23,9 @@ from typing import Any
 from agent.machine import State
 from agent.mqtt.messages import StateDocument
 from agent.mqtt.topics import ServerTopics
+from agent.planner import plan
+from agent.store import ServerDir
+from releases.catalog import Catalog, version_key
 
 DEFAULT_PREFIX = "homeassistant"
 MANUFACTURER = "Allworx"
@@ -97,6 +100,22 @@ class Discovery:
             (self.config_topic("sensor", "maintenance_key_expires"), expiry),
             (self.config_topic("sensor", "last_result"), result),
         ]
+
+
+def reachable(catalog: Catalog, server: ServerDir, now: datetime) -> str:
+    """The newest release the server's model and keys can reach at ``now`` (the planner's end).
+
+    Raises:
+        StoreError: the server directory is unreadable.
+    """
+    facts = server.facts()
+    try:
+        newest = catalog.newest_for(facts.model, now.date()).version
+    except KeyError:  # nothing published for the model yet
+        return facts.release
+    if version_key(newest) <= version_key(facts.release):
+        return facts.release
+    return plan(catalog, facts, server.key_checks(now), newest, now).final_release
 
 
 def values(state: StateDocument, reachable: str, *, now: datetime) -> dict[str, Any]:
