@@ -42,13 +42,17 @@ limit) end the upgrade rolled back with `CRASH_LOOP`.
 """
 
 
+def write_or_check(doc: Path, text: str) -> int:
+    """Write ``text`` to ``doc``; with ``--check`` on the command line only compare, 1 on a difference."""
+    if "--check" in sys.argv:
+        return 0 if doc.read_text() == text else 1
+    doc.write_text(text)
+    return 0
+
+
 def main() -> int:
     """Write the document; with ``--check`` only compare and return 1 on a difference."""
-    text = render()
-    if "--check" in sys.argv:
-        return 0 if DOC.read_text() == text else 1
-    DOC.write_text(text)
-    return 0
+    return write_or_check(DOC, render())
 
 
 if __name__ == "__main__":

@@ -10,27 +10,34 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 
 def configure_logging(*, json_logs: bool = False, verbose: bool = False) -> None:
     """Send logs to stderr: JSON lines, readable lines when ``verbose``, else warnings only."""
-    level = logging.INFO if (json_logs or verbose) else logging.WARNING
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
     )
+    _configure(renderer, logging.INFO if (json_logs or verbose) else logging.WARNING, sys.stderr)
+
+
+def _configure(
+    renderer: structlog.types.Processor, level: int, stream: TextIO, *, key: str = "timestamp"
+) -> None:
+    """Every log line redacted (:func:`redact`), levelled, timestamped (UTC), then rendered."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             redact,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 
@@ -50,19 +57,7 @@ def configure_service_logging(level: str = "info", fmt: str = "auto") -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=tty)
     )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            redact,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
-        cache_logger_on_first_use=False,
-    )
+    _configure(renderer, LEVELS[level], sys.stdout)
 
 
 REDACTED = "[redacted]"

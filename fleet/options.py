@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cliutil import check_private, fail, password_options, read_password
+from agent.cliutil import fail, password_options
+from agent.mqtt.cli import broker_settings_from
 from agent.mqtt.connection import BrokerSettings
 from agent.mqtt.topics import check_level
 
@@ -33,16 +34,7 @@ def broker_options(func: F) -> F:
 def broker_settings(params: dict[str, Any]) -> BrokerSettings:
     """Return the broker settings the options in ``params`` name (``BAD_INPUT`` if unusable)."""
     try:
-        if params["cert_key"] is not None:
-            check_private(params["cert_key"], "client key")
-        return BrokerSettings(
-            url=params["broker"],
-            ca=params["ca"],
-            cert=params["cert"],
-            key=params["cert_key"],
-            username=params["username"],
-            password=read_password(params["password"], params["password_file"]),
-        )
+        return broker_settings_from(params, key="cert_key")
     except ValueError as exc:
         fail("BAD_INPUT", str(exc))
 

@@ -36,7 +36,7 @@ from agent.cliutil import (
 )
 from agent.clock import Clock, SimClock, SystemClock
 from agent.logs import LEVELS, configure_service_logging
-from agent.mqtt.connection import BrokerSettings, Protocol
+from agent.mqtt.connection import KEEPALIVE, BrokerSettings, Protocol
 from agent.mqtt.service import Reload
 from agent.mqtt.topics import check_level
 from agent.service.config import DEFAULT_PATH, ENV_PREFIX, SECRETS, ConfigError, env_name, load_config
@@ -203,7 +203,7 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     configure_service_logging(log_level, log_format)
     server = open_server(server_dir)
     try:
-        settings = _broker_settings(click.get_current_context().params)
+        settings = broker_settings_from(click.get_current_context().params)
         if site is not None:
             check_level(site, "site")
         listen = _address(health) if health is not None else None
@@ -237,23 +237,24 @@ def run(  # noqa: PLR0917  # reason: click passes every option
         fail("BAD_INPUT", f"--health {health}: {exc.strerror or exc}")
 
 
-def _broker_settings(p: Mapping[str, Any]) -> BrokerSettings:
-    """The broker settings the options name.
+def broker_settings_from(p: Mapping[str, Any], *, key: str = "key") -> BrokerSettings:
+    """The broker settings the parsed options ``p`` name (``key``: the name of the client-key option's
+    parameter; ``keepalive`` is optional).
 
     Raises:
         ValueError: unusable (a bad URL, a secret file others may read, both password options).
     """
     secret = read_password(p["password"], p["password_file"])
-    if p["key"] is not None:
-        check_private(p["key"], "client key")
+    if p[key] is not None:
+        check_private(p[key], "client key")
     return BrokerSettings(
         url=p["broker"],
         ca=p["ca"],
         cert=p["cert"],
-        key=p["key"],
+        key=p[key],
         username=p["username"],
         password=secret,
-        keepalive=p["keepalive"],
+        keepalive=p.get("keepalive") or KEEPALIVE,
     )
 
 
@@ -277,7 +278,7 @@ def _reread(argv: list[str]) -> Reload | None:
             load_config(path)
         ctx = run.make_context("run", list(argv))
         p = ctx.params
-        settings = _broker_settings(p)
+        settings = broker_settings_from(p)
     except (ConfigError, ValueError, click.ClickException) as exc:
         log.error("config_reload_failed", error=str(exc))
         return None

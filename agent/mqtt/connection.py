@@ -55,6 +55,9 @@ class Protocol(StrEnum):
     V311 = "3.1.1"
 
 
+KEEPALIVE = 30  # seconds, the default keep-alive
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerSettings:
     """Where and how to connect.
@@ -69,7 +72,7 @@ class BrokerSettings:
     key: str | None = None  # the client certificate's key file
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    keepalive: int = 30  # seconds; a dead agent reads offline within 1.5 of these
+    keepalive: int = KEEPALIVE  # seconds; a dead agent reads offline within 1.5 of these
     timeout: float = 10.0  # seconds for each broker operation
     connect_timeout: float = 3.0  # seconds to wait for the CONNACK
 

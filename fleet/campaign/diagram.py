@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
+from agent.diagram import write_or_check
 from fleet.campaign.machine import CAMPAIGN_TRANSITIONS, MEMBER_TRANSITIONS, OUTCOMES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "campaign-machine.md"
@@ -56,11 +56,7 @@ command is the one outcome a later result replaces.
 
 def main() -> int:
     """Write the document; with ``--check`` only compare and return 1 on a difference."""
-    text = render()
-    if "--check" in sys.argv:
-        return 0 if DOC.read_text() == text else 1
-    DOC.write_text(text)
-    return 0
+    return write_or_check(DOC, render())
 
 
 if __name__ == "__main__":
