@@ -35,8 +35,10 @@ def poisoned(site: str) -> dict[str, bytes]:
     out = {f"allworx/{site}/{serial}/state": json.dumps(doc).encode() for serial, doc in docs.items()}
     out[f"allworx/{site}/EVIL5/state"] = b"\xff not json"
     for serial in ("EVIL1", "EVIL2", "EVIL3", "EVIL4", "EVIL5"):
-        out[f"allworx/{site}/{serial}/availability"] = b'{"schema":1,"status":"online"}'
-    out[f"allworx/{site}/EVIL6/availability"] = b'{"status": 42}'
+        out[f"allworx/{site}/{serial}/availability"] = b"online"
+    out[f"allworx/{site}/EVIL6/availability"] = (
+        b'{"schema": 1, "serial": "EVIL6", "status": "online"}'  # the JSON form is not the contract
+    )
     return out
 
 
