@@ -368,7 +368,7 @@ async def _silent_client(broker: Mosquitto, will_topic: str, keepalive: int) -> 
     def text(value: bytes) -> bytes:
         return len(value).to_bytes(2, "big") + value
 
-    will = json.dumps({"status": "offline"}).encode()
+    will = b"offline"
     flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, will, will QoS 1, will retained
     body = text(b"MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big")
     body += text(b"silent-baseline") + text(will_topic.encode()) + text(will)
