@@ -33,9 +33,11 @@ from agent.mqtt.messages import EventMessage
 from common.errors import AllworxError
 from common.reasons import Reason
 from fleet.campaign.cli import campaign, watch_command
-from fleet.client import Answer, FleetClient, RetainedStates
+from fleet.client import Answer, FleetClient
 from fleet.operator import OperatorKey, default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, topic_level
+from fleet.select import parse_selection
+from fleet.status import FleetStatus, as_json, collect, print_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as everywhere
@@ -204,34 +206,34 @@ def send_report(**params: Any) -> None:
 @main.command()
 @broker_options
 @click.option("--site", default=None, callback=topic_level, help="Only this site's servers.")
-def status(site: str | None, **params: Any) -> None:
-    """List every server's retained state; a retained state that does not validate is listed as invalid."""
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    help="Only servers whose retained state matches (repeatable, ANDed): site=east, model=6x,24x, "
+    "release<8.0, key=valid|expired|none, serial=A,B or serial=@FILE.",
+)
+def status(site: str | None, select: tuple[str, ...], **params: Any) -> None:
+    """List every server: release, availability (since when this run saw it), maintenance key, last
+    result, current job; a retained document that does not validate is listed as invalid."""
     settings = broker_settings(params)
+    try:
+        selection = parse_selection(select)
+    except AllworxError as exc:
+        fail(exc.reason.value, str(exc))
 
-    async def go() -> RetainedStates:
+    async def go() -> FleetStatus:
         async with FleetClient.open(settings) as client:
-            return await client.read_states(site)
+            return await collect(client, site, selection)
 
     try:
         found = asyncio.run(go())
     except AllworxError as exc:
         fail(exc.reason.value, str(exc))
-    states = found.valid
     if params["as_json"]:
-        invalid = [entry.as_dict() for entry in found.invalid]
-        click.echo(json.dumps({"servers": [doc.wire() for doc in states], "invalid": invalid}, indent=2))
+        click.echo(json.dumps(as_json(found), indent=2))
         return
-    for entry in found.invalid:
-        click.echo(f"INVALID    {entry.topic}: {entry.reason}")
-    for doc in states:
-        key, last = doc.maintenance_key, doc.last_result
-        plan = (key.plan if key else None) or "-"
-        expires = key.expires.isoformat() if key and key.expires else ""
-        outcome = last.outcome if last else "-"
-        click.echo(
-            f"{doc.site:<10} {doc.serial:<14} {doc.model:<5} {doc.release:<5} {doc.state:<13} "
-            f"key {plan} {expires}  last {outcome}"
-        )
+    print_table(found)
 
 
 main.add_command(campaign)

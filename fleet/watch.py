@@ -2,7 +2,8 @@
 
 It reads every server's retained ``state`` and ``availability`` and the campaigns' retained
 ``status``, so it works against any broker the agents use, started at any moment (the retained
-messages bring it up to date at once). On a terminal it draws a rich ``Live`` table; otherwise it
+messages bring it up to date at once). With a selection (``--select``) it shows only the servers
+whose retained state matches. On a terminal it draws a rich ``Live`` table; otherwise it
 prints one plain progress line at most every ``interval`` seconds (CI logs stay readable).
 
 Invariant: the view only reads; it keeps up with the broker by doing no more per message than
@@ -29,6 +30,7 @@ from rich.table import Table
 from agent.mqtt.connection import BrokerSettings, Inbound
 from agent.mqtt.messages import StateDocument
 from fleet.client import FleetClient, Invalid, check_availability, check_state
+from fleet.select import Selection
 
 OUTCOME_ORDER = (
     "succeeded",
@@ -58,7 +60,8 @@ class FleetFacts:
 class FleetSnapshot:
     """What the retained topics say right now."""
 
-    def __init__(self) -> None:
+    def __init__(self, selection: Selection | None = None) -> None:
+        self.selection = selection or Selection()  # the servers shown (default: all)
         self.states: dict[str, StateDocument] = {}
         self.online: dict[str, bool] = {}
         self.campaigns: dict[str, dict[str, Any]] = {}  # the JSON edge: the controller's documents
@@ -84,7 +87,10 @@ class FleetSnapshot:
             self.online[parts[2]] = checked
         elif checked is not None:
             self.invalid.pop(message.topic, None)
-            self.states[parts[2]] = checked
+            if self.selection.matches(checked):
+                self.states[parts[2]] = checked
+            else:  # not (or no longer) selected
+                self.states.pop(parts[2], None)
 
     def _campaign(self, message: Inbound) -> None:
         try:
@@ -227,13 +233,14 @@ async def watch(
     until_done: str | None = None,
     live: bool | None = None,
     interval: float = 2.0,
+    selection: Selection | None = None,
 ) -> FleetSnapshot:
     """Watch until cancelled, ``duration`` seconds, or campaign ``until_done`` has finished.
 
     Raises:
         BrokerError: the broker is unreachable or the connection dropped.
     """
-    snapshot = FleetSnapshot()
+    snapshot = FleetSnapshot(selection)
     loop = asyncio.get_running_loop()
     deadline = None if duration is None else loop.time() + duration
     async with FleetClient.open(settings) as client:

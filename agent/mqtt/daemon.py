@@ -398,7 +398,7 @@ class Agent:
         return exponential_backoff(self.options.backoff_base, self.options.backoff_cap, jitter=0.5)
 
     async def _session(self) -> None:
-        offline = dump(Availability(serial=self.topics.serial, status="offline"))
+        offline = Availability("offline").payload()
         self._link_taken_over = False
         async with connect(
             self.options.broker,
@@ -422,7 +422,7 @@ class Agent:
         await link.subscribe(self.topics.commands, qos=1)
         await link.publish(
             self.topics.availability,
-            dump(Availability(serial=self.topics.serial, status="online")),
+            Availability("online").payload(),
             retain=True,
         )
         log.info("broker_connected", protocol=link.protocol.value, pending=self.outbox.pending_count)

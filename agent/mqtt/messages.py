@@ -6,8 +6,9 @@ parse what they receive with them (at the JSON edge), so both sides hold typed m
 
 Invariants: a command's ``args`` are validated by the model of its ``command`` name; unknown
 fields are refused in commands (a signed field the agent ignored would be a field an attacker
-could add), replies and availability; the state and events are read leniently (an unknown field
-is ignored). An event is flat on the wire: the envelope's fields beside the event's own.
+could add) and replies; availability is a bare word (``online``/``offline``, not JSON); the state
+and events are read leniently (an unknown field is ignored). An event is flat on the wire: the envelope's
+fields beside the event's own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    RootModel,
+    ValidationError,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
@@ -169,14 +172,30 @@ class StateDocument(Wire):
     phone_firmware: str | None
 
 
-class Availability(Wire):
-    """The retained ``availability``: ``online``, or ``offline`` (also the last will)."""
+class Availability(RootModel[Literal["online", "offline"]]):
+    """The retained ``availability``: the plain text ``online``, or ``offline`` (also the last will).
 
-    model_config = ConfigDict(extra="forbid")
+    Not JSON: the bare word, as Home Assistant and most MQTT dashboards expect (an empty retained
+    message clears the topic). Any other payload is invalid.
+    """
 
-    schema_version: Literal[1] = Field(default=1, alias="schema")
-    serial: str
-    status: Literal["online", "offline"]
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    def payload(self) -> bytes:
+        """The bytes published: ``online`` or ``offline``."""
+        return self.root.encode()
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Availability:
+        """Read a received payload.
+
+        Raises:
+            ValueError: it is not exactly ``online`` or ``offline``.
+        """
+        try:
+            return cls(payload.decode("ascii"))  # type: ignore[arg-type]  # reason: strict validation checks the text
+        except (UnicodeDecodeError, ValidationError):
+            raise ValueError(f"{payload[:64]!r} is neither online nor offline") from None
 
 
 _ENVELOPE = ("schema", "seq", "serial", "site", "at")

@@ -232,6 +232,8 @@ def messages() -> dict[str, Any]:
         message: dict[str, Any] = {"name": name.lower()}
         if model in (Command, Reply):
             message["correlationId"] = {"location": "$message.header#/correlationData"}
+        if model is Availability:  # the bare word, not JSON
+            message["contentType"] = "text/plain"
         message["payload"] = {"$ref": REF.format(model=model.__name__)}
         found[name] = message
     return found

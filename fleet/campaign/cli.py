@@ -21,6 +21,7 @@ import click
 
 from agent.cliutil import Real, fail, guarded, positive
 from agent.clock import Clock, SimClock, SystemClock, parse_now
+from agent.mqtt.messages import StateDocument
 from common.errors import AllworxError
 from common.reasons import Reason
 from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
@@ -29,6 +30,7 @@ from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, topic_level
+from fleet.select import Selection, parse_selection
 from releases.catalog import default_catalog
 
 
@@ -118,6 +120,13 @@ def _common(func: Any) -> Any:
     default=None,
     help="JSON list of the serials the campaign may touch (default: every server reporting).",
 )
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    help="Only servers whose retained state matches (repeatable, ANDed): site=east, model=6x,24x, "
+    "release<8.0, network=N, key=valid|expired|none, serial=A,B or serial=@FILE.",
+)
 @click.option("--now", default=None, help="Campaign clock start for a simulated fleet (default: real time).")
 @click.option("--speed", type=positive(), default=1.0, help="Campaign clock speed with --now.")
 @click.option("--servers", "expected", type=click.IntRange(min=0), default=None,
@@ -133,6 +142,7 @@ def start(**p: Any) -> None:
     operator = load_key_file(p["operator_key"]) if p["operator_key"] else default_operator()
     _clock(p["now"], p["speed"])  # a bad --now fails here, before any connection
     wanted = None if p["resume_existing"] else _spec(p)  # so do bad campaign options
+    selection = parse_selection(p["select"], wanted.networks if wanted else None)  # and bad --select
 
     skipped: dict[str, str] = {}  # topic -> why its retained document was left out (and logged)
 
@@ -146,7 +156,10 @@ def start(**p: Any) -> None:
                 raise AllworxError(f"no campaign {p['campaign_id']!r} on the broker to resume")
             async with controller.listening(p["campaign_id"]):
                 await controller.settle(expected=p["expected"], quiet=2.0)
-                current = existing or await controller.prepare(wanted or _spec(p))
+                spec = wanted or _spec(p)
+                if selection.clauses and existing is None:
+                    spec = _selected(spec, selection, controller.states)
+                current = existing or await controller.prepare(spec)
                 if p["dry_run"]:
                     return dry_run(current)
                 return summary(await controller.run(current))
@@ -159,6 +172,22 @@ def start(**p: Any) -> None:
     click.echo(json.dumps(result, indent=1))
     counts = result["counts"]
     sys.exit(2 if result["status"] == "cancelled" or counts.get("failed") else 0)
+
+
+def _selected(spec: CampaignSpec, selection: Selection, states: dict[str, dict[str, Any]]) -> CampaignSpec:
+    """The spec limited to the servers whose retained state the selection matches (its members).
+
+    Raises:
+        AllworxError: no server reporting matches (``BAD_INPUT``): an empty member list would mean all.
+    """
+    chosen = sorted(s for s, doc in states.items() if selection.matches(StateDocument.model_validate(doc)))
+    if spec.members:
+        chosen = [s for s in chosen if s in set(spec.members)]
+    if not chosen:
+        shown = " ".join(f"--select {e}" for e in selection.expressions)
+        raise AllworxError(f"no server reporting matches {shown}")
+    raw = {**spec.to_dict(), "members": chosen, "selection": list(selection.expressions)}
+    return CampaignSpec.from_dict(raw, "campaign options")
 
 
 def _print_dry_run(
@@ -222,7 +251,15 @@ for _action in ("pause", "resume", "abort"):
 @click.option("--duration", type=positive(), default=None, help="Stop after this many seconds.")
 @click.option("--until-done", default=None, callback=topic_level, help="Stop when this campaign has ended.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
-def watch_command(broker: str, duration: float | None, until_done: str | None, plain: bool) -> None:
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    help="Only servers whose retained state matches (repeatable, ANDed; as campaign start --select).",
+)
+def watch_command(
+    broker: str, duration: float | None, until_done: str | None, plain: bool, select: tuple[str, ...]
+) -> None:
     """A live view of the fleet from the retained topics (any broker the agents use)."""
     from agent.mqtt.connection import BrokerSettings
     from fleet.watch import watch
@@ -234,6 +271,7 @@ def watch_command(broker: str, duration: float | None, until_done: str | None, p
                 duration=duration,
                 until_done=until_done,
                 live=False if plain else None,
+                selection=parse_selection(select),
             )
         )
     except KeyboardInterrupt:

@@ -126,6 +126,8 @@ class CampaignSpec(FileModel):
     networks: dict[str, Strings] = Field(default_factory=dict)  # SITE-1: name -> serials
     members: Annotated[Strings, AfterValidator(_serials)] = ()
     """The only servers the campaign may touch (empty: every server reporting)."""
+    selection: Strings = ()
+    """The ``--select`` expressions the members were resolved from (a record; ``members`` decides)."""
 
     def batch_size(self, fleet: int) -> int:
         """Servers per phase after the canary, for a fleet of ``fleet`` servers (at least 1)."""
@@ -156,6 +158,7 @@ class CampaignSpec(FileModel):
             "gate_phases": self.gate_phases,
             "networks": {k: list(v) for k, v in sorted(self.networks.items())},
             "members": list(self.members),
+            "selection": list(self.selection),
         }
 
     @classmethod

@@ -203,6 +203,4 @@ async def publish_ghosts(link: Link, dirs: Sequence[Path], now: datetime) -> Non
         ident = server.identity()
         topics = ServerTopics(ident.site, ident.serial)
         await link.publish(topics.state, dump(state_document(server, ident.site, now)), qos=1, retain=True)
-        await link.publish(
-            topics.availability, dump(Availability(serial=ident.serial, status="offline")), qos=1, retain=True
-        )
+        await link.publish(topics.availability, Availability("offline").payload(), qos=1, retain=True)

@@ -41,7 +41,7 @@ async def _online(client: FleetClient, server: ServerDir) -> None:
     with client.watch(lambda m: m.topic == topic) as messages:
         await client.link.subscribe(topic, qos=1)
         async with asyncio.timeout(30):
-            while b"online" not in (await messages.get()).payload:
+            while (await messages.get()).payload != b"online":
                 pass
 
 

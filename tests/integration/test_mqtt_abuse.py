@@ -48,7 +48,7 @@ async def daemon(server: ServerDir, url: str, version: str) -> AsyncIterator[asy
         )  # fmt: skip
     try:
         async with FleetClient.open(BrokerSettings(url=url)) as client:
-            with client.watch(lambda m: m.topic == topics.availability and b'"online"' in m.payload) as up:
+            with client.watch(lambda m: m.topic == topics.availability and m.payload == b"online") as up:
                 await client.link.subscribe(topics.availability, qos=1)
                 async with asyncio.timeout(30):
                     await up.get()

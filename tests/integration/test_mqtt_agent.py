@@ -355,7 +355,7 @@ async def _offline_times(link: Any, seen: dict[str, float]) -> None:
     """Record when each availability topic first reads online (under "online") and offline."""
     message: Inbound
     async for message in link.messages():
-        status = json.loads(message.payload)["status"]
+        status = message.payload.decode()
         if status == "online":
             seen.setdefault("online", time.monotonic())
         elif status == "offline":
@@ -368,7 +368,7 @@ async def _silent_client(broker: Mosquitto, will_topic: str, keepalive: int) -> 
     def text(value: bytes) -> bytes:
         return len(value).to_bytes(2, "big") + value
 
-    will = json.dumps({"status": "offline"}).encode()
+    will = b"offline"
     flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, will, will QoS 1, will retained
     body = text(b"MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big")
     body += text(b"silent-baseline") + text(will_topic.encode()) + text(will)
@@ -518,3 +518,20 @@ async def test_a_publish_cancelled_as_its_puback_arrives_still_ends_its_task(mos
                 task.cancel()
             await asyncio.wait(publishers, timeout=5.0)
     assert stuck == 0
+
+
+async def test_mosquitto_sub_reads_plain_online(server: ServerDir) -> None:
+    """``mosquitto_sub`` on the availability wildcard prints exactly ``online`` for a running agent."""
+    require_mosquitto()
+    own = Mosquitto()  # a broker of its own: the wildcard must see this agent's topic only
+    own.start()
+    try:
+        async with running_agent(server, own.url):
+            command = ["mosquitto_sub", "-p", str(own.port), "-t", "allworx/+/+/availability", "-C", "1"]
+            done = await asyncio.to_thread(
+                subprocess.run, [*command, "-W", "10"], capture_output=True, text=True, timeout=30
+            )
+    finally:
+        own.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "online\n"

@@ -195,7 +195,7 @@ async def until_online(client: FleetClient, topics: ServerTopics, daemon: Forked
     """Wait until the daemon says it is online (True), or until it exits (False)."""
 
     def online(message: Inbound) -> bool:
-        return message.topic == topics.availability and b'"online"' in message.payload
+        return message.topic == topics.availability and message.payload == b"online"
 
     with client.watch(online) as queue:
         await client.link.subscribe(topics.availability, qos=1)

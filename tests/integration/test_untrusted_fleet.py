@@ -35,8 +35,10 @@ def poisoned(site: str) -> dict[str, bytes]:
     out = {f"allworx/{site}/{serial}/state": json.dumps(doc).encode() for serial, doc in docs.items()}
     out[f"allworx/{site}/EVIL5/state"] = b"\xff not json"
     for serial in ("EVIL1", "EVIL2", "EVIL3", "EVIL4", "EVIL5"):
-        out[f"allworx/{site}/{serial}/availability"] = b'{"schema":1,"status":"online"}'
-    out[f"allworx/{site}/EVIL6/availability"] = b'{"status": 42}'
+        out[f"allworx/{site}/{serial}/availability"] = b"online"
+    out[f"allworx/{site}/EVIL6/availability"] = (
+        b'{"schema": 1, "serial": "EVIL6", "status": "online"}'  # the JSON form is not the contract
+    )
     return out
 
 
@@ -86,7 +88,8 @@ async def test_poisoned_retained_states_are_skipped_and_reported(
     assert "retained_document_invalid" in err
     assert status_code == 0
     assert [doc["serial"] for doc in status["servers"]] == [ident.serial]
-    assert {entry["topic"] for entry in status["invalid"]} == state_topics
+    json_availability = f"allworx/{ident.site}/EVIL6/availability"  # the JSON form: not the plain word
+    assert {entry["topic"] for entry in status["invalid"]} == state_topics | {json_availability}
 
 
 async def test_the_demo_on_a_shared_broker_touches_only_its_own_servers(

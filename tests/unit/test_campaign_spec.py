@@ -30,7 +30,8 @@ RETAINED = {  # the JSON form as a controller retains it
     "stage_early": False,
     "gate_phases": True,
     "networks": {"n1": ["S1", "S2"]},
-    "members": [],
+    "members": ["S1", "S2"],
+    "selection": ["site=east", "model=6x"],
 }
 
 
@@ -40,6 +41,7 @@ def test_the_retained_json_form_reads_back_as_written() -> None:
     assert spec.abort == AbortRule(0.5, 2, "cancel")
     assert spec.window == Window(NOW, NOW + timedelta(hours=1))
     assert spec.networks == {"n1": ("S1", "S2")}
+    assert spec.selection == ("site=east", "model=6x")
     assert spec.to_dict() == RETAINED
 
 

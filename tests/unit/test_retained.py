@@ -67,10 +67,20 @@ def test_no_payload_makes_the_checks_raise(payload: bytes) -> None:
 def test_availability_is_online_offline_or_invalid() -> None:
     """Only online and offline count; an empty retained message is offline; another serial is invalid."""
     topic = "allworx/hq/AWX1/availability"
-    assert check_availability(topic, b'{"serial": "AWX1", "status": "online"}') is True
+    assert check_availability(topic, b"online") is True
+    assert check_availability(topic, b"offline") is False
     assert check_availability(topic, b"") is False
-    assert isinstance(check_availability(topic, b'{"status": "up"}'), Invalid)
-    assert isinstance(check_availability(topic, b'{"serial": "AWX9", "status": "online"}'), Invalid)
+    assert isinstance(check_availability(topic, b"up"), Invalid)
+    assert isinstance(check_availability(topic, b"online\n"), Invalid)
+
+
+def test_json_availability_is_invalid() -> None:
+    """The JSON form (``{"status": "online"}``) is not the plain contract: reported invalid, not read."""
+    topic = "allworx/hq/AWX1/availability"
+    assert isinstance(
+        check_availability(topic, b'{"schema": 1, "serial": "AWX1", "status": "online"}'), Invalid
+    )
+    assert isinstance(check_availability(topic, b'"online"'), Invalid)
 
 
 def test_a_campaign_with_members_leaves_every_other_server_out() -> None:
