@@ -1,6 +1,6 @@
 """``allworx-fleet campaign start|status|pause|resume|abort`` and ``allworx-fleet watch``.
 
-(``campaign log|report|list`` are in :mod:`fleet.campaign.ops`.)
+(``campaign log|report|list`` are in :mod:`fleet.report.cli`.)
 
 ``start`` runs the controller in the foreground until the campaign ends (or, with ``--dry-run``,
 prints the per-server prediction and changes nothing); kill it and run ``start --resume`` to
@@ -28,7 +28,6 @@ from common.errors import AllworxError
 from common.reasons import Reason
 from fleet.campaign.controller import Controller, control_topic, load, load_trusted, sign_control, summary
 from fleet.campaign.model import Campaign
-from fleet.campaign.ops import COMMANDS
 from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
 from fleet.client import FleetClient
@@ -239,8 +238,6 @@ def _request(action: str) -> Any:
 
 for _action in ("pause", "resume", "abort"):
     campaign.command(_action)(_request(_action))
-for _command in COMMANDS:
-    campaign.add_command(_command)
 
 
 @click.command("watch")
