@@ -61,6 +61,9 @@ CONTROLLER_TOPICS = (
     "topic read allworx/#",
     "topic write allworx/+/+/cmd/+",
     "topic write allworx/campaigns/+/status",
+    "topic write allworx/campaigns/+/state",
+    "topic write allworx/campaigns/+/log",
+    "topic write allworx/campaigns/+/servers/+",
     "topic read allworx-fleet/+/reply",
 )
 
