@@ -40,7 +40,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_requests_of_two_operators_are_logged_in_order(
     tmp_path: Path, mosquitto_broker: BrokerUnderTest
 ) -> None:
-    """Pause, a sent command, resume and abort by two operators are logged with their key ids, in order."""
+    """Two operators' requests are logged with key ids, in order; report and list read the campaign."""
     first = default_operator()
     private = crypto.generate_private_key()
     second = OperatorKey(private, crypto.public_key(private))
@@ -63,6 +63,11 @@ async def test_requests_of_two_operators_are_logged_in_order(
         await drive(run, campaign)
         retained: dict[str, Any] = await load_documents(run.client, spec.campaign_id)
         shown = cli("campaign", "log", spec.campaign_id, "--broker", mosquitto_broker.url, "--json")
+        out = tmp_path / "report"
+        reported = cli(
+            "campaign", "report", spec.campaign_id, "--out", str(out), "--broker", mosquitto_broker.url
+        )
+        listed = cli("campaign", "list", "--broker", mosquitto_broker.url, "--json")
     expected = [
         ("pause", first.key_id),
         (f"send report {target.serial}", second.key_id),
@@ -76,6 +81,13 @@ async def test_requests_of_two_operators_are_logged_in_order(
         times = [e["t"] for e in requests]
         assert times == sorted(times)
     assert campaign.status == "cancelled"
+    assert reported.returncode == 0, reported.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["servers"] == 8
+    assert report["status"] == "cancelled"
+    assert "<script>" in (out / "report.html").read_text()
+    mine = [c for c in json.loads(listed.stdout)["campaigns"] if c["campaign_id"] == spec.campaign_id]
+    assert [(c["status"], c["members"]) for c in mine] == [("cancelled", 8)]
 
 
 def _action(entry: dict[str, Any]) -> str:
