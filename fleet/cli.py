@@ -38,6 +38,7 @@ from fleet.operator import OperatorKey, default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, topic_level
 from fleet.select import parse_selection
 from fleet.status import FleetStatus, as_json, collect, print_table
+from fleet.report.cli import COMMANDS as CAMPAIGN_READERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as everywhere
@@ -237,6 +238,8 @@ def status(site: str | None, select: tuple[str, ...], **params: Any) -> None:
 
 
 main.add_command(campaign)
+for _reader in CAMPAIGN_READERS:  # campaign log|report|list
+    campaign.add_command(_reader)
 main.add_command(watch_command, "watch")
 
 

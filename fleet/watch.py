@@ -118,13 +118,12 @@ class FleetSnapshot:
 
 
 def campaign_line(doc: Mapping[str, Any]) -> str:
-    """One line about a campaign: status, phase, counts."""
+    """One line about a campaign's retained summary: status, phase, counts."""
     counts = doc.get("counts") or {}
     parts = [f"{k} {counts[k]}" for k in OUTCOME_ORDER if counts.get(k)]
-    phase = f"phase {int(doc.get('phase', 0)) + 1}/{len(doc.get('phases') or [])}"
+    phase = f"phase {int(doc.get('phase', 0)) + 1}/{int(doc.get('phases') or 0)}"
     paused = f" ({doc['paused_reason']})" if doc.get("paused_reason") else ""
-    spec = doc.get("spec") or {}
-    return f"campaign {spec.get('campaign_id')}: {doc.get('status')}{paused}, {phase}: " + ", ".join(parts)
+    return f"campaign {doc.get('campaign_id')}: {doc.get('status')}{paused}, {phase}: " + ", ".join(parts)
 
 
 def plain_line(snapshot: FleetSnapshot) -> str:

@@ -147,14 +147,7 @@ def _sync_states(snapshot: FleetSnapshot, states: dict[str, dict[str, Any]], see
 
 
 def _light(campaign: Campaign) -> dict[str, Any]:
-    return {
-        "spec": {"campaign_id": campaign.spec.campaign_id},
-        "status": campaign.status.value,
-        "phase": campaign.phase,
-        "phases": campaign.phases,
-        "paused_reason": campaign.paused_reason.value if campaign.paused_reason else None,
-        "counts": campaign.counts(),
-    }
+    return campaign.summary_dict(campaign.created)
 
 
 def _predicted(campaign: Campaign, say: Any) -> None:

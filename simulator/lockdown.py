@@ -35,7 +35,7 @@ from simulator.broker import MOSQUITTO_LIMITS
 from simulator.pki import PRIVATE_FILE, Identities, ensure_password, load_identities, passwd_line
 
 MESSAGE_FLOOR = 256 * 1024  # bytes: a command is at most 64 KiB (CMD-4), a state a few KiB
-MEMBER_BUDGET = 2 * 1024  # bytes per server in a campaign's retained status (about 0.8 KiB measured)
+MEMBER_BUDGET = 2 * 1024  # bytes per server: a generous bound on a campaign's retained state (it names them)
 MOSQUITTO_MAX_MESSAGE = 268_435_455  # MQTT's largest packet
 
 # What every identity may do with topics named after itself (Mosquitto applies a pattern to every
@@ -61,6 +61,9 @@ CONTROLLER_TOPICS = (
     "topic read allworx/#",
     "topic write allworx/+/+/cmd/+",
     "topic write allworx/campaigns/+/status",
+    "topic write allworx/campaigns/+/state",
+    "topic write allworx/campaigns/+/log",
+    "topic write allworx/campaigns/+/servers/+",
     "topic read allworx-fleet/+/reply",
 )
 

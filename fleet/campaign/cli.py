@@ -1,5 +1,7 @@
 """``allworx-fleet campaign start|status|pause|resume|abort`` and ``allworx-fleet watch``.
 
+(``campaign log|report|list`` are in :mod:`fleet.report.cli`.)
+
 ``start`` runs the controller in the foreground until the campaign ends (or, with ``--dry-run``,
 prints the per-server prediction and changes nothing); kill it and run ``start --resume`` to
 continue from the retained state. ``pause``/``resume``/``abort`` publish a signed, retained
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,15 @@ from agent.clock import Clock, SimClock, SystemClock, parse_now
 from agent.mqtt.messages import StateDocument
 from common.errors import AllworxError
 from common.reasons import Reason
-from fleet.campaign.controller import Controller, control_topic, load, sign_control, summary
+from fleet.campaign.controller import Controller, control_topic, load, load_trusted, sign_control, summary
+from fleet.campaign.model import Campaign
 from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, topic_level
 from fleet.select import Selection, parse_selection
+from fleet.watch import campaign_line
 from releases.catalog import default_catalog
 
 
@@ -135,10 +140,13 @@ def _common(func: Any) -> Any:
     "--dry-run", is_flag=True, help="Print each server's predicted steps and outcome; change nothing."
 )
 @click.option("--resume", "resume_existing", is_flag=True, help="Continue the retained campaign of this id.")
+@click.option("--trust", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of operator public keys (*.pub) whose requests the campaign applies.")  # fmt: skip
 @guarded
 def start(**p: Any) -> None:
-    """Start (or continue) a campaign and drive it to its end."""
+    """Start (or continue) a campaign and drive it to its end (progress lines on stderr)."""
     settings = broker_settings(p)
+    trusted = load_trusted(p["trust"]) if p["trust"] else None
     operator = load_key_file(p["operator_key"]) if p["operator_key"] else default_operator()
     _clock(p["now"], p["speed"])  # a bad --now fails here, before any connection
     wanted = None if p["resume_existing"] else _spec(p)  # so do bad campaign options
@@ -148,7 +156,8 @@ def start(**p: Any) -> None:
 
     async def go() -> Any:
         async with FleetClient.open(settings, operator) as client:
-            controller = Controller(client, _clock(p["now"], p["speed"]))
+            clock = _clock(p["now"], p["speed"])
+            controller = Controller(client, clock, trusted=trusted, on_change=_progress(clock))
             skipped.update(controller.invalid)
             controller.invalid = skipped
             existing = await load(client, p["campaign_id"]) if p["resume_existing"] else None
@@ -188,6 +197,18 @@ def _selected(spec: CampaignSpec, selection: Selection, states: dict[str, dict[s
         raise AllworxError(f"no server reporting matches {shown}")
     raw = {**spec.to_dict(), "members": chosen, "selection": list(selection.expressions)}
     return CampaignSpec.from_dict(raw, "campaign options")
+def _progress(clock: Clock) -> Callable[[Campaign], None]:
+    """Print a campaign's summary line on stderr when it changes (plain lines when not on a terminal)."""
+    last = [""]
+    tty = sys.stderr.isatty()
+
+    def show(current: Campaign) -> None:
+        line = campaign_line(current.summary_dict(clock.now()))
+        if line != last[0]:
+            last[0] = line
+            click.echo(f"\r{line}\033[K" if tty else line, err=True, nl=not tty)
+
+    return show
 
 
 def _print_dry_run(

@@ -3,11 +3,22 @@
 It talks only MQTT (through :class:`fleet.client.FleetClient`), so it drives virtual and lab
 servers alike. Topics (besides each server's own, docs/mqtt.md):
 
-- ``allworx/campaigns/{id}/status`` (retained, QoS 1): the whole campaign state, republished at
-  most every ``publish_interval`` seconds and at the end; a restarted controller resumes from it;
+- ``allworx/campaigns/{id}/status`` (retained, QoS 1): the bounded summary
+  (:meth:`~fleet.campaign.model.Campaign.summary_dict`), republished at most every
+  ``publish_interval`` seconds and at the end;
+- ``allworx/campaigns/{id}/servers/{serial}`` (retained, QoS 1): one member's outcome, published
+  when it changed;
+- ``allworx/campaigns/{id}/log`` (retained, QoS 1): the campaign's events, operator requests among
+  them (who, wall clock, campaign clock), in order;
+- ``allworx/campaigns/{id}/state`` (retained, QoS 1): what only the controller reads to resume
+  (spec, phases, pause, rate tokens), without the members; a restarted controller rebuilds the
+  campaign from it, the log and the ``servers/+`` topics (:func:`load`);
 - ``allworx/campaigns/{id}/control`` (retained, QoS 1): the operator's latest request
-  (``pause``/``resume``/``abort``), signed with the operator key; each request carries a nonce and
-  is applied once (the nonce is kept in the status).
+  (``pause``/``resume``/``abort``), signed with a trusted operator key; each request carries a
+  nonce and is applied once (the nonce is kept in the log).
+
+Commands to the campaign's servers signed by a trusted operator and not sent by the controller
+(``allworx-fleet send``) are recorded in the log too.
 
 Invariants: every retained server document is checked at the edge (:func:`fleet.client.check_state`)
 and one that does not validate is skipped and kept in :attr:`Controller.invalid`, never applied;
@@ -25,8 +36,10 @@ import asyncio
 import contextlib
 import json
 import secrets
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -35,7 +48,7 @@ from agent import crypto
 from agent.clock import Clock
 from agent.mqtt.connection import Inbound
 from agent.mqtt.messages import StateDocument
-from common.errors import AllworxError, BrokerError
+from common.errors import AllworxError, BrokerError, StoreError
 from fleet.campaign import setup
 from fleet.campaign.machine import CommandReply, MemberStatus, ServerState
 from fleet.campaign.model import Action, Campaign, Command
@@ -52,6 +65,21 @@ Listener = Callable[[Campaign], None]
 def status_topic(campaign_id: str) -> str:
     """The retained campaign state."""
     return f"{CAMPAIGNS}/{campaign_id}/status"
+
+
+def state_topic(campaign_id: str) -> str:
+    """The retained campaign core the controller resumes from."""
+    return f"{CAMPAIGNS}/{campaign_id}/state"
+
+
+def log_topic(campaign_id: str) -> str:
+    """The retained campaign log (events and operator requests)."""
+    return f"{CAMPAIGNS}/{campaign_id}/log"
+
+
+def member_topic(campaign_id: str, serial: str) -> str:
+    """The retained outcome of one server of a campaign."""
+    return f"{CAMPAIGNS}/{campaign_id}/servers/{serial}"
 
 
 def control_topic(campaign_id: str) -> str:
@@ -93,6 +121,33 @@ def check_control(payload: bytes, public: bytes, campaign_id: str) -> dict[str, 
     return document if crypto.verify(public, crypto.canonical_json(document), signature) else None
 
 
+def _signed_by(payload: bytes, trusted: Mapping[str, bytes]) -> dict[str, Any] | None:
+    """The JSON document if a key of ``trusted`` (by its ``key_id``) signed it; else None."""
+    try:
+        document = dict(json.loads(payload))
+        signature = bytes.fromhex(str(document.pop("signature")))
+        public = trusted[str(document.get("key_id"))]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return document if crypto.verify(public, crypto.canonical_json(document), signature) else None
+
+
+def load_trusted(folder: Path) -> dict[str, bytes]:
+    """The operator public keys (``*.pub``, hex) of a folder, by key id (a server's ``trust/operators``).
+
+    Raises:
+        StoreError: a file is not an operator public key.
+    """
+    trusted: dict[str, bytes] = {}
+    for path in sorted(folder.glob("*.pub")):
+        try:
+            public = crypto.decode_hex(path.read_text(), crypto.KEY_SIZE)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(f"{path}: not an operator public key (hex Ed25519): {exc}") from exc
+        trusted[crypto.fingerprint(public)] = public
+    return trusted
+
+
 class Controller:
     """Runs one campaign over one :class:`FleetClient` connection."""
 
@@ -107,6 +162,7 @@ class Controller:
         tick: float = 0.05,
         on_change: Listener | None = None,
         scope: set[str] | None = None,
+        trusted: Mapping[str, bytes] | None = None,
     ) -> None:
         if client.operator is None:
             raise RuntimeError("the campaign controller needs an operator key")
@@ -118,6 +174,10 @@ class Controller:
         self.tick = tick
         self.on_change = on_change or (lambda _c: None)
         self.scope = scope  # the serials of the campaign (None: every server on the broker)
+        # the operators whose requests are applied and recorded (always the controller's own)
+        self.trusted = {**(trusted or {}), self.operator.key_id: self.operator.public}
+        self._own: Counter[tuple[str, str]] = Counter()  # (serial, command) sent, echo not yet heard
+        self._published: dict[str, bytes] = {}  # retained topic -> the payload last published there
         self.states: dict[str, dict[str, Any]] = {}  # serial -> retained state (validated)
         self.online: dict[str, bool] = {}
         self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
@@ -132,11 +192,17 @@ class Controller:
         """Subscribe to every server's state and availability, and to the campaign's control topic."""
 
         def relevant(message: Inbound) -> bool:
-            return server_of(message.topic) is not None or message.topic == control_topic(campaign_id)
+            return (
+                server_of(message.topic) is not None
+                or message.topic == control_topic(campaign_id)
+                or _command_of(message.topic) is not None
+            )
 
+        topics = ["allworx/+/+/state", "allworx/+/+/availability", "allworx/+/+/cmd/+"]
+        topics.append(control_topic(campaign_id))
         with self.client.watch(relevant) as queue:
             self._inbox = queue
-            for topic in ("allworx/+/+/state", "allworx/+/+/availability", control_topic(campaign_id)):
+            for topic in topics:
                 await self.client.link.subscribe(topic, qos=1)
             yield
             self._inbox = None
@@ -166,6 +232,10 @@ class Controller:
             self._absorb(self._inbox.get_nowait(), campaign)
 
     def _absorb(self, message: Inbound, campaign: Campaign | None = None) -> None:
+        command = _command_of(message.topic)
+        if command is not None:
+            self._heard_command(campaign, *command, message.payload)
+            return
         where = server_of(message.topic)
         if where is None:
             if campaign is not None and message.topic == control_topic(campaign.spec.campaign_id):
@@ -206,8 +276,30 @@ class Controller:
             log.warning("retained_document_invalid", topic=invalid.topic, reason=invalid.reason)
         self.invalid[invalid.topic] = invalid.reason
 
+    def _heard_command(self, campaign: Campaign | None, serial: str, name: str, payload: bytes) -> None:
+        """A command on a server's ``cmd/{name}``: the controller's own echo, or an operator's to record."""
+        if self._own[(serial, name)] > 0:
+            self._own[(serial, name)] -= 1
+            return
+        if campaign is None or serial not in campaign.members:
+            return
+        document = _signed_by(payload, self.trusted)
+        if document is None or any(e.get("nonce") == document.get("nonce") for e in campaign.log):
+            return  # not from a trusted operator (the server refuses it too), or recorded before
+        campaign.note(
+            self.clock.now(),
+            "operator",
+            action=f"send {name}",
+            serial=serial,
+            key_id=document["key_id"],
+            wall=datetime.now(UTC).isoformat(),
+            nonce=document.get("nonce"),
+        )
+
     def _control(self, campaign: Campaign, payload: bytes) -> None:
-        request = check_control(payload, self.operator.public, campaign.spec.campaign_id)
+        request = _signed_by(payload, self.trusted)
+        if request is not None:
+            request = check_control(payload, self.trusted[request["key_id"]], campaign.spec.campaign_id)
         if request is None or request["nonce"] in self._seen_controls:
             return
         self._seen_controls.add(request["nonce"])
@@ -215,7 +307,14 @@ class Controller:
         if any(e.get("nonce") == request["nonce"] for e in controls):
             return  # applied before a restart
         now = self.clock.now()
-        campaign.note(now, "operator", action=request["action"], nonce=request["nonce"])
+        campaign.note(
+            now,
+            "operator",
+            action=request["action"],
+            key_id=request["key_id"],
+            wall=datetime.now(UTC).isoformat(),
+            nonce=request["nonce"],
+        )
         match request["action"]:
             case "pause":
                 campaign.pause(now)
@@ -242,6 +341,7 @@ class Controller:
         async def ask(serial: str) -> None:
             doc = scope[serial]
             async with self._limit:
+                self._own[(serial, "plan")] += 1
                 try:
                     reply = await self.client.send(
                         str(doc["site"]), serial, "plan", {"to": wanted[serial]}, timeout=self.command_timeout
@@ -303,6 +403,7 @@ class Controller:
         member = campaign.members[serial]
         args = {} if name is Command.CANCEL else {"to": target}
         async with self._limit:
+            self._own[(serial, name.value)] += 1
             try:
                 raw = await self.client.send(
                     member.site, serial, name.value, args, timeout=self.command_timeout
@@ -322,34 +423,106 @@ class Controller:
         campaign.on_reply(serial, name, reply, self.clock.now())
 
     async def publish(self, campaign: Campaign) -> None:
-        """Publish the retained campaign state."""
-        payload = json.dumps(campaign.to_dict(), separators=(",", ":")).encode()
-        await self.client.link.publish(status_topic(campaign.spec.campaign_id), payload, qos=1, retain=True)
+        """Publish the retained topics that changed: members, state and log first, the summary last."""
+        cid = campaign.spec.campaign_id
+        documents: list[tuple[str, Any]] = [
+            (member_topic(cid, m.serial), m.as_dict()) for m in campaign.members.values()
+        ]
+        documents += [(state_topic(cid), campaign.core_dict()), (log_topic(cid), campaign.log)]
+        for topic, document in documents:
+            payload = _compact(document)
+            if self._published.get(topic) != payload:
+                await self.client.link.publish(topic, payload, qos=1, retain=True)
+                self._published[topic] = payload
+        summary_doc = campaign.summary_dict(self.clock.now())
+        await self.client.link.publish(status_topic(cid), _compact(summary_doc), qos=1, retain=True)
+
+
+def _compact(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _command_of(topic: str) -> tuple[str, str] | None:
+    """(serial, command) of a command topic ``allworx/{site}/{serial}/cmd/{name}``."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] == "allworx" and parts[3] == "cmd" and parts[1] != "campaigns":
+        return parts[2], parts[4]
+    return None
+
+
+async def read_retained(client: FleetClient, topics: str, settle: float = 1.0) -> dict[str, bytes]:
+    """Every retained message on ``topics`` (a filter), by topic, read until ``settle`` s of silence.
+
+    Raises:
+        BrokerError: the connection failed.
+    """
+    prefix = topics.split("+", maxsplit=1)[0].split("#", maxsplit=1)[0]
+    found: dict[str, bytes] = {}
+    with client.watch(lambda m: m.topic.startswith(prefix) and m.retain) as queue:
+        await client.link.subscribe(topics, qos=1)
+        while True:
+            try:
+                async with asyncio.timeout(settle):
+                    message = await queue.get()
+            except TimeoutError:
+                break
+            if message.payload:
+                found[message.topic] = message.payload
+            else:
+                found.pop(message.topic, None)
+    return found
+
+
+async def load_documents(client: FleetClient, campaign_id: str, settle: float = 1.0) -> dict[str, Any]:
+    """A campaign's retained documents: ``status``, ``state``, ``log`` and ``servers`` (serial -> member).
+
+    Raises:
+        AllworxError: a retained document is not JSON.
+        BrokerError: the connection failed.
+    """
+    base = f"{CAMPAIGNS}/{campaign_id}/"
+    found = await read_retained(client, f"{base}#", settle)
+    out: dict[str, Any] = {"servers": {}}
+    for topic, payload in found.items():
+        try:
+            document = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise AllworxError(f"the retained {topic} of campaign {campaign_id!r}: not JSON: {exc}") from exc
+        rest = topic[len(base) :]
+        if rest.startswith("servers/"):
+            out["servers"][rest.split("/", 1)[1]] = document
+        elif rest in ("status", "state", "log"):
+            out[rest] = document
+    return out
 
 
 async def load(client: FleetClient, campaign_id: str, settle: float = 1.0) -> Campaign | None:
-    """Read a campaign's retained state (None when there is none).
+    """Rebuild a campaign from its retained ``state``, ``log`` and ``servers/+`` (None when there is none).
 
     Raises:
-        AllworxError: the retained document is not a campaign state (it is never guessed at).
+        AllworxError: the retained documents are not a campaign's (they are never guessed at).
         BrokerError: the connection failed.
     """
-    topic = status_topic(campaign_id)
-    with client.watch(lambda m: m.topic == topic) as queue:
-        await client.link.subscribe(topic, qos=1)
-        try:
-            async with asyncio.timeout(settle):
-                message = await queue.get()
-        except TimeoutError:
-            return None
-    if not message.payload:
+    found = await load_documents(client, campaign_id, settle)
+    if "state" not in found:
         return None
+    expected = (found.get("status") or {}).get("members")
     try:
-        return Campaign.from_dict(json.loads(message.payload))
+        members, log_entries = list(found["servers"].values()), list(found.get("log", []))
+        campaign = Campaign.from_parts(found["state"], members, log_entries)
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise AllworxError(
-            f"the retained state of campaign {campaign_id!r} ({topic}) does not validate: {exc!r}"
+            f"the retained state of campaign {campaign_id!r} ({state_topic(campaign_id)}) does not validate: "
+            f"{exc!r}"
         ) from exc
+    phased = {s for phase in campaign.phases for s in phase}
+    missing = phased - set(campaign.members)
+    if missing or (isinstance(expected, int) and expected > len(campaign.members)):
+        raise AllworxError(
+            f"campaign {campaign_id!r}: {len(campaign.members)} member topics retained, "
+            f"{expected if isinstance(expected, int) else len(phased)} expected"
+        )
+    return campaign
 
 
 def summary(campaign: Campaign) -> Mapping[str, Any]:

@@ -31,7 +31,8 @@ def render() -> str:
 Generated from `fleet/campaign/machine.py` (`CAMPAIGN_TRANSITIONS`, `MEMBER_TRANSITIONS`) by
 `python -m fleet.campaign.diagram`; a test fails when this file and the tables disagree. Any
 other (state, event) pair raises `TransitionError`. The state names are the strings of the
-retained campaign document (`allworx/campaigns/{{id}}/status`).
+retained campaign summary (`allworx/campaigns/{{id}}/status`) and member documents
+(`allworx/campaigns/{{id}}/servers/{{serial}}`).
 
 ## The campaign
 

@@ -14,7 +14,10 @@ Invariants:
 - phases run in order: no server of phase ``n+1`` starts while one of phase ``n`` is unfinished;
 - with a window, no upgrade starts outside it (staging may start before it opens);
 - the rate limit (a token bucket on the campaign clock) and ``max_in_flight`` are never exceeded;
-- ``from_dict(to_dict(c))`` is ``c``: the retained state is enough to restart the controller.
+- ``from_dict(to_dict(c))`` is ``c``, and so is ``from_parts(core_dict(), [m.as_dict() ...], log)``:
+  the retained topics are enough to restart the controller;
+- :meth:`Campaign.summary_dict` is bounded whatever the fleet's size (counts, not lists: under
+  :data:`SUMMARY_LIMIT` bytes of JSON).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ _REFUSED = frozenset(
     {MemberStatus.REJECTED, MemberStatus.FAILED, MemberStatus.CANCELLED, MemberStatus.OFFLINE}
 )  # the outcomes listed by reason code
 _SILENT = "The server did not answer the upgrade command."
+SUMMARY_LIMIT = 2048  # bytes: the retained summary's JSON never grows past this
+_SUMMARY_REFUSALS = 5  # the most frequent reason codes the summary names
 
 
 @dataclass
@@ -384,8 +389,46 @@ class Campaign:
                 entry["count"] += 1
         return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["count"])))
 
+    def summary_dict(self, now: datetime) -> dict[str, Any]:
+        """The bounded summary (the retained ``status``): state, phase, counts, target, sizes, times."""
+        refusals = dict(list(self.refusals().items())[:_SUMMARY_REFUSALS])
+        return {
+            "schema": 2,
+            "campaign_id": self.spec.campaign_id,
+            "status": self.status.value,
+            "paused_reason": self.paused_reason.value if self.paused_reason else None,
+            "phase": self.phase,
+            "phases": len(self.phases),
+            "target": self.spec.target,
+            "members": len(self.members),
+            "listed": len(self.spec.members),  # serials the spec names (0: every server reporting)
+            "counts": self.counts(),
+            "refusals": {k: {"rule": v["rule"], "count": v["count"]} for k, v in refusals.items()},
+            "needing_keys": sum(len(v) for v in self.needing_keys.values()),
+            "created": self.created.isoformat(),
+            "updated": now.isoformat(),
+        }
+
+    def core_dict(self) -> dict[str, Any]:
+        """The campaign without its members and log (the controller's retained ``state``)."""
+        full = self.to_dict()
+        for name in ("members", "log", "counts", "refusals"):
+            full.pop(name)
+        return full
+
+    @classmethod
+    def from_parts(
+        cls, core: dict[str, Any], members: list[dict[str, Any]], log: list[dict[str, Any]]
+    ) -> Campaign:
+        """Rebuild a campaign from :meth:`core_dict`, each member's :meth:`Member.as_dict`, and its log.
+
+        Raises:
+            KeyError, ValueError, TypeError: a part is not of a campaign state.
+        """
+        return cls.from_dict({**core, "members": members, "log": log})
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (the retained campaign state)."""
+        """The JSON form (the whole campaign: what the report reads)."""
         return {
             "schema": 1,
             "spec": self.spec.to_dict(),

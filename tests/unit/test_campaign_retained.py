@@ -1,0 +1,63 @@
+"""The campaign's retained shape: a bounded summary, and a campaign rebuilt from its parts."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from common.reasons import Reason
+from fleet.campaign.machine import MemberEvent, Why
+from fleet.campaign.model import SUMMARY_LIMIT, Campaign
+from fleet.campaign.spec import CampaignSpec
+from tests.unit.test_campaign import NOW, fleet
+
+SERVERS = 1000
+
+
+def big() -> Campaign:
+    """A 1,000-server campaign that names its members, half of them run and refused for many reasons."""
+    serials = tuple(f"S{i:03d}" for i in range(SERVERS))
+    campaign = fleet(SERVERS, CampaignSpec(campaign_id="big", canary=10, batch="10%", members=serials))
+    reasons = list(Reason)
+    for i, serial in enumerate(serials[: SERVERS // 2]):
+        campaign.members[serial].step(MemberEvent.START)
+        reason = reasons[i % len(reasons)].value
+        why = Why(reason, "SWM-1", "a sentence long enough to matter " * 4)
+        campaign.record(serial, MemberEvent.REJECTED, NOW, why)
+    campaign.needing_keys = {f"net{i}": list(serials[i::20]) for i in range(20)}
+    for i in range(50):
+        campaign.note(NOW + timedelta(seconds=i), "operator", action="pause", key_id="k" * 16, wall="x" * 32)
+    return campaign
+
+
+def test_summary_stays_under_the_limit_at_1000_members() -> None:
+    """The retained summary of a 1,000-member campaign is under 2 KB of JSON."""
+    campaign = big()
+    payload = json.dumps(campaign.summary_dict(NOW + timedelta(hours=1)), separators=(",", ":"))
+    assert len(payload.encode()) < SUMMARY_LIMIT
+    assert SUMMARY_LIMIT == 2048
+
+
+def test_summary_counts_every_member() -> None:
+    """The summary's counts add up to its member count."""
+    summary = big().summary_dict(NOW)
+    assert sum(summary["counts"].values()) == SERVERS
+    assert summary["members"] == SERVERS
+    assert summary["listed"] == SERVERS
+
+
+def test_campaign_rebuilds_from_its_retained_parts() -> None:
+    """The state core, each member's document and the log rebuild the same campaign."""
+    campaign = big()
+    campaign.decide(NOW)
+    members = [json.loads(json.dumps(m.as_dict())) for m in campaign.members.values()]
+    core = json.loads(json.dumps(campaign.core_dict()))
+    restored = Campaign.from_parts(core, members, json.loads(json.dumps(campaign.log)))
+    assert restored.to_dict() == campaign.to_dict()
+
+
+def test_core_holds_no_member() -> None:
+    """The controller's state core leaves the members and the log to their own topics."""
+    core = big().core_dict()
+    assert "members" not in core
+    assert "log" not in core
