@@ -25,6 +25,7 @@ from agent.cliutil import (
     fail,
     guarded,
     open_server,
+    read_key_text,
     server_options,
     version_option,
 )
@@ -165,7 +166,7 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
     Exit 2 when the key is refused (wrong serial, bad signature, expired, revoked); exit 1 when the
     file is not a key at all (``KEY_FORMAT_INVALID``) or cannot be read (``BAD_INPUT``).
     """
-    text = _read_text(key_file)
+    text = read_key_text(key_file)
     with changing_server(server_dir) as server:
         check = server.install_key(text, clock_for(now).now())
     installed = check.valid or (check.reason is not None and check.reason.value == "KEY_NOT_YET_VALID")
@@ -182,16 +183,6 @@ def keys_install(server_dir: Path, as_json: bool, now: str | None, key_file: Pat
         fail(str(document.reason), str(document.message), EXIT_ERROR if malformed else EXIT_REFUSED)
 
 
-def _read_text(path: Path) -> str:
-    """The text of a key or revocation list file (exit 1 when it is unreadable or not text)."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        fail(Reason.KEY_FORMAT_INVALID.value, f"{path} is not a text file: {exc}")
-    except OSError as exc:
-        fail("BAD_INPUT", f"cannot read {path}: {exc.strerror or exc}")
-
-
 @keys.command("install-revocations")
 @server_options
 @click.argument("list_file", type=click.Path(path_type=Path))
@@ -203,7 +194,7 @@ def keys_install_revocations(server_dir: Path, as_json: bool, now: str | None, l
     when the file is not a revocation list (``KEY_FORMAT_INVALID``) or cannot be read. The installed
     list and keys are then unchanged. Installing the same list again is a no-op.
     """
-    text = _read_text(list_file)
+    text = read_key_text(list_file)
     today = clock_for(now).now().date()
     with changing_server(server_dir) as server:
         before = server.trust()

@@ -31,7 +31,7 @@ from agent.clock import SimClock, parse_now
 from agent.documents import Wire
 from agent.lock import server_lock
 from agent.store import ServerDir
-from common.errors import AllworxError
+from common.errors import AllworxError, StoreError
 
 DEBUG_VARIABLE = "ALLWORX_DEBUG"
 PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable name, not a password
@@ -337,3 +337,21 @@ def version_option(prog: str) -> Callable[[F], F]:
         callback=show,
         help="Print the version and the catalogue's newest release, then exit.",
     )
+
+
+def read_key_text(path: Path) -> str:
+    """The text of a key or revocation list file a user names (exit 1 with a reason code when it is
+    missing, not a regular file, larger than any key, or not text)."""
+    from agent.armor import MAX_TEXT
+    from agent.fileio import read_bounded
+
+    try:
+        data = read_bounded(path, 4 * MAX_TEXT)
+    except FileNotFoundError:
+        fail("BAD_INPUT", f"cannot read {path}: no such file")
+    except StoreError as exc:
+        fail("BAD_INPUT", str(exc))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail("KEY_FORMAT_INVALID", f"{path} is not a text file: {exc}")

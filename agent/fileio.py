@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -156,17 +157,55 @@ def write_json(
     write_atomic(path, text.encode() + b"\n", point=point, disk=disk)
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON document.
+MAX_SMALL_FILE = 1024 * 1024  # bytes: a JSON document, key or trust file of a server is far smaller
+
+
+def read_bounded(path: Path, limit: int = MAX_SMALL_FILE) -> bytes:
+    """Read a regular file of at most ``limit`` bytes, without ever blocking or reading past it.
+
+    A FIFO, a device (``/dev/zero``), a folder or a link to one of them is refused before any
+    read: the file is opened non-blocking and checked with ``fstat``.
 
     Raises:
-        StoreError: missing or not JSON.
+        FileNotFoundError: there is no such file.
+        StoreError: not a regular file, larger than ``limit``, or unreadable.
     """
     try:
-        return json.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise StoreError(f"{path} is larger than {limit} bytes")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(65536, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise StoreError(f"{path} is larger than {limit} bytes")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path, limit: int = MAX_SMALL_FILE) -> Any:
+    """Read a JSON document (a regular file of at most ``limit`` bytes).
+
+    Raises:
+        StoreError: missing, not a regular file, too large, or not JSON.
+    """
+    try:
+        return json.loads(read_bounded(path, limit))
     except FileNotFoundError as exc:
         raise StoreError(f"{path} is missing") from exc
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise StoreError(f"{path} is unreadable or not JSON: {exc}") from exc
 
 

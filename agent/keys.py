@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from agent import armor, crypto
 from agent.crypto import Certificate, SignatureCheck, SignedDocument
+from agent.fileio import read_bounded
 from agent.revocation import (
     REVOCATIONS_FILE,
     ROOT_FILE,
@@ -54,7 +55,7 @@ from agent.revocation import (
     sign_revocation_list,
     write_trust,
 )
-from common.errors import KeyFormatError, SignatureError
+from common.errors import KeyFormatError, SignatureError, StoreError
 from common.reasons import Reason
 
 
@@ -274,14 +275,17 @@ def parse_key(text: str | bytes) -> SignedKey:
 parse_key_text = parse_key  # the name the server directory (agent/store.py) uses
 
 
+MAX_KEY_BYTES = 4 * armor.MAX_TEXT  # bytes: UTF-8 of the longest key text armor accepts
+
+
 def installed_keys(folder: Path) -> list[SignedKey]:
     """Every ``*.key`` file in ``folder`` that parses, by file name (one that does not is skipped:
     it was never valid)."""
     keys = []
     for path in sorted(folder.glob("*.key")):
         try:
-            keys.append(parse_key(path.read_text()))
-        except (KeyFormatError, OSError, UnicodeDecodeError):
+            keys.append(parse_key(read_bounded(path, MAX_KEY_BYTES).decode()))
+        except (KeyFormatError, StoreError, OSError, UnicodeDecodeError):
             continue
     return keys
 

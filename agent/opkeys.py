@@ -15,7 +15,8 @@ from pathlib import Path
 import structlog
 
 from agent import crypto
-from agent.fileio import write_atomic
+from agent.fileio import read_bounded, write_atomic
+from common.errors import StoreError
 
 log = structlog.get_logger("agent.opkeys")
 OPERATORS_DIR = Path("trust") / "operators"
@@ -31,8 +32,8 @@ def load_operator_keys(server_root: Path) -> dict[str, bytes]:
     trusted: dict[str, bytes] = {}
     for path in sorted(operators_dir(server_root).glob("*.pub")):
         try:
-            public = crypto.decode_hex(path.read_text(), crypto.KEY_SIZE)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            public = crypto.decode_hex(read_bounded(path, 1024).decode(), crypto.KEY_SIZE)
+        except (OSError, StoreError, UnicodeDecodeError, ValueError) as exc:
             log.warning("operator_key_skipped", path=str(path), error=str(exc))
             continue
         trusted[crypto.fingerprint(public)] = public

@@ -172,3 +172,21 @@ def _check_error(error: Any, path: Path) -> None:
         raise invalid(path, "error", error, "null, or an object of a reason and a message")
     if error.get("reason", Reason.BAD_INPUT.value) not in Reason.__members__:
         raise invalid(path, "error.reason", error.get("reason"), "a reason code")
+
+
+OWN_FOLDERS = ("slots", "slots/a", "slots/b", "update", "keys", "trust", "agent", "phones")
+
+
+def check_folders(root: Path) -> None:
+    """Every folder the agent writes in is a real folder of ``root``, not a link that would take a
+    write outside the server directory (a missing one is made when needed).
+
+    Raises:
+        StoreError: (``STATE_INVALID``) one of them is a symbolic link or not a folder.
+    """
+    for name in OWN_FOLDERS:
+        path = root / name
+        if path.is_symlink():
+            raise unreadable(path, "a symbolic link where the server's own folder belongs")
+        if path.exists() and not path.is_dir():
+            raise unreadable(path, "not a folder")

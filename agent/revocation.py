@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent import armor, crypto
 from agent.crypto import Certificate, SignatureCheck, SignedDocument
-from agent.fileio import DURABLE, Disk, write_atomic
+from agent.fileio import DURABLE, Disk, read_bounded, write_atomic
 from common.errors import KeyFormatError, StaleRevocationError, StoreError
 
 REVOCATIONS_BEGIN = "-----BEGIN ALLWORX REVOCATION LIST-----"
@@ -133,14 +133,14 @@ def load_trust(directory: Path, *, check: SignatureCheck = crypto.verify) -> Tru
         SignatureError: the revocation list is not signed by the root's revocations key.
     """
     try:
-        root_text = (directory / ROOT_FILE).read_text(encoding="ascii")
+        root_text = read_bounded(directory / ROOT_FILE, 1024).decode("ascii")
         root = crypto.decode_hex(root_text, crypto.KEY_SIZE)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, StoreError, UnicodeDecodeError, ValueError) as exc:
         raise StoreError(f"{directory / ROOT_FILE}: cannot read the pinned vendor root: {exc}") from exc
     trust = TrustStore(root)
     path = directory / REVOCATIONS_FILE
     try:
-        text = path.read_bytes()
+        text = read_bounded(path, 4 * armor.MAX_TEXT)
     except FileNotFoundError:
         return trust
     except OSError as exc:

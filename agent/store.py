@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from agent.bootloader import Bootloader
 from agent.documents import KeyReport, LastResult
-from agent.fileio import DURABLE, Disk, read_json, write_atomic, write_json
+from agent.fileio import DURABLE, Disk, read_bounded, read_json, write_atomic, write_json
 from agent.journal import Job, Journal
 from agent.keys import (
     REVOCATIONS_FILE,
@@ -33,7 +33,7 @@ from agent.keys import (
     installed_keys,
     parse_key_text,
 )
-from agent.persisted import check_identity, check_job, check_slot, unreadable
+from agent.persisted import check_folders, check_identity, check_job, check_slot, unreadable
 from agent.policy import ServerFacts
 from agent.verifier import DURABLE_VERIFIER, Verifier
 from common.errors import KeyFormatError, StoreError
@@ -114,7 +114,7 @@ class ServerDir:
         """
         path = self.root / "identity.json"
         try:
-            data = path.read_bytes()
+            data = read_bounded(path)
         except FileNotFoundError as exc:
             raise StoreError(f"{self.root} is not a server directory (no identity.json)") from exc
         except OSError as exc:
@@ -168,13 +168,15 @@ class ServerDir:
     def check_state(self) -> Job | None:
         """Read and check every persisted file the agent steers by; return the journal's state.
 
-        The identity, the bootloader environment, the committed slot's descriptor and the journal:
-        a command that changes the server calls this before it writes anything (fail closed).
+        The server's own folders (never a link out of the directory), the identity, the bootloader
+        environment, the committed slot's descriptor and the journal: a command that changes the
+        server calls this before it writes anything (fail closed).
 
         Raises:
             StoreError: one of them is missing, unreadable or holds a value out of range
                 (``STATE_INVALID`` names the file and the field).
         """
+        check_folders(self.root)
         self.identity()
         self.committed()
         return self.load_job()

@@ -23,6 +23,7 @@ from agent.cliutil import (
     AllworxGroup,
     fail,
     positive,
+    read_key_text,
     root_cause,
     version_option,
 )
@@ -31,14 +32,13 @@ from agent.keys import parse_key
 from agent.logs import configure_logging
 from agent.mqtt.messages import EventMessage
 from common.errors import AllworxError
-from common.reasons import Reason
 from fleet.campaign.cli import campaign, watch_command
 from fleet.client import Answer, FleetClient
 from fleet.operator import OperatorKey, default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, topic_level
+from fleet.report.cli import COMMANDS as CAMPAIGN_READERS
 from fleet.select import parse_selection
 from fleet.status import FleetStatus, as_json, collect, print_table
-from fleet.report.cli import COMMANDS as CAMPAIGN_READERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = EXIT_REFUSED  # a policy refusal the server reported: exit 2, as everywhere
@@ -189,10 +189,7 @@ def send_install_key(key_file: Path, **params: Any) -> None:
     A file that is not a key (``KEY_FORMAT_INVALID``) is not sent: exit 1, as ``allworx-agent keys
     install`` does.
     """
-    try:
-        text = key_file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        fail(Reason.KEY_FORMAT_INVALID.value, f"{key_file} is not a text file: {exc}")
+    text = read_key_text(key_file)
     parse_key(text)  # KeyFormatError: exit 1 before anything is sent
     _exchange(params, "install-key", {"key": text}, None)
 

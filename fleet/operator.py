@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import crypto
-from agent.fileio import create_folder_once
+from agent.fileio import create_folder_once, read_bounded
 from common.errors import StoreError
 
 HOME_VARIABLE = "ALLWORX_SIM_HOME"
@@ -52,8 +52,8 @@ def load_key_file(path: Path) -> OperatorKey:
         StoreError: unreadable or not a key.
     """
     try:
-        private = crypto.decode_hex(path.read_text(), crypto.KEY_SIZE)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        private = crypto.decode_hex(read_bounded(path, 1024).decode(), crypto.KEY_SIZE)
+    except (OSError, StoreError, UnicodeDecodeError, ValueError) as exc:
         raise StoreError(f"{path}: not an operator private key (hex Ed25519): {exc}") from exc
     return OperatorKey(private, crypto.public_key(private))
 

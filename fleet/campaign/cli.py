@@ -197,6 +197,8 @@ def _selected(spec: CampaignSpec, selection: Selection, states: dict[str, dict[s
         raise AllworxError(f"no server reporting matches {shown}")
     raw = {**spec.to_dict(), "members": chosen, "selection": list(selection.expressions)}
     return CampaignSpec.from_dict(raw, "campaign options")
+
+
 def _progress(clock: Clock) -> Callable[[Campaign], None]:
     """Print a campaign's summary line on stderr when it changes (plain lines when not on a terminal)."""
     last = [""]

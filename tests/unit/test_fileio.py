@@ -83,3 +83,15 @@ def test_a_shared_write_cut_mid_way_leaves_its_own_temp_and_the_old_file(tmp_pat
     (leftover,) = [p.name for p in tmp_path.iterdir() if p != path]
     assert leftover.startswith(".index.json-")
     assert leftover.endswith(".tmp")
+
+
+def test_a_bounded_read_refuses_a_file_past_its_limit(tmp_path: Path) -> None:
+    """A file larger than the limit is refused whole; one at the limit reads."""
+    from agent.fileio import read_bounded
+    from common.errors import StoreError
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    assert read_bounded(path, 100) == b"x" * 100
+    with pytest.raises(StoreError, match="larger than 99 bytes"):
+        read_bounded(path, 99)
