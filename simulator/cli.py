@@ -105,7 +105,7 @@ _attach_publish()
     "workdir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where to build the demo (default: a new temporary folder).",
+    help="Where to build the demo (default: a new temporary folder, removed at the end).",
 )
 @click.option("--servers", type=click.IntRange(1, 20_000), default=200, show_default=True,
               help="Servers in the fleet.")  # fmt: skip
@@ -115,7 +115,10 @@ _attach_publish()
 @click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
               help="Processes hosting the agents (0: in the demo's own process).")  # fmt: skip
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write report.json and report.html (default: DIR/report).")  # fmt: skip
+              help="Where to write report.json and report.html (default: DIR/report; without "
+                   "--dir or --keep, a new allworx-demo-report-* temporary folder).")  # fmt: skip
+@click.option("--keep", is_flag=True,
+              help="Keep the temporary working folder (the fleet, its report) at the end.")  # fmt: skip
 @guarded
 def demo(
     *,
@@ -125,16 +128,25 @@ def demo(
     broker: str | None,
     workers: int,
     report_dir: Path | None,
+    keep: bool,
 ) -> None:
-    """The main job: a fleet upgraded by one campaign, watched live, then reported."""
+    """The main job: a fleet upgraded by one campaign, watched live, then reported.
+
+    Without --dir it works in a temporary folder that it removes at the end (also after Ctrl-C or
+    SIGTERM) unless --keep is given, and prints where the report is. Ctrl-C or SIGTERM stops every
+    worker process it started; the exit code after SIGTERM is 143.
+    """
     from simulator.broker import check_broker
     from simulator.demo import run_demo
+    from simulator.fleet.host import sigterm_unwinds
 
     if broker is not None:
         check_broker(broker)  # an unreachable broker fails now, not after the agents' wait
 
-    sys.exit(run_demo(workdir, servers=servers, speed=speed, broker=broker, workers=workers,
-                      report_dir=report_dir))  # fmt: skip
+    with sigterm_unwinds():
+        code = run_demo(workdir, servers=servers, speed=speed, broker=broker, workers=workers,
+                        report_dir=report_dir, keep=keep)  # fmt: skip
+    sys.exit(code)
 
 
 from simulator.vendor import cli as vendor_cli  # noqa: E402  # reason: registered after the core groups

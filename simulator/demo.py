@@ -8,16 +8,22 @@ batches, in a maintenance window with staging before it, under an abort rule. It
 display (plain lines when not on a terminal), prints a summary in which every server is counted
 once, and writes the report (JSON and HTML).
 
+Without a working folder of its own (``--dir``) it works in a temporary folder and removes it at
+the end, however the run ends (Ctrl-C and SIGTERM included), unless asked to keep it; the report
+then goes to a fresh ``allworx-demo-report-*`` temporary folder, printed at the end.
+
 The campaign names the demo's own servers as its members: on a shared broker (``--broker``) no
 other server is planned, commanded or counted.
 
-Exit code: 0 when the campaign completed and every server is accounted for, 1 otherwise.
+Exit code: 0 when the campaign completed and every server is accounted for, 1 otherwise (143
+after SIGTERM, see :func:`simulator.fleet.host.sigterm_unwinds`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import time
 from datetime import timedelta
@@ -70,9 +76,44 @@ def run_demo(
     report_dir: Path | None = None,
     workers: int = 1,
     live: bool | None = None,
+    keep: bool = False,
 ) -> int:
-    """Run the demo in ``workdir`` (or a temporary folder) and return the exit code."""
+    """Run the demo in ``workdir`` (or a temporary folder) and return the exit code.
+
+    A temporary working folder is removed on the way out, however the run ends, unless ``keep``;
+    its report is then written to a fresh ``allworx-demo-report-*`` temporary folder.
+    """
     base = workdir or Path(tempfile.mkdtemp(prefix="allworx-demo-"))
+    remove = workdir is None and not keep
+    try:
+        return _demo(
+            base,
+            servers=servers,
+            speed=speed,
+            broker=broker,
+            report_dir=report_dir or (None if remove else base / "report"),
+            workers=workers,
+            live=live,
+        )
+    finally:
+        if remove:
+            shutil.rmtree(base, ignore_errors=True)
+            click.echo(f"Removed the working folder {base} (--keep keeps it).")
+        elif workdir is None:
+            click.echo(f"Kept the working folder {base}.")
+
+
+def _demo(
+    base: Path,
+    *,
+    servers: int,
+    speed: float,
+    broker: str | None,
+    report_dir: Path | None,
+    workers: int,
+    live: bool | None,
+) -> int:
+    """Build the fleet in ``base``, run the campaign, report in ``report_dir`` (None: a new temporary one)."""
     say = click.echo
     began = time.monotonic()
     quiet_logs()
@@ -85,7 +126,8 @@ def run_demo(
         say("error: TIMEOUT: the fleet's agents did not all report their state in time", err=True)
         return 1
     report = build_report(campaign)
-    json_path, html_path = write_report(report, report_dir or base / "report")
+    folder = report_dir or Path(tempfile.mkdtemp(prefix="allworx-demo-report-"))
+    json_path, html_path = write_report(report, folder)
     _summary(report, say)
     say(f"Report: {html_path}\n        {json_path}")
     say(f"Done in {time.monotonic() - began:.1f} s.")

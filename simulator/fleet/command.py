@@ -1,4 +1,6 @@
-"""``allworx-sim fleet``: build (or reuse) a fleet and run an agent per server until Ctrl-C.
+"""``allworx-sim fleet``: build (or reuse) a fleet and run an agent per server until Ctrl-C or SIGTERM.
+
+Either signal stops every worker process it started (the exit code after SIGTERM is 143).
 
 Several hosts can share one fleet against one broker: each runs ``--shard i/n`` (the servers
 whose index is ``i`` modulo ``n``) with the same description, so all agree on every server
@@ -84,10 +86,19 @@ def _shard(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[int
 @click.option("--build-only", is_flag=True, help="Build (or reuse) the servers and stop.")
 @guarded
 def fleet_command(**p: Any) -> None:
-    """Build (or reuse) a simulated fleet and run one agent (one MQTT session) per server."""
-    from simulator.fleet.host import quiet_logs
+    """Build (or reuse) a simulated fleet and run one agent (one MQTT session) per server.
+
+    Ctrl-C or SIGTERM stops it and every worker process it started; the exit code after SIGTERM is 143.
+    """
+    from simulator.fleet.host import quiet_logs, sigterm_unwinds
 
     quiet_logs()
+    with sigterm_unwinds():
+        _fleet(p)
+
+
+def _fleet(p: dict[str, Any]) -> None:
+    """Build this fleet, write its files and (unless ``--build-only``) host this shard's agents."""
     try:
         spec = _spec(p)
     except FleetFileError as exc:  # one line per problem, each naming the file (or flag) and key
@@ -107,7 +118,7 @@ def fleet_command(**p: Any) -> None:
 
 
 def _serve(p: dict[str, Any], mine: Fleet) -> None:
-    """Host this shard's agents until Ctrl-C."""
+    """Host this shard's agents until Ctrl-C (or SIGTERM, which :func:`sigterm_unwinds` turns into one)."""
     from simulator.fleet.run import simulate
 
     async def serve() -> None:

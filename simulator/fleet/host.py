@@ -7,7 +7,11 @@ instant, its speed and a wall-clock epoch, so agents in different processes (or 
 hosts with synchronised clocks) and the campaign controller agree on the simulated time.
 
 Invariants: a host never writes outside its servers' folders; SIGTERM stops its agents cleanly
-(each publishes ``offline`` itself); the workers are the caller's children and are stopped by it.
+(each publishes ``offline`` itself); the workers are the caller's children and are stopped by it,
+and on Linux each worker is sent SIGTERM by the kernel when its parent ends, even by SIGKILL
+(``PR_SET_PDEATHSIG``), so no worker outlives the command that started it. Inside
+:func:`sigterm_unwinds`, SIGTERM unwinds the caller like Ctrl-C (``finally`` blocks and context
+managers run, :meth:`Workers.stop` among them) and the process then exits 143.
 
 Shortcuts: a host whose :attr:`HostConfig.fast` is true (the default) builds its agents' server
 directories with the simulation's :class:`~simulator.fleet.disk.FastDisk` (no fsync: no OS crash
@@ -22,8 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
+import signal
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing.process import BaseProcess
@@ -128,8 +135,64 @@ def quiet_logs() -> None:
     logging.getLogger("transitions").setLevel(logging.CRITICAL)
 
 
+TERMINATED = 128 + signal.SIGTERM  # the exit code after SIGTERM, as a shell reports a process it ended
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Handle SIGTERM as Ctrl-C in this (main) thread, then exit with :data:`TERMINATED`.
+
+    Inside ``asyncio.run`` the signal goes to asyncio's Ctrl-C handler (the main task is cancelled,
+    its context managers run); elsewhere it raises :class:`KeyboardInterrupt`. The
+    :class:`KeyboardInterrupt` it causes is swallowed on the way out.
+
+    Raises:
+        SystemExit: with :data:`TERMINATED`, once the block has unwound after SIGTERM.
+    """
+    terminated = False
+
+    def on_sigterm(_signum: int, frame: Any) -> None:
+        nonlocal terminated
+        terminated = True
+        interrupt = signal.getsignal(signal.SIGINT)
+        if callable(interrupt):
+            interrupt(signal.SIGINT, frame)  # asyncio.run's handler, or default_int_handler
+        else:  # Ctrl-C ignored in this process (started in the background): unwind all the same
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not terminated:
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        raise SystemExit(TERMINATED)
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Have the kernel send this process SIGTERM when ``parent`` ends (Linux only; elsewhere nothing).
+
+    The request follows the parent *thread* that started this process: :meth:`Workers.start`
+    must run in a thread that lives as long as the workers (the main thread).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:  # it ended before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(dirs: list[str], config: HostConfig, ready: Any) -> None:
-    """Worker-process entry: host ``dirs`` until SIGTERM."""
+    """Worker-process entry: host ``dirs`` until SIGTERM (its own, or its parent's end)."""
+    parent = multiprocessing.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)
     quiet_logs()
 
     async def main() -> None:
