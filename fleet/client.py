@@ -326,6 +326,28 @@ class FleetClient:
         """
         return (await self.read_states(site, settle)).valid
 
+    async def retained(self, topics: str, matches: Matcher, settle: float) -> dict[str, bytes]:
+        """Every message on ``topics`` (a filter) that ``matches`` accepts, the last by topic, read
+        until ``settle`` s of silence; an empty one clears its topic.
+
+        Raises:
+            BrokerError: the connection failed.
+        """
+        found: dict[str, bytes] = {}
+        with self.watch(matches) as queue:
+            await self.link.subscribe(topics, qos=1)
+            while True:
+                try:
+                    async with asyncio.timeout(settle):
+                        message = await queue.get()
+                except TimeoutError:
+                    break
+                if message.payload:
+                    found[message.topic] = message.payload
+                else:
+                    found.pop(message.topic, None)
+        return found
+
     async def read_states(self, site: str | None = None, settle: float = 0.5) -> RetainedStates:
         """Read every server's retained state (of one site, or all) until ``settle`` s of quiet;
         each is checked (:func:`check_state`), and those that do not validate are set apart.
@@ -333,19 +355,10 @@ class FleetClient:
         Raises:
             BrokerError: the connection failed.
         """
-        found: dict[str, StateDocument | Invalid] = {}
-        with self.watch(lambda m: m.topic.endswith("/state") and m.topic.startswith("allworx/")) as queue:
-            await self.link.subscribe(all_states(site), qos=1)
-            while True:
-                try:
-                    async with asyncio.timeout(settle):
-                        message = await queue.get()
-                except TimeoutError:
-                    break
-                if message.payload:  # an empty retained message clears the topic
-                    found[message.topic] = check_state(message.topic, message.payload)
-                else:
-                    found.pop(message.topic, None)
+        read = await self.retained(
+            all_states(site), lambda m: m.topic.endswith("/state") and m.topic.startswith("allworx/"), settle
+        )
+        found = {topic: check_state(topic, payload) for topic, payload in read.items()}
         checked = [found[t] for t in sorted(found)]
         return RetainedStates(
             [doc for doc in checked if not isinstance(doc, Invalid)],

@@ -457,20 +457,7 @@ async def read_retained(client: FleetClient, topics: str, settle: float = 1.0) -
         BrokerError: the connection failed.
     """
     prefix = topics.split("+", maxsplit=1)[0].split("#", maxsplit=1)[0]
-    found: dict[str, bytes] = {}
-    with client.watch(lambda m: m.topic.startswith(prefix) and m.retain) as queue:
-        await client.link.subscribe(topics, qos=1)
-        while True:
-            try:
-                async with asyncio.timeout(settle):
-                    message = await queue.get()
-            except TimeoutError:
-                break
-            if message.payload:
-                found[message.topic] = message.payload
-            else:
-                found.pop(message.topic, None)
-    return found
+    return await client.retained(topics, lambda m: m.topic.startswith(prefix) and m.retain, settle)
 
 
 async def load_documents(client: FleetClient, campaign_id: str, settle: float = 1.0) -> dict[str, Any]:
