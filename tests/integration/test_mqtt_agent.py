@@ -260,7 +260,7 @@ async def _watch_events(
                 ready.set()
                 async for message in link.messages():
                     into.append(json.loads(message.payload))
-        except BrokerError:
+        except (BrokerError, TimeoutError, OSError):  # the broker is away, or slow to accept again
             await asyncio.sleep(0.05)
 
 
