@@ -16,6 +16,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def broker_options(func: F) -> F:
+    """``--broker`` and its TLS/credential companions, and ``--json``."""
+    func = connection_options(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def connection_options(func: F) -> F:
     """``--broker`` and its TLS/credential companions."""
     func = click.option(
         "--broker",
@@ -27,8 +33,7 @@ def broker_options(func: F) -> F:
     func = click.option("--cert", default=None, help="Client certificate (mqtts://).")(func)
     func = click.option("--key", "cert_key", default=None, help="Client certificate's key.")(func)
     func = click.option("--username", default=None, help="Broker user name.")(func)
-    func = password_options(func)
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+    return password_options(func)
 
 
 def broker_settings(params: dict[str, Any]) -> BrokerSettings:

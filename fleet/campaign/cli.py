@@ -33,7 +33,7 @@ from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
-from fleet.options import broker_options, broker_settings, topic_level
+from fleet.options import broker_options, broker_settings, connection_options, topic_level
 from fleet.select import Selection, parse_selection
 from fleet.watch import campaign_line
 from releases.catalog import default_catalog
@@ -270,7 +270,7 @@ for _action in ("pause", "resume", "abort"):
 
 
 @click.command("watch")
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="mqtt://host:port.")
+@connection_options
 @click.option("--duration", type=positive(), default=None, help="Stop after this many seconds.")
 @click.option("--until-done", default=None, callback=topic_level, help="Stop when this campaign has ended.")
 @click.option("--plain", is_flag=True, help="Plain progress lines even on a terminal.")
@@ -281,16 +281,17 @@ for _action in ("pause", "resume", "abort"):
     help="Only servers whose retained state matches (repeatable, ANDed; as campaign start --select).",
 )
 def watch_command(
-    broker: str, duration: float | None, until_done: str | None, plain: bool, select: tuple[str, ...]
+    duration: float | None, until_done: str | None, plain: bool, select: tuple[str, ...], **params: Any
 ) -> None:
-    """A live view of the fleet from the retained topics (any broker the agents use)."""
-    from agent.mqtt.connection import BrokerSettings
+    """A live view of the fleet from the retained topics (any broker the agents use, TLS and
+    credentials as every command takes them)."""
     from fleet.watch import watch
 
+    settings = broker_settings(params)
     try:
         asyncio.run(
             watch(
-                BrokerSettings(url=broker),
+                settings,
                 duration=duration,
                 until_done=until_done,
                 live=False if plain else None,

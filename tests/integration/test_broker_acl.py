@@ -447,6 +447,35 @@ async def test_the_password_variant_binds_a_server_to_its_serial(locked: Locked,
     assert [t for t in seen if t != marker] == []
 
 
+async def test_every_fleet_command_connects_with_tls_and_a_password(locked: Locked, site: str) -> None:
+    """status, send, campaign start --dry-run and watch all reach a broker that requires TLS and a
+    password, with the one set of broker options every command takes."""
+    agent = start_agent(locked, site, password=True)
+    options = locked.cli("operator", password=True)
+    try:
+        await online(locked, site, password=True)
+        code, states, err = await fleet("status", "--select", f"site={site}", *options)
+        assert code == 0, err
+        assert [doc["serial"] for doc in states["servers"]] == [locked.a]
+        code, reply, err = await fleet("send", "report", "--site", site, "--serial", locked.a, *options)
+        assert code == 0, err
+        assert reply["status"] == "accepted"
+        code, planned, err = await fleet(
+            "campaign", "start", "--id", f"c{site}", "--select", f"site={site}", "--dry-run", *options
+        )
+        assert code == 0, err
+        assert [row["serial"] for row in planned["dry_run"]] == [locked.a]
+        watched = await asyncio.to_thread(
+            subprocess.run,
+            [*_program("fleet.cli"), "watch", "--duration=2", "--plain", f"--select=site={site}", *options],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        stop(agent)
+    assert watched.returncode == 0, watched.stderr
+    assert "servers 1" in watched.stdout + watched.stderr
+
+
 # ------------------------------------------------------------------------------- secrets on disk
 
 
