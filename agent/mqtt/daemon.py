@@ -181,7 +181,8 @@ class Agent:
         self.observer = observer
         self._session_task: asyncio.Future[None] | None = None
         self._reconnect = False  # the running session is being ended to connect with new settings
-        self._connected_at = 0.0  # wall monotonic time the current (or last) session came up
+        self._connected_at = 0.0  # wall monotonic time the broker accepted the current (or last) session
+        self._linked = False  # whether the broker accepted the session that just ended
         self._link_taken_over = False  # whether the broker said the last session was taken over
 
     # --- lifetime -------------------------------------------------------------------------
@@ -358,11 +359,12 @@ class Agent:
                 log.info("broker_reconnecting", broker=self.options.broker.url)
                 delays = self._backoff()
             except BrokerError as exc:
-                was_up = self.connected.is_set()
+                linked, self._linked = self._linked, False
                 self._session_down()
-                # it was up: start the backoff again from the base, unless another client took the
-                # session over (then keep backing off: the client id is contested)
-                if was_up and not self._taken_over(exc):
+                # the broker had accepted the session (even if it ended before the agent was serving):
+                # start the backoff again from the base, unless another client took the session over
+                # (then keep backing off: the client id is contested)
+                if linked and not self._taken_over(exc):
                     delays = self._backoff()
                 if exc.protocol_refused and self.protocol is Protocol.V5:
                     log.info("broker_mqtt5_refused", fallback=Protocol.V311.value)
@@ -406,6 +408,7 @@ class Agent:
             will=(self.topics.availability, offline),
             identifier=self.takeovers.reconnecting(self.wall.monotonic()),
         ) as link:
+            self._linked, self._connected_at = True, self.wall.monotonic()  # the broker accepted it
             try:
                 await self._serve(link)
             except asyncio.CancelledError:
@@ -426,7 +429,6 @@ class Agent:
             retain=True,
         )
         log.info("broker_connected", protocol=link.protocol.value, pending=self.outbox.pending_count)
-        self._connected_at = self.wall.monotonic()
         self.connected.set()
         if self.observer is not None:
             self.observer.session(True)
