@@ -6,7 +6,7 @@ Retained under ``allworx/campaigns/{id}/``: ``status`` (:class:`SummaryDocument`
 built from. Their keys, and the order they are written in, are the published form.
 
 They are ``TypedDict`` s, not pydantic models: every member's document is rebuilt and compared at
-each publish (a fleet of thousands, twice a second), where a plain dict costs least.
+each publish, for every server of the fleet, where a plain dict costs least.
 
 Invariant: a document read back is parsed by the class that wrote it (``Member.from_dict``,
 ``Campaign.from_parts``, ``CampaignSpec.from_dict``); one that does not fit raises there.
