@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -126,6 +126,23 @@ def decode_base64(text: str) -> bytes:
 # ---------------------------------------------------------------------------- certificates
 
 
+class CertificateFields(TypedDict):
+    """What the vendor root signs of a certificate (keys in canonical order)."""
+
+    not_after: str  # ISO date
+    not_before: str  # ISO date
+    public_key: str  # hex
+    purposes: list[str]
+    signer_id: str
+    type: Literal["allworx-certificate"]
+
+
+class CertificateJson(CertificateFields):
+    """A certificate's JSON form: the signed fields and the root's signature (hex)."""
+
+    signature: str
+
+
 @dataclass(frozen=True, slots=True)
 class Certificate:
     """A signing key's public half, its purposes and validity, signed by the vendor root."""
@@ -137,24 +154,23 @@ class Certificate:
     not_after: date
     signature: bytes = b""
 
+    def _signed_fields(self) -> CertificateFields:
+        return {
+            "not_after": self.not_after.isoformat(),
+            "not_before": self.not_before.isoformat(),
+            "public_key": self.public_key.hex(),
+            "purposes": list(self.purposes),
+            "signer_id": self.signer_id,
+            "type": "allworx-certificate",
+        }
+
     def tbs(self) -> bytes:
         """Return the canonical bytes the root signs (every field but the signature)."""
-        return canonical_json(
-            {
-                "type": "allworx-certificate",
-                "signer_id": self.signer_id,
-                "public_key": self.public_key.hex(),
-                "purposes": list(self.purposes),
-                "not_before": self.not_before.isoformat(),
-                "not_after": self.not_after.isoformat(),
-            }
-        )
+        return canonical_json(self._signed_fields())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CertificateJson:
         """Return the JSON form (with the signature)."""
-        data: dict[str, Any] = json.loads(self.tbs())
-        data["signature"] = self.signature.hex()
-        return data
+        return {**self._signed_fields(), "signature": self.signature.hex()}
 
     @classmethod
     def from_dict(cls, data: Any) -> Certificate:

@@ -31,6 +31,8 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
+from common.jsonedge import JsonObject  # the serialised form: what the JSON edge prints, stores or sends
+
 StepOutcome = Literal["committed", "refused", "failed", "cancelled"]
 RequestOutcome = Literal["succeeded", "rejected", "failed", "cancelled"]
 
@@ -66,14 +68,14 @@ class Wire(BaseModel):
     def _serialize(self, handler: SerializerFunctionWrapHandler) -> Any:
         return self._shape(handler(self))
 
-    def _shape(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _shape(self, data: JsonObject) -> JsonObject:
         """Adjust the serialised fields: by default, leave out the omittable ones that are None."""
         for name in self._omittable:
             if name in data and data[name] is None:
                 del data[name]
         return data
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> JsonObject:
         """The JSON form as Python data (the JSON edge: what is printed, stored or sent)."""
         return self.model_dump(mode="json", by_alias=True)
 
@@ -183,7 +185,7 @@ class KeyReport(Wire):
     count: int | None = None
     message: str
 
-    def _shape(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _shape(self, data: JsonObject) -> JsonObject:
         """A key that parsed carries every field (null or not); one that did not, none of them."""
         if self.key_id is None:
             for name in _KEY_FIELDS:

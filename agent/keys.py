@@ -154,7 +154,7 @@ _USERS = re.compile(r"(\d{1,6})-(\d{1,6})")
 
 def payload_bytes(info: KeyInfo) -> bytes:
     """Return the canonical bytes a key's signature covers."""
-    data: dict[str, Any] = {"type": "allworx-software-key"}
+    data: dict[str, str] = {"type": "allworx-software-key"}
     for f in fields(info):
         value = getattr(info, f.name)
         if value is not None:
@@ -259,10 +259,7 @@ def parse_key(text: str | bytes) -> SignedKey:
     found = armor.single_fields(
         armor.parse_block(text, KEY_BEGIN, KEY_END), [*_KEY_FIELDS, *armor.BLOCK_FIELDS]
     )
-    values: dict[str, Any] = {}
-    for name, attr in _KEY_FIELDS.items():
-        if name in found:
-            values[attr] = _convert(attr, name, found[name])
+    values = {attr: _convert(attr, name, found[name]) for name, attr in _KEY_FIELDS.items() if name in found}
     for needed in ("Key-Id", "Kind", "Serial", "Issued"):
         if needed not in found:
             raise KeyFormatError(f"the {needed} field is missing")

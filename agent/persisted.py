@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from agent.machine import State
 from common.errors import StoreError
@@ -62,7 +62,16 @@ def _matches(value: Any, pattern: re.Pattern[str]) -> bool:
     return isinstance(value, str) and pattern.match(value) is not None
 
 
-def check_boot(raw: Any, path: Path) -> dict[str, Any]:
+class BootVariables(TypedDict):
+    """The variables of ``boot.json``, each in range."""
+
+    active: str  # a slot
+    trial: str | None  # the other slot, or null
+    attempts: int  # 0..max_attempts
+    max_attempts: int  # 1..MAX_BOOT_ATTEMPTS_LIMIT
+
+
+def check_boot(raw: Any, path: Path) -> BootVariables:
     """Return the bootloader variables of ``boot.json`` when every one is in range.
 
     Raises:
@@ -86,7 +95,12 @@ def check_boot(raw: Any, path: Path) -> dict[str, Any]:
         raise invalid(path, "max_attempts", raw["max_attempts"], expected)
     if not _int(raw["attempts"], 0, raw["max_attempts"]):
         raise invalid(path, "attempts", raw["attempts"], f"a whole number 0..{raw['max_attempts']}")
-    return dict(raw)
+    return {
+        "active": raw["active"],
+        "trial": raw["trial"],
+        "attempts": raw["attempts"],
+        "max_attempts": raw["max_attempts"],
+    }
 
 
 def check_slot(raw: Any, path: Path) -> tuple[str, str, int]:

@@ -64,7 +64,7 @@ class FleetSnapshot:
         self.selection = selection or Selection()  # the servers shown (default: all)
         self.states: dict[str, StateDocument] = {}
         self.online: dict[str, bool] = {}
-        self.campaigns: dict[str, dict[str, Any]] = {}  # the JSON edge: the controller's documents
+        self.campaigns: dict[str, Mapping[str, Any]] = {}  # the JSON edge: the controller's documents
         self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
 
     def absorb(self, message: Inbound) -> None:

@@ -22,10 +22,10 @@ after SIGTERM, see :func:`simulator.fleet.host.sigterm_unwinds`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import click
 
 from agent.mqtt.messages import StateDocument
 from fleet.campaign.controller import Controller
+from fleet.campaign.documents import SummaryDocument
 from fleet.campaign.model import Campaign
 from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import AbortRule, CampaignSpec, Window
@@ -179,16 +180,17 @@ async def _watched(
     return runner.result()
 
 
-def _sync_states(snapshot: FleetSnapshot, states: dict[str, dict[str, Any]], seen: dict[str, object]) -> None:
-    """Parse the states the controller received (it keeps their JSON) that changed since the last call."""
+def _sync_states(
+    snapshot: FleetSnapshot, states: Mapping[str, StateDocument], seen: dict[str, object]
+) -> None:
+    """Take the states the controller received (validated) that changed since the last call."""
     for serial, document in states.items():
         if seen.get(serial) is not document:
             seen[serial] = document
-            with contextlib.suppress(ValueError):  # not a state of the contract
-                snapshot.states[serial] = StateDocument.model_validate(document)
+            snapshot.states[serial] = document
 
 
-def _light(campaign: Campaign) -> dict[str, Any]:
+def _light(campaign: Campaign) -> SummaryDocument:
     return campaign.summary_dict(campaign.created)
 
 

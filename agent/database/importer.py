@@ -19,6 +19,7 @@ so it applies completely or not at all; columns are copied by name where both sc
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ MIN_IMPORT_SCHEMA = 30  # both sides run 8.0 or newer (the caller checks MIG-1)
 FIRST_EXTENSION = 100
 LAST_EXTENSION = 9999
 
-Row = dict[str, Any]
+Row = Mapping[str, Any]  # one SQLite row by column name (the schema, not Python, types its values)
 
 
 @dataclass(frozen=True)

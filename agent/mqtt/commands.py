@@ -34,6 +34,7 @@ from agent import crypto
 from agent.fileio import DURABLE, Disk, read_json, write_json
 from agent.mqtt.messages import ARGS_MODELS, MAX_COMMAND_BYTES, SCHEMA_VERSION, Command
 from common.errors import CommandError, StoreError
+from common.jsonedge import JsonObject  # a command as received (before its model) and as signed
 from common.reasons import Reason, Refusal
 
 MAX_LIFETIME = timedelta(minutes=15)  # the longest a signed command may stay valid
@@ -99,7 +100,7 @@ def _token(raw: Any) -> str | None:
     return token if isinstance(token, str) and 0 < len(token) <= 64 and token.isprintable() else None
 
 
-def _parse(payload: bytes, name: str) -> CommandCheck | dict[str, Any]:  # noqa: PLR0911  # reason: one return per ordered check
+def _parse(payload: bytes, name: str) -> CommandCheck | JsonObject:  # noqa: PLR0911  # reason: one return per ordered check
     if len(payload) > MAX_COMMAND_BYTES:
         return _refuse(
             name,
@@ -130,7 +131,7 @@ def _parse(payload: bytes, name: str) -> CommandCheck | dict[str, Any]:  # noqa:
     return raw
 
 
-def _validate(raw: dict[str, Any], name: str) -> CommandCheck | Command:
+def _validate(raw: JsonObject, name: str) -> CommandCheck | Command:
     token = _token(raw)
     try:
         command = Command.model_validate_json(json.dumps(raw))
@@ -259,7 +260,7 @@ def sign_command(
     now: datetime,
     lifetime: timedelta = timedelta(minutes=5),
     client_token: str | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Return a signed command document (the operator's side).
 
     A plain JSON object, the JSON edge: the signature covers the canonical JSON of exactly these
@@ -268,7 +269,7 @@ def sign_command(
     Raises:
         ValueError: ``private`` is not a 32-byte Ed25519 private key.
     """
-    document: dict[str, Any] = {
+    document: JsonObject = {
         "schema": SCHEMA_VERSION,
         "command": name,
         "args": dict(args),

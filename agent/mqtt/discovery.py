@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from agent.machine import State
 from agent.mqtt.messages import StateDocument
@@ -30,6 +30,85 @@ from releases.catalog import Catalog, version_key
 DEFAULT_PREFIX = "homeassistant"
 MANUFACTURER = "Allworx"
 RESTING_STATES = frozenset({State.IDLE, State.STAGED, State.COMMITTED, State.ROLLED_BACK})  # none under way
+
+
+class HaDevice(TypedDict):
+    """The device every entity of one server belongs to (Home Assistant's ``device``)."""
+
+    identifiers: list[str]
+    name: str
+    manufacturer: str
+    model: str
+    serial_number: str
+    suggested_area: str
+
+
+class HaShared(TypedDict):
+    """What every entity's discovery config of one server carries."""
+
+    availability_topic: str
+    payload_available: str
+    payload_not_available: str
+    device: HaDevice
+    state_topic: str
+    qos: int
+
+
+class _Entity(HaShared):
+    name: str
+    unique_id: str
+    value_template: str
+
+
+class HaSoftware(_Entity):
+    """The ``update`` entity's discovery config."""
+
+    device_class: str
+
+
+class HaKeyExpiry(_Entity):
+    """The maintenance key expiry sensor's discovery config (with the key's attributes)."""
+
+    device_class: str
+    json_attributes_topic: str
+    json_attributes_template: str
+
+
+class HaLastResult(_Entity):
+    """The last upgrade result sensor's discovery config."""
+
+    icon: str
+
+
+HaEntity = HaSoftware | HaKeyExpiry | HaLastResult  # one entity's discovery config
+
+
+class HaUpdate(TypedDict):
+    """The ``update`` entity's value (Home Assistant's update entity JSON)."""
+
+    installed_version: str
+    latest_version: str
+    title: str
+    release_summary: str
+    in_progress: bool
+
+
+class HaKeyAttributes(TypedDict):
+    """The maintenance key sensor's attributes."""
+
+    valid: bool
+    plan: str | None
+    reason: str | None
+
+
+class HaValues(TypedDict):
+    """The retained document on :attr:`Discovery.values_topic` every entity reads its value from."""
+
+    update: HaUpdate
+    maintenance_key_expires: str | None
+    maintenance_key: HaKeyAttributes
+    last_result: str
+    updated_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +133,9 @@ class Discovery:
         """``{prefix}/{component}/{node_id}/{object_id}/config``."""
         return f"{self.prefix}/{component}/{self.node_id}/{object_id}/config"
 
-    def configs(self, model: str) -> list[tuple[str, dict[str, Any]]]:
+    def configs(self, model: str) -> list[tuple[str, HaEntity]]:
         """Every entity's discovery config, as (topic, document) pairs to publish retained."""
-        device = {
+        device: HaDevice = {
             "identifiers": [self.node_id],
             "name": f"Allworx {self.topics.serial}",
             "manufacturer": MANUFACTURER,
@@ -64,7 +143,7 @@ class Discovery:
             "serial_number": self.topics.serial,
             "suggested_area": self.topics.site,
         }
-        common = {
+        common: HaShared = {
             "availability_topic": self.topics.availability,
             "payload_available": "online",
             "payload_not_available": "offline",
@@ -72,14 +151,14 @@ class Discovery:
             "state_topic": self.values_topic,
             "qos": 1,
         }
-        update = {
+        update: HaSoftware = {
             **common,
             "name": "System software",
             "unique_id": f"{self.node_id}_software",
             "device_class": "firmware",
             "value_template": "{{ value_json.update | tojson }}",
         }
-        expiry = {
+        expiry: HaKeyExpiry = {
             **common,
             "name": "Maintenance key expires",
             "unique_id": f"{self.node_id}_maintenance_key_expires",
@@ -88,7 +167,7 @@ class Discovery:
             "json_attributes_topic": self.values_topic,
             "json_attributes_template": "{{ value_json.maintenance_key | tojson }}",
         }
-        result = {
+        result: HaLastResult = {
             **common,
             "name": "Last upgrade result",
             "unique_id": f"{self.node_id}_last_result",
@@ -118,7 +197,7 @@ def reachable(catalog: Catalog, server: ServerDir, now: datetime) -> str:
     return plan(catalog, facts, server.key_checks(now), newest, now).final_release
 
 
-def values(state: StateDocument, reachable: str, *, now: datetime) -> dict[str, Any]:
+def values(state: StateDocument, reachable: str, *, now: datetime) -> HaValues:
     """The document on :attr:`Discovery.values_topic` for ``state``.
 
     Args:

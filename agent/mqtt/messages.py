@@ -30,6 +30,7 @@ from pydantic_core import CoreSchema
 
 from agent.documents import IsoTime, KeyReport, LastResult, PlanReport, Wire
 from agent.events import AgentEvent
+from common.jsonedge import JsonObject  # a command's arguments as signed, and the serialised form
 
 SCHEMA_VERSION = 1
 MAX_COMMAND_BYTES = 64 * 1024  # bytes, the largest command payload read at all
@@ -96,7 +97,7 @@ class Command(_Strict):
 
     schema_version: Literal[1] = Field(alias="schema")
     command: CommandName
-    args: dict[str, Any]  # the JSON edge: the signed object as received
+    args: JsonObject  # the JSON edge: the signed object as received
     """The arguments, checked by the command's model: ``{"to": release}`` for upgrade, plan and
     stage; ``{"key": key file text}`` for install-key; ``{}`` for cancel and report. (Kept as
     the signed JSON object: the signature covers exactly these values.)"""
@@ -222,7 +223,7 @@ class EventMessage(Wire):
             return {**envelope, "event": {k: v for k, v in data.items() if k not in _ENVELOPE}}
         return data
 
-    def _shape(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _shape(self, data: JsonObject) -> JsonObject:
         event = data.pop("event")
         return {**data, **event}
 

@@ -36,6 +36,7 @@ from agent.mqtt.messages import (
     UpgradeArgs,
 )
 from agent.mqtt.topics import COMMANDS, ROOT
+from common.jsonedge import JsonObject  # the generated AsyncAPI and JSON Schema documents
 
 REF = "#/components/schemas/{model}"
 MESSAGES: dict[str, type[BaseModel]] = {  # the message name -> its payload's model
@@ -57,12 +58,12 @@ by `python -m agent.mqtt.schema > docs/asyncapi.yaml`: edit the models, not this
 """
 
 
-def schemas() -> dict[str, Any]:
+def schemas() -> JsonObject:
     """The JSON Schema of every message payload and of what they contain, by model name."""
     models = [(model, "validation") for model in (*MESSAGES.values(), *ARGS)]
     _, top = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]  # reason: the literal mode is widened to str in the list
     classes = {model.__name__: model for model in _models(Wire)}
-    found: dict[str, Any] = {}
+    found: JsonObject = {}
     for name, schema in top["$defs"].items():
         if name in classes:  # a model (an enum has no fields)
             _describe_fields(schema, classes[name])
@@ -80,7 +81,7 @@ def _models(root: type[BaseModel]) -> list[type[BaseModel]]:
     return found
 
 
-def _describe_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:
+def _describe_fields(schema: JsonObject, model: type[BaseModel]) -> None:
     """Give each property without a description its field's docstring (the string under the field).
 
     Read here rather than by pydantic (``use_attribute_docstrings``), which would parse each model's
@@ -120,7 +121,7 @@ def _tidy(node: Any) -> Any:
         return [_tidy(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for key, value in node.items():
         if key == "properties":
             out[key] = {name: _tidy(schema) for name, schema in value.items()}
@@ -147,10 +148,10 @@ SERVER_PARAMETERS = {
 }
 
 
-def channels() -> dict[str, Any]:
+def channels() -> JsonObject:
     """A channel per topic of one server, and the MQTT 5 response topic."""
 
-    def channel(leaf: str, message: str, **more: Any) -> dict[str, Any]:
+    def channel(leaf: str, message: str, **more: Any) -> JsonObject:
         ref = {"$ref": f"#/components/messages/{message}"}
         return {"address": _address(leaf), "parameters": SERVER_PARAMETERS, **more,
                 "messages": {message.lower(): ref}}  # fmt: skip
@@ -180,11 +181,11 @@ def channels() -> dict[str, Any]:
     }
 
 
-def operations() -> dict[str, Any]:
+def operations() -> JsonObject:
     """What the agent sends and receives on each channel, with QoS and retain."""
 
-    def send(channel: str, summary: str, retain: bool | None = None) -> dict[str, Any]:
-        found: dict[str, Any] = {
+    def send(channel: str, summary: str, retain: bool | None = None) -> JsonObject:
+        found: JsonObject = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{channel}"},
             "summary": summary,
@@ -225,11 +226,11 @@ def operations() -> dict[str, Any]:
     }
 
 
-def messages() -> dict[str, Any]:
+def messages() -> JsonObject:
     """Each message, named, with its payload's schema (commands and replies carry correlation data)."""
-    found: dict[str, Any] = {}
+    found: JsonObject = {}
     for name, model in MESSAGES.items():
-        message: dict[str, Any] = {"name": name.lower()}
+        message: JsonObject = {"name": name.lower()}
         if model in (Command, Reply):
             message["correlationId"] = {"location": "$message.header#/correlationData"}
         if model is Availability:  # the bare word, not JSON
@@ -239,7 +240,7 @@ def messages() -> dict[str, Any]:
     return found
 
 
-def document() -> dict[str, Any]:
+def document() -> JsonObject:
     """The AsyncAPI document (the JSON edge: plain data for the YAML writer)."""
     return {
         "asyncapi": "3.0.0",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from agent.mqtt.messages import StateDocument
 from common.errors import AllworxError
 from common.reasons import Reason
 from fleet.campaign.controller import Controller, control_topic, load, load_trusted, sign_control, summary
+from fleet.campaign.documents import DryRunRow
 from fleet.campaign.model import Campaign
 from fleet.campaign.setup import dry_run
 from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
@@ -43,8 +44,8 @@ def _clock(now: str | None, speed: float) -> Clock:
     return SystemClock() if now is None else SimClock(parse_now(now), speed)
 
 
-def _spec(p: dict[str, Any]) -> CampaignSpec:
-    """The campaign the options describe.
+def _spec(p: Mapping[str, Any]) -> CampaignSpec:
+    """The campaign the options describe (``p``: click's parameters by name, as the command got them).
 
     Raises:
         ValueError: an option is out of range, or the networks file is not a JSON object of lists.
@@ -183,13 +184,13 @@ def start(**p: Any) -> None:
     sys.exit(2 if result["status"] == "cancelled" or counts.get("failed") else 0)
 
 
-def _selected(spec: CampaignSpec, selection: Selection, states: dict[str, dict[str, Any]]) -> CampaignSpec:
+def _selected(spec: CampaignSpec, selection: Selection, states: Mapping[str, StateDocument]) -> CampaignSpec:
     """The spec limited to the servers whose retained state the selection matches (its members).
 
     Raises:
         AllworxError: no server reporting matches (``BAD_INPUT``): an empty member list would mean all.
     """
-    chosen = sorted(s for s, doc in states.items() if selection.matches(StateDocument.model_validate(doc)))
+    chosen = sorted(s for s, doc in states.items() if selection.matches(doc))
     if spec.members:
         chosen = [s for s in chosen if s in set(spec.members)]
     if not chosen:
@@ -214,7 +215,7 @@ def _progress(clock: Clock) -> Callable[[Campaign], None]:
 
 
 def _print_dry_run(
-    campaign_id: str, rows: list[dict[str, Any]], invalid: list[dict[str, str]], as_json: bool
+    campaign_id: str, rows: list[DryRunRow], invalid: list[dict[str, str]], as_json: bool
 ) -> None:
     if as_json:
         click.echo(json.dumps({"dry_run": rows, "invalid": invalid}, indent=1))

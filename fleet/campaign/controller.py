@@ -46,10 +46,13 @@ import structlog
 
 from agent import crypto
 from agent.clock import Clock
+from agent.documents import PlanReport
 from agent.mqtt.connection import Inbound
 from agent.mqtt.messages import StateDocument
 from common.errors import AllworxError, BrokerError, StoreError
+from common.jsonedge import JsonObject  # signed operator requests as verified, retained documents as read
 from fleet.campaign import setup
+from fleet.campaign.documents import StatusDocument
 from fleet.campaign.machine import CommandReply, MemberStatus, ServerState
 from fleet.campaign.model import Action, Campaign, Command
 from fleet.campaign.spec import CampaignSpec
@@ -105,7 +108,7 @@ def sign_control(operator: OperatorKey, campaign_id: str, action: str) -> bytes:
     return json.dumps(document).encode()
 
 
-def check_control(payload: bytes, public: bytes, campaign_id: str) -> dict[str, Any] | None:
+def check_control(payload: bytes, public: bytes, campaign_id: str) -> JsonObject | None:
     """The request if it is well formed, for this campaign, and signed by ``public``; else None."""
     try:
         document = dict(json.loads(payload))
@@ -121,7 +124,7 @@ def check_control(payload: bytes, public: bytes, campaign_id: str) -> dict[str, 
     return document if crypto.verify(public, crypto.canonical_json(document), signature) else None
 
 
-def _signed_by(payload: bytes, trusted: Mapping[str, bytes]) -> dict[str, Any] | None:
+def _signed_by(payload: bytes, trusted: Mapping[str, bytes]) -> JsonObject | None:
     """The JSON document if a key of ``trusted`` (by its ``key_id``) signed it; else None."""
     try:
         document = dict(json.loads(payload))
@@ -178,7 +181,7 @@ class Controller:
         self.trusted = {**(trusted or {}), self.operator.key_id: self.operator.public}
         self._own: Counter[tuple[str, str]] = Counter()  # (serial, command) sent, echo not yet heard
         self._published: dict[str, bytes] = {}  # retained topic -> the payload last published there
-        self.states: dict[str, dict[str, Any]] = {}  # serial -> retained state (validated)
+        self.states: dict[str, StateDocument] = {}  # serial -> retained state (validated)
         self.online: dict[str, bool] = {}
         self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
         self._inbox: asyncio.Queue[Inbound] | None = None
@@ -257,14 +260,13 @@ class Controller:
             self.online[serial] = checked
         elif checked is not None:
             self.invalid.pop(message.topic, None)
-            document = checked.wire()  # the campaign reads the JSON form
-            self.states[serial] = document
+            self.states[serial] = checked
             if campaign is not None:
-                self._on_state(campaign, serial, document)
+                self._on_state(campaign, serial, checked)
 
-    def _on_state(self, campaign: Campaign, serial: str, document: dict[str, Any]) -> None:
+    def _on_state(self, campaign: Campaign, serial: str, document: StateDocument) -> None:
         try:
-            state = ServerState.parse(document)
+            state = ServerState.parse(document.wire())  # the campaign reads the JSON form
         except ValueError as exc:
             log.warning("campaign_state_unreadable", serial=serial, error=str(exc))
             return
@@ -336,21 +338,21 @@ class Controller:
         }
         online = {s for s in scope if self.online.get(s, False)}
         wanted = setup.targets(spec, scope, self.catalog, self.clock.now())
-        plans: dict[str, dict[str, Any]] = {}
+        plans: dict[str, PlanReport] = {}
 
         async def ask(serial: str) -> None:
             doc = scope[serial]
             async with self._limit:
                 self._own[(serial, "plan")] += 1
                 try:
-                    reply = await self.client.send(
-                        str(doc["site"]), serial, "plan", {"to": wanted[serial]}, timeout=self.command_timeout
+                    answer = await self.client.request(
+                        doc.site, serial, "plan", {"to": wanted[serial]}, timeout=self.command_timeout
                     )
                 except (TimeoutError, BrokerError):
                     online.discard(serial)
                     return
-            if reply.get("status") == "accepted" and isinstance(reply.get("result"), dict):
-                plans[serial] = reply["result"]
+            if answer.reply.status == "accepted" and isinstance(answer.reply.result, PlanReport):
+                plans[serial] = answer.reply.result
             else:
                 online.discard(serial)
 
@@ -391,7 +393,7 @@ class Controller:
             doc = self.states.get(member.serial)
             if member.status is MemberStatus.RUNNING and doc is not None:
                 self._on_state(campaign, member.serial, doc)
-                if member.status is MemberStatus.RUNNING and doc.get("state") == "idle":
+                if member.status is MemberStatus.RUNNING and doc.state == "idle":
                     self._send(campaign, (Command.UPGRADE, member.serial, member.target))
 
     def _send(self, campaign: Campaign, action: Action) -> None:
@@ -460,7 +462,7 @@ async def read_retained(client: FleetClient, topics: str, settle: float = 1.0) -
     return await client.retained(topics, lambda m: m.topic.startswith(prefix) and m.retain, settle)
 
 
-async def load_documents(client: FleetClient, campaign_id: str, settle: float = 1.0) -> dict[str, Any]:
+async def load_documents(client: FleetClient, campaign_id: str, settle: float = 1.0) -> JsonObject:
     """A campaign's retained documents: ``status``, ``state``, ``log`` and ``servers`` (serial -> member).
 
     Raises:
@@ -469,7 +471,7 @@ async def load_documents(client: FleetClient, campaign_id: str, settle: float = 
     """
     base = f"{CAMPAIGNS}/{campaign_id}/"
     found = await read_retained(client, f"{base}#", settle)
-    out: dict[str, Any] = {"servers": {}}
+    out: JsonObject = {"servers": {}}
     for topic, payload in found.items():
         try:
             document = json.loads(payload)
@@ -512,7 +514,7 @@ async def load(client: FleetClient, campaign_id: str, settle: float = 1.0) -> Ca
     return campaign
 
 
-def summary(campaign: Campaign) -> Mapping[str, Any]:
+def summary(campaign: Campaign) -> StatusDocument:
     """A short JSON summary: status, phase, counts and refusals."""
     return {
         "campaign_id": campaign.spec.campaign_id,

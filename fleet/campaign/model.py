@@ -26,9 +26,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Unpack
 
 from common.reasons import Reason
+from fleet.campaign.documents import (
+    CampaignDocument,
+    CoreDocument,
+    LogDetails,
+    LogEntry,
+    MemberDocument,
+    RefusalCount,
+    SummaryDocument,
+)
 from fleet.campaign.machine import (
     ACTIVE,
     ENDED,
@@ -105,30 +114,66 @@ class Member:
             self.finished = t
             self.reason, self.rule, self.message = (why.reason, why.rule, why.message) if why else (None,) * 3
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> MemberDocument:
         """The JSON form."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("prediction", "steps")}
-        out["status"] = self.status.value
-        out["prediction"] = self.prediction.as_dict() if self.prediction else None
-        out["steps"] = [[round(t, 3), r] for t, r in self.steps]
-        return out
+        return {
+            "serial": self.serial,
+            "site": self.site,
+            "model": self.model,
+            "release": self.release,
+            "target": self.target,
+            "phase": self.phase,
+            "status": self.status.value,
+            "current": self.current,
+            "reason": self.reason,
+            "rule": self.rule,
+            "message": self.message,
+            "staged": self.staged,
+            "started": self.started,
+            "finished": self.finished,
+            "baseline": self.baseline,
+            "last_at": self.last_at,
+            "prediction": self.prediction.as_dict() if self.prediction else None,
+            "steps": [[round(t, 3), r] for t, r in self.steps],
+        }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Member:
-        """Parse the JSON form.
+    def from_dict(cls, raw: MemberDocument) -> Member:
+        """Parse the JSON form (a field left out takes its default, but for the first six).
 
         Raises:
             ValueError: the status is unknown.
             TypeError: a field is missing or unknown.
         """
-        fields = dict(raw)
-        pred = fields.pop("prediction", None)
-        steps = fields.pop("steps", [])
-        fields["status"] = MemberStatus(fields.get("status", MemberStatus.PENDING))
-        member = cls(**fields)
-        member.prediction = Prediction.from_dict(pred) if pred else None
-        member.steps = [(float(t), str(r)) for t, r in steps]
-        return member
+        unknown = set(raw) - _MEMBER_FIELDS
+        missing = _MEMBER_REQUIRED - set(raw)
+        if unknown or missing:
+            raise TypeError(f"member fields unknown {sorted(unknown)}, missing {sorted(missing)}")
+        pred = raw.get("prediction")
+        return cls(
+            serial=raw["serial"],
+            site=raw["site"],
+            model=raw["model"],
+            release=raw["release"],
+            target=raw["target"],
+            phase=raw["phase"],
+            status=MemberStatus(raw.get("status", MemberStatus.PENDING)),
+            current=raw.get("current", ""),
+            prediction=Prediction.from_dict(pred) if pred else None,
+            reason=raw.get("reason"),
+            rule=raw.get("rule"),
+            message=raw.get("message"),
+            staged=raw.get("staged", False),
+            started=raw.get("started"),
+            finished=raw.get("finished"),
+            baseline=raw.get("baseline"),
+            last_at=raw.get("last_at"),
+            steps=[(float(t), str(r)) for t, r in raw.get("steps", [])],
+        )
+
+
+_MEMBER_FIELDS = MemberDocument.__required_keys__ | MemberDocument.__optional_keys__
+_MEMBER_REQUIRED = frozenset({"serial", "site", "model", "release", "target", "phase"})  # the rest default
 
 
 def _committed_between(member: Member, release: str) -> list[str]:
@@ -166,16 +211,16 @@ class Campaign:
     tokens: float = 0.0
     token_time: float = 0.0
     needing_keys: dict[str, list[str]] = field(default_factory=dict)  # SITE-1: network -> serials
-    log: list[dict[str, Any]] = field(default_factory=list)  # campaign-level events, for the report
+    log: list[LogEntry] = field(default_factory=list)  # campaign-level events, for the report
 
     # --- time -------------------------------------------------------------------------------
     def seconds(self, now: datetime) -> float:
         """Campaign-clock seconds since creation."""
         return (now - self.created).total_seconds()
 
-    def note(self, now: datetime, what: str, **fields: Any) -> None:
+    def note(self, now: datetime, what: str, **details: Unpack[LogDetails]) -> None:
         """Record a campaign-level event."""
-        self.log.append({"t": round(self.seconds(now), 3), "event": what, "phase": self.phase, **fields})
+        self.log.append({"t": round(self.seconds(now), 3), "event": what, "phase": self.phase, **details})
 
     # --- deciding ---------------------------------------------------------------------------
     @property
@@ -378,18 +423,18 @@ class Campaign:
         """Servers per status (every server counted once)."""
         return dict(Counter(m.status.value for m in self.members.values()))
 
-    def refusals(self) -> dict[str, dict[str, Any]]:
+    def refusals(self) -> dict[str, RefusalCount]:
         """Rejected and failed servers by reason code, with the rule."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, RefusalCount] = {}
         for member in self.members.values():
             if member.status in _REFUSED and member.reason:
                 entry = out.setdefault(
                     member.reason, {"rule": member.rule, "count": 0, "outcome": member.status.value}
                 )
                 entry["count"] += 1
-        return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["count"])))
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["count"]))
 
-    def summary_dict(self, now: datetime) -> dict[str, Any]:
+    def summary_dict(self, now: datetime) -> SummaryDocument:
         """The bounded summary (the retained ``status``): state, phase, counts, target, sizes, times."""
         refusals = dict(list(self.refusals().items())[:_SUMMARY_REFUSALS])
         return {
@@ -409,26 +454,8 @@ class Campaign:
             "updated": now.isoformat(),
         }
 
-    def core_dict(self) -> dict[str, Any]:
+    def core_dict(self) -> CoreDocument:
         """The campaign without its members and log (the controller's retained ``state``)."""
-        full = self.to_dict()
-        for name in ("members", "log", "counts", "refusals"):
-            full.pop(name)
-        return full
-
-    @classmethod
-    def from_parts(
-        cls, core: dict[str, Any], members: list[dict[str, Any]], log: list[dict[str, Any]]
-    ) -> Campaign:
-        """Rebuild a campaign from :meth:`core_dict`, each member's :meth:`Member.as_dict`, and its log.
-
-        Raises:
-            KeyError, ValueError, TypeError: a part is not of a campaign state.
-        """
-        return cls.from_dict({**core, "members": members, "log": log})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (the whole campaign: what the report reads)."""
         return {
             "schema": 1,
             "spec": self.spec.to_dict(),
@@ -441,6 +468,21 @@ class Campaign:
             "tokens": self.tokens,
             "token_time": self.token_time,
             "needing_keys": self.needing_keys,
+        }
+
+    @classmethod
+    def from_parts(cls, core: CoreDocument, members: list[MemberDocument], log: list[LogEntry]) -> Campaign:
+        """Rebuild a campaign from :meth:`core_dict`, each member's :meth:`Member.as_dict`, and its log.
+
+        Raises:
+            KeyError, ValueError, TypeError: a part is not of a campaign state.
+        """
+        return cls.from_dict({**core, "counts": {}, "refusals": {}, "members": members, "log": log})
+
+    def to_dict(self) -> CampaignDocument:
+        """The JSON form (the whole campaign: what the report reads)."""
+        return {
+            **self.core_dict(),
             "counts": self.counts(),
             "refusals": self.refusals(),
             "log": self.log,
@@ -448,8 +490,8 @@ class Campaign:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Campaign:
-        """Parse the JSON form.
+    def from_dict(cls, raw: CampaignDocument) -> Campaign:
+        """Parse the JSON form (its ``counts`` and ``refusals`` are derived, not read).
 
         Raises:
             KeyError, ValueError, TypeError: the document is not a campaign state (an unknown

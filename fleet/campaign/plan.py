@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
+from agent.documents import PlanReport
 from agent.site import needs_maintenance_key, network_target
 from common.reasons import Reason
+from fleet.campaign.documents import PredictionDocument
 from fleet.campaign.spec import NEWEST, CampaignSpec
 from releases.catalog import Catalog
 
@@ -44,7 +45,7 @@ class Prediction:
         """Whether buying a maintenance key would clear the refusal."""
         return needs_maintenance_key(self.rule)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> PredictionDocument:
         """The JSON form."""
         return {
             "outcome": self.outcome,
@@ -56,7 +57,7 @@ class Prediction:
         }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Prediction:
+    def from_dict(cls, raw: PredictionDocument) -> Prediction:
         """Parse the JSON form."""
         return cls(
             str(raw["outcome"]),
@@ -68,16 +69,14 @@ class Prediction:
         )
 
 
-def predict(plan: Mapping[str, Any]) -> Prediction:
-    """Turn an agent's ``plan`` answer (``Plan.as_dict``) into a prediction."""
-    steps = [s for s in plan.get("steps", []) if isinstance(s, Mapping)]
-    allowed = tuple(str(s["release"]) for s in steps if s.get("outcome") != "refused")
-    refused = next((s for s in steps if s.get("outcome") == "refused"), None)
-    final = str(plan.get("final_release", plan.get("from", "")))
+def predict(plan: PlanReport) -> Prediction:
+    """Turn an agent's ``plan`` answer into a prediction."""
+    steps = plan.steps
+    allowed = tuple(s.release for s in steps if s.outcome != "refused")
+    refused = next((s for s in steps if s.outcome == "refused"), None)
+    final = plan.final_release
     if refused is not None:
-        return Prediction(
-            "rejected", final, allowed, refused.get("reason"), refused.get("rule"), refused.get("message")
-        )
+        return Prediction("rejected", final, allowed, refused.reason, refused.rule, refused.message)
     if not steps:
         return Prediction("current", final, ())
     return Prediction("succeeded", final, allowed)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
+from agent.documents import PlanReport
+from agent.mqtt.messages import StateDocument
 from common.reasons import Reason
+from fleet.campaign.documents import DryRunRow
 from fleet.campaign.machine import MemberEvent, Why
 from fleet.campaign.model import Campaign, Member
 from fleet.campaign.plan import Prediction, align_targets, apply_site_rule, assign_phases, predict
@@ -29,19 +31,19 @@ from releases.catalog import Catalog, version_key
 
 
 def targets(
-    spec: CampaignSpec, states: Mapping[str, dict[str, Any]], catalog: Catalog, now: datetime
+    spec: CampaignSpec, states: Mapping[str, StateDocument], catalog: Catalog, now: datetime
 ) -> dict[str, str]:
     """Serial -> the release each server will be asked for (SITE-1 applied)."""
-    models = {serial: str(doc.get("model", "")) for serial, doc in states.items()}
-    releases = {serial: str(doc.get("release", "")) for serial, doc in states.items()}
+    models = {serial: doc.model for serial, doc in states.items()}
+    releases = {serial: doc.release for serial, doc in states.items()}
     return align_targets(catalog, spec, models, releases, now.date())
 
 
 def create(
     spec: CampaignSpec,
-    states: Mapping[str, dict[str, Any]],
+    states: Mapping[str, StateDocument],
     online: set[str],
-    plans: Mapping[str, dict[str, Any]],
+    plans: Mapping[str, PlanReport],
     *,
     catalog: Catalog,
     now: datetime,
@@ -61,9 +63,9 @@ def create(
         states = {serial: doc for serial, doc in states.items() if serial in own}
     wanted = targets(spec, states, catalog, now)
     predictions = {s: predict(plans[s]) for s in states if s in online and s in plans}
-    releases = {s: str(doc.get("release", "")) for s, doc in states.items()}
+    releases = {s: doc.release for s, doc in states.items()}
     predictions, needing = apply_site_rule(spec, predictions, releases)
-    order = sorted(states, key=lambda s: (version_key(releases[s] or "0"), states[s].get("site", ""), s))
+    order = sorted(states, key=lambda s: (version_key(releases[s] or "0"), states[s].site, s))
     phases = assign_phases(order, spec)
     phase_of = {s: i for i, members in enumerate(phases) for s in members}
     campaign = Campaign(spec=spec, created=now, members={}, phases=phases, needing_keys=needing)
@@ -71,14 +73,14 @@ def create(
         doc = states[serial]
         member = Member(
             serial=serial,
-            site=str(doc.get("site", "")),
-            model=str(doc.get("model", "")),
+            site=doc.site,
+            model=doc.model,
             release=releases[serial],
             target=wanted[serial],
             phase=phase_of[serial],
             current=releases[serial],
             prediction=predictions.get(serial),
-            last_at=(doc.get("last_result") or {}).get("at"),
+            last_at=doc.last_result.at.isoformat() if doc.last_result else None,  # as published
         )
         campaign.members[serial] = member
         _settle(campaign, member, now)
@@ -101,9 +103,9 @@ def _settle(campaign: Campaign, member: Member, now: datetime) -> None:
         campaign.record(member.serial, MemberEvent.REJECTED, now, why)
 
 
-def dry_run(campaign: Campaign) -> list[dict[str, Any]]:
+def dry_run(campaign: Campaign) -> list[DryRunRow]:
     """Per server: the phase, the target, the predicted steps, outcome, final release and refusal."""
-    rows = []
+    rows: list[DryRunRow] = []
     for member in campaign.members.values():
         prediction = member.prediction or Prediction(
             "offline", member.release, (), Reason.SERVER_OFFLINE.value, "CAMPAIGN", "offline"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from pydantic import AfterValidator, ConfigDict, Field, RootModel, model_validator
 
 from common.validation import FileModel, InputError, Instant, PositionalFileModel, Problem, Strings, validate
+from fleet.campaign.documents import SpecDocument
 
 NEWEST = "newest"  # the target meaning "the newest release each server's model can run now"
 _BATCH = re.compile(r"^[1-9][0-9]*%?$")
@@ -135,7 +136,7 @@ class CampaignSpec(FileModel):
             return max(1, -(-fleet * int(self.batch[:-1]) // 100))
         return int(self.batch)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SpecDocument:
         """The JSON form."""
         return {
             "campaign_id": self.campaign_id,

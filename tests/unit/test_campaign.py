@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.documents import PlanReport
+from agent.mqtt.messages import StateDocument
 from fleet.campaign.machine import CommandReply, ServerState
 from fleet.campaign.model import Campaign, Command
 from fleet.campaign.plan import assign_phases, predict
@@ -18,6 +23,9 @@ from releases.catalog import default_catalog
 
 NOW = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CATALOG = default_catalog()
+AGENT_STATE = json.loads((Path(__file__).resolve().parents[1] / "data" / "wire_format.json").read_text())[
+    "state"
+]
 
 
 def state(serial: str, release: str, model: str = "6x", at: str | None = None) -> dict[str, Any]:
@@ -33,7 +41,16 @@ def state(serial: str, release: str, model: str = "6x", at: str | None = None) -
     }
 
 
-def plan_to(release: str, target: str, refused_at: str | None = None, rule: str = "SWM-1") -> dict[str, Any]:
+def reported(docs: Mapping[str, dict[str, Any]]) -> dict[str, StateDocument]:
+    """The retained states as the controller keeps them: validated, the agent's own fields filled in."""
+    out = {}
+    for serial, doc in docs.items():
+        last = doc["last_result"] and {**AGENT_STATE["last_result"], **doc["last_result"]}
+        out[serial] = StateDocument.model_validate({**AGENT_STATE, **doc, "last_result": last})
+    return out
+
+
+def plan_to(release: str, target: str, refused_at: str | None = None, rule: str = "SWM-1") -> PlanReport:
     """An agent's ``plan`` answer walking ``release`` -> ``target``."""
     chain = [r.version for r in CATALOG.releases]
     steps: list[dict[str, Any]] = []
@@ -43,6 +60,7 @@ def plan_to(release: str, target: str, refused_at: str | None = None, rule: str 
             steps.append(
                 {
                     "release": version,
+                    "build": f"{version}.0.1",
                     "outcome": "refused",
                     "reason": "MAINTENANCE_KEY_REQUIRED",
                     "rule": rule,
@@ -50,14 +68,14 @@ def plan_to(release: str, target: str, refused_at: str | None = None, rule: str 
                 }
             )
             break
-        steps.append({"release": version, "outcome": "would-install"})
+        steps.append({"release": version, "build": f"{version}.0.1", "outcome": "would-install"})
         final = version
-    return {"from": release, "to": target, "final_release": final, "steps": steps}
+    return PlanReport.model_validate({"from": release, "to": target, "final_release": final, "steps": steps})
 
 
 def fleet(count: int, spec: CampaignSpec) -> Campaign:
     """A campaign over ``count`` 8.2 servers asked for 8.3."""
-    states = {f"S{i:03d}": state(f"S{i:03d}", "8.2") for i in range(count)}
+    states = reported({f"S{i:03d}": state(f"S{i:03d}", "8.2") for i in range(count)})
     plans = {s: plan_to("8.2", "8.3") for s in states}
     return create(spec, states, set(states), plans, catalog=CATALOG, now=NOW)
 
@@ -165,7 +183,7 @@ def test_window_stages_before_and_activates_inside() -> None:
 
 def test_site_rule_holds_a_network_with_a_keyless_member() -> None:
     """SITE-1: one member refused for lack of a key holds the others, and is listed as needing one."""
-    states = {"A": state("A", "8.1"), "B": state("B", "8.1"), "C": state("C", "8.1", model="731")}
+    states = reported({"A": state("A", "8.1"), "B": state("B", "8.1"), "C": state("C", "8.1", model="731")})
     spec = CampaignSpec(campaign_id="c", networks={"n": ("A", "B", "C")})
     plans = {
         "A": plan_to("8.1", "8.3"),
@@ -183,7 +201,7 @@ def test_site_rule_holds_a_network_with_a_keyless_member() -> None:
 
 def test_site_1_a_network_aligns_on_its_newest_member_not_below_it() -> None:
     """SITE-1: asked for 8.2, a network whose new 731 runs 8.3 is aligned on 8.3, not told to go back."""
-    states = {"A": state("A", "8.1"), "B": state("B", "8.3", model="731")}
+    states = reported({"A": state("A", "8.1"), "B": state("B", "8.3", model="731")})
     spec = CampaignSpec(campaign_id="c", target="8.2", networks={"n": ("A", "B")})
     plans = {"A": plan_to("8.1", "8.3"), "B": plan_to("8.3", "8.3")}
     campaign = create(spec, states, set(states), plans, catalog=CATALOG, now=NOW)
@@ -234,7 +252,7 @@ def test_a_late_result_overrides_offline() -> None:
 
 def test_a_state_that_carries_two_commits_counts_both_steps() -> None:
     """One retained state can jump two releases (it is read when sent): each release passed is a step."""
-    states = {"S1": state("S1", "7.2")}
+    states = reported({"S1": state("S1", "7.2")})
     plans = {"S1": plan_to("7.2", "7.6")}
     spec = CampaignSpec(campaign_id="c", target="7.6")
     campaign = create(spec, states, set(states), plans, catalog=CATALOG, now=NOW)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.documents import PlanReport
 from fleet.campaign import diagram
 from fleet.campaign.machine import (
     ACTIVE,
@@ -33,7 +34,7 @@ from fleet.campaign.setup import create
 from fleet.campaign.spec import AbortRule, CampaignSpec, Window
 from fleet.report import build_report
 from releases.catalog import default_catalog
-from tests.unit.test_campaign import plan_to, state
+from tests.unit.test_campaign import plan_to, reported, state
 
 NOW = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 CATALOG = default_catalog()
@@ -43,10 +44,10 @@ KINDS = ("ok", "ok", "ok", "offline", "current", "refused", "partial")
 def campaign_of(kinds: list[str], spec: CampaignSpec) -> Campaign:
     """A campaign over servers on 8.1 asked for 8.3: reachable, offline, current or refused."""
     states: dict[str, dict[str, Any]] = {}
-    plans: dict[str, dict[str, Any]] = {}
+    plans: dict[str, PlanReport] = {}
     for i, kind in enumerate(kinds):
         serial = f"S{i:03d}"
-        states[serial] = state(serial, "8.3" if kind == "current" else "8.1", at="2024-01-01T00:00")
+        states[serial] = state(serial, "8.3" if kind == "current" else "8.1", at="2024-01-01T00:00:00+00:00")
         plans[serial] = {
             "ok": plan_to("8.1", "8.3"),
             "offline": plan_to("8.1", "8.3"),
@@ -55,7 +56,7 @@ def campaign_of(kinds: list[str], spec: CampaignSpec) -> Campaign:
             "partial": plan_to("8.1", "8.3", refused_at="8.3"),
         }[kind]
     online = {s for s, kind in zip(states, kinds, strict=True) if kind != "offline"}
-    return create(spec, states, online, plans, catalog=CATALOG, now=NOW)
+    return create(spec, reported(states), online, plans, catalog=CATALOG, now=NOW)
 
 
 def result_state(serial: str, outcome: Outcome, at: str) -> ServerState:

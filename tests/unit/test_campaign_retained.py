@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from common.reasons import Reason
 from fleet.campaign.machine import MemberEvent, Why
-from fleet.campaign.model import SUMMARY_LIMIT, Campaign
+from fleet.campaign.model import SUMMARY_LIMIT, Campaign, Member
 from fleet.campaign.spec import CampaignSpec
 from tests.unit.test_campaign import NOW, fleet
 
@@ -61,3 +64,30 @@ def test_core_holds_no_member() -> None:
     core = big().core_dict()
     assert "members" not in core
     assert "log" not in core
+
+
+def member_json() -> Any:
+    """A pending member's retained document, as read back from the broker (untyped JSON)."""
+    return json.loads(json.dumps(fleet(1, CampaignSpec(campaign_id="c")).members["S000"].as_dict()))
+
+
+def test_a_member_document_with_an_unknown_field_is_refused() -> None:
+    """A retained member document with a field no member has raises TypeError, never loads."""
+    document: Any = {**member_json(), "colour": "red"}
+    with pytest.raises(TypeError, match="colour"):
+        Member.from_dict(document)
+
+
+def test_a_member_document_without_its_serial_is_refused() -> None:
+    """A retained member document missing one of the six fields without a default raises TypeError."""
+    document = member_json()
+    del document["serial"]
+    with pytest.raises(TypeError, match="serial"):
+        Member.from_dict(document)
+
+
+def test_a_member_document_of_the_six_fields_takes_the_defaults() -> None:
+    """Only serial, site, model, release, target and phase are needed; the rest default (a pending server)."""
+    full = member_json()
+    first: Any = {k: full[k] for k in ("serial", "site", "model", "release", "target", "phase")}
+    assert Member.from_dict(first).as_dict() == Member("S000", "hq", "6x", "8.2", "8.3", 0).as_dict()

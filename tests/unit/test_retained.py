@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.mqtt.messages import StateDocument
 from fleet.campaign.setup import create
 from fleet.campaign.spec import CampaignSpec
 from fleet.client import Invalid, check_availability, check_state
@@ -86,7 +87,10 @@ def test_json_availability_is_invalid() -> None:
 def test_a_campaign_with_members_leaves_every_other_server_out() -> None:
     """Servers reporting but not among the members are not in the campaign (nor its dry run)."""
     now = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-    states = {s: {**GOOD, "serial": s, "release": "8.2", "build": "8.2.0.1"} for s in ("A1", "A2", "B1")}
+    states = {
+        s: StateDocument.model_validate({**GOOD, "serial": s, "release": "8.2", "build": "8.2.0.1"})
+        for s in ("A1", "A2", "B1")
+    }
     spec = CampaignSpec(campaign_id="c", target="8.3", members=("A1", "A2"))
     campaign = create(spec, states, set(states), {}, catalog=default_catalog(), now=now)
     assert sorted(campaign.members) == ["A1", "A2"]

@@ -1,0 +1,190 @@
+"""The JSON documents of a campaign: what the controller retains, the report reads and a dry run prints.
+
+Retained under ``allworx/campaigns/{id}/``: ``status`` (:class:`SummaryDocument`, bounded),
+``state`` (:class:`CoreDocument`), ``log`` (a list of :class:`LogEntry`) and ``servers/{serial}``
+(:class:`MemberDocument`); the whole campaign (:class:`CampaignDocument`) is what the report is
+built from. Their keys, and the order they are written in, are the published form.
+
+They are ``TypedDict`` s, not pydantic models: every member's document is rebuilt and compared at
+each publish, for every server of the fleet, where a plain dict costs least.
+
+Invariant: a document read back is parsed by the class that wrote it (``Member.from_dict``,
+``Campaign.from_parts``, ``CampaignSpec.from_dict``); one that does not fit raises there.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+
+class AbortDocument(TypedDict):
+    """The abort rule: stop a phase past ``threshold`` once ``min_finished`` servers finished."""
+
+    threshold: float
+    min_finished: int
+    action: Literal["pause", "cancel"]
+
+
+class WindowDocument(TypedDict):
+    """The maintenance window (ISO 8601 instants)."""
+
+    opens: str
+    closes: str
+
+
+class SpecDocument(TypedDict):
+    """A campaign's request (``CampaignSpec``)."""
+
+    campaign_id: str
+    target: str
+    canary: int
+    batch: str
+    rate_per_minute: float | None
+    max_in_flight: int | None
+    abort: AbortDocument | None
+    window: WindowDocument | None
+    stage_early: bool
+    gate_phases: bool
+    networks: dict[str, list[str]]
+    members: list[str]
+    selection: list[str]
+
+
+class PredictionDocument(TypedDict):
+    """What a server will do when asked to upgrade to its target (``Prediction``)."""
+
+    outcome: str
+    final_release: str
+    steps: list[str]
+    reason: str | None
+    rule: str | None
+    message: str | None
+
+
+class DryRunRow(PredictionDocument):
+    """One server of a dry run: where it is, what it is asked for, and its prediction."""
+
+    serial: str
+    site: str
+    model: str
+    release: str
+    target: str
+    phase: int
+
+
+class MemberDocument(TypedDict):
+    """One server of the campaign (retained on ``servers/{serial}``)."""
+
+    serial: str
+    site: str
+    model: str
+    release: str
+    target: str
+    phase: int
+    status: str
+    current: str
+    reason: str | None
+    rule: str | None
+    message: str | None
+    staged: bool
+    started: float | None
+    finished: float | None
+    baseline: str | None
+    last_at: str | None
+    prediction: PredictionDocument | None
+    steps: list[list[float | str]]  # [when, release] of each commit
+
+
+class LogDetails(TypedDict, total=False):
+    """What a log entry may tell beyond its time, event and phase."""
+
+    reason: str  # paused: why
+    action: str  # abort_rule: pause or cancel; operator: the request
+    succeeded: int  # abort_rule: the phase's counts when it tripped
+    failed: int
+    servers: int  # created: servers in the campaign
+    phases: int
+    serial: str  # operator: the server a command went to
+    key_id: str  # operator: who (the operator key's fingerprint)
+    wall: str  # operator: when, by the wall clock
+    nonce: str | None  # operator: the request's nonce (each is recorded once)
+
+
+class LogEntry(LogDetails):
+    """A campaign-level event (retained on ``log``, in order)."""
+
+    t: float  # seconds of the campaign clock since it was created
+    event: str
+    phase: int
+
+
+class RefusalCount(TypedDict):
+    """Servers refused or failed with one reason code."""
+
+    rule: str | None
+    count: int
+    outcome: str
+
+
+class SummaryRefusal(TypedDict):
+    """A reason code's count in the bounded summary."""
+
+    rule: str | None
+    count: int
+
+
+class SummaryDocument(TypedDict):
+    """The bounded summary (retained on ``status``): under ``SUMMARY_LIMIT`` bytes at any fleet size."""
+
+    schema: Literal[2]
+    campaign_id: str
+    status: str
+    paused_reason: str | None
+    phase: int
+    phases: int
+    target: str
+    members: int
+    listed: int  # serials the spec names (0: every server reporting)
+    counts: dict[str, int]
+    refusals: dict[str, SummaryRefusal]
+    needing_keys: int
+    created: str
+    updated: str
+
+
+class CoreDocument(TypedDict):
+    """The campaign without its members and log (retained on ``state``)."""
+
+    schema: Literal[1]
+    spec: SpecDocument
+    created: str
+    status: str
+    phase: int
+    phases: list[list[str]]
+    paused_reason: str | None
+    acknowledged: list[int]
+    tokens: float
+    token_time: float
+    needing_keys: dict[str, list[str]]
+
+
+class CampaignDocument(CoreDocument):
+    """The whole campaign: what the report reads."""
+
+    counts: dict[str, int]
+    refusals: dict[str, RefusalCount]
+    log: list[LogEntry]
+    members: list[MemberDocument]
+
+
+class StatusDocument(TypedDict):
+    """What ``allworx-fleet campaign status`` and ``start`` print: status, phase, counts, refusals."""
+
+    campaign_id: str
+    status: str
+    phase: int
+    phases: int
+    paused_reason: str | None
+    counts: dict[str, int]
+    refusals: dict[str, RefusalCount]
+    needing_keys: dict[str, list[str]]
