@@ -2,8 +2,9 @@
 
 Forty virtual servers over three sites and two models, each agent logged in as its own serial
 (``allworx-sim pki init --fleet`` + ``allworx-sim broker config --passwords``). ``allworx-fleet
-campaign start --select site=... --select model=...`` runs as the controller; ``campaign report``,
-``status`` and ``watch`` run as an operator. The agents share this process's loop, the fleet's one
+campaign start --select site=... --select model=...`` (a dry run, then the campaign) runs as the
+controller; ``campaign list``, ``log`` and ``report``, ``status`` and ``watch`` run as an operator:
+the README's story of a campaign and its report. The agents share this process's loop, the fleet's one
 simulated clock, and the simulation's fast disk and verifier (as ``allworx-sim fleet`` hosts them).
 """
 
@@ -178,17 +179,23 @@ async def test_a_campaign_selected_by_site_and_model_touches_only_those(lab: Lab
     campaign_id = f"sel{uuid.uuid4().hex[:6]}"
     selects = [f"--select=site={lab.site}", f"--select=model={lab.model}"]
     async with asyncio.timeout(TEST), hosted(lab) as clock:
+        planned = await fleet_cli("campaign", "start", f"--id={campaign_id}", f"--target={TARGET}", *selects,
+                                  "--dry-run", "--json", *lab.options("controller"))  # fmt: skip
         now = clock.now().isoformat()  # the campaign clock starts where the fleet's is
         async with commands_seen(lab) as commanded:
             started = await fleet_cli(
                 "campaign", "start", f"--id={campaign_id}", f"--target={TARGET}", "--canary=1",
                 *selects, f"--now={now}", f"--speed={SPEED:g}", *lab.options("controller"),
             )  # fmt: skip
+        listed_campaigns = await fleet_cli("campaign", "list", "--json", *lab.options("operator"))
+        logged = await fleet_cli("campaign", "log", campaign_id, *lab.options("operator"))
         reported = await fleet_cli("campaign", "report", campaign_id, f"--out={tmp_path / 'report'}",
                                    *lab.options("operator"))  # fmt: skip
         everyone = await fleet_cli("status", "--json", *lab.options("operator"))
         listed = await fleet_cli("status", "--json", *selects, *lab.options("operator"))
         watched = await fleet_cli("watch", "--duration=2", "--plain", *selects, *lab.options("operator"))
+    assert planned[0] == 0, planned[2]
+    assert sorted(row["serial"] for row in json.loads(planned[1])["dry_run"]) == chosen
     code, out, err = started
     assert code == 0, err
     assert json.loads(out)["status"] == "completed"
@@ -197,6 +204,11 @@ async def test_a_campaign_selected_by_site_and_model_touches_only_those(lab: Lab
     assert f"campaign {campaign_id}: completed" in err
     assert sorted(set(commanded)) == chosen
 
+    assert listed_campaigns[0] == 0, listed_campaigns[2]
+    mine = [c for c in json.loads(listed_campaigns[1])["campaigns"] if c["campaign_id"] == campaign_id]
+    assert [(c["status"], c["members"]) for c in mine] == [("completed", len(chosen))]
+    assert logged[0] == 0, logged[2]
+    assert " created " in logged[1]
     assert reported[0] == 0, reported[2]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert sorted(row["serial"] for row in report["per_server"]) == chosen
