@@ -47,6 +47,7 @@ from fleet.campaign.machine import (
 )
 from fleet.campaign.plan import Prediction
 from fleet.campaign.spec import CampaignSpec
+from fleet.select import brief
 
 
 class Command(StrEnum):
@@ -390,7 +391,7 @@ class Campaign:
         return dict(sorted(out.items(), key=lambda kv: -int(kv[1]["count"])))
 
     def summary_dict(self, now: datetime) -> dict[str, Any]:
-        """The bounded summary (the retained ``status``): state, phase, counts, target, sizes, times."""
+        """The bounded summary (the retained ``status``): state, phase, counts, target, selection, times."""
         refusals = dict(list(self.refusals().items())[:_SUMMARY_REFUSALS])
         return {
             "schema": 2,
@@ -400,6 +401,7 @@ class Campaign:
             "phase": self.phase,
             "phases": len(self.phases),
             "target": self.spec.target,
+            "selection": brief(self.spec.selection),
             "members": len(self.members),
             "listed": len(self.spec.members),  # serials the spec names (0: every server reporting)
             "counts": self.counts(),

@@ -188,6 +188,7 @@ async def test_a_campaign_selected_by_site_and_model_touches_only_those(lab: Lab
                 *selects, f"--now={now}", f"--speed={SPEED:g}", *lab.options("controller"),
             )  # fmt: skip
         listed_campaigns = await fleet_cli("campaign", "list", "--json", *lab.options("operator"))
+        listed_text = await fleet_cli("campaign", "list", *lab.options("operator"))
         logged = await fleet_cli("campaign", "log", campaign_id, *lab.options("operator"))
         reported = await fleet_cli("campaign", "report", campaign_id, f"--out={tmp_path / 'report'}",
                                    *lab.options("operator"))  # fmt: skip
@@ -207,6 +208,8 @@ async def test_a_campaign_selected_by_site_and_model_touches_only_those(lab: Lab
     assert listed_campaigns[0] == 0, listed_campaigns[2]
     mine = [c for c in json.loads(listed_campaigns[1])["campaigns"] if c["campaign_id"] == campaign_id]
     assert [(c["status"], c["members"]) for c in mine] == [("completed", len(chosen))]
+    assert mine[0]["selection"] == [f"site={lab.site}", f"model={lab.model}"]
+    assert f"--select site={lab.site} --select model={lab.model}" in listed_text[1]
     assert logged[0] == 0, logged[2]
     assert " created " in logged[1]
     assert reported[0] == 0, reported[2]
