@@ -116,7 +116,7 @@ def acl_text(identities: Identities, ha_prefix: str = DEFAULT_PREFIX) -> str:
         "# every identity, so each server for its own serial (%u) under any site: its state,",
         "# availability, events, command replies and Home Assistant values and discovery configs",
         "# out, its own commands in, and its MQTT 5 replies to a requester's response topic",
-        "# (Mosquitto warns that this pattern names no %u or %c: it is the same for every server)",
+        "# (Mosquitto warns that the reply pattern names no %u or %c: it is the same for every server)",
         *servers,
     ]
     return "\n".join(lines) + "\n"
