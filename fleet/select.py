@@ -17,6 +17,7 @@ A bad expression is a :class:`SelectionError` (``BAD_INPUT``) naming it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ KEY_STATES = ("valid", "expired", "none")
 KeyState = Literal["valid", "expired", "none"]
 _EXPRESSION = re.compile(r"^(?P<field>[a-z]+)(?P<op><=|>=|<|>|=)(?P<value>.*)$")
 _VERSION = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6}){0,5}$")
+BRIEF_COUNT, BRIEF_WIDTH = 6, 64  # expressions a bounded record names, and JSON bytes each takes
 _ORDER: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
@@ -102,6 +104,28 @@ class Selection:
     def filter(self, states: Iterable[StateDocument]) -> list[StateDocument]:
         """The states that match, in their order."""
         return [s for s in states if self.matches(s)]
+
+
+def brief(expressions: Sequence[str]) -> list[str]:
+    """The expressions for a record of bounded size (a campaign's retained summary).
+
+    At most :data:`BRIEF_COUNT` expressions, each cut to :data:`BRIEF_WIDTH` bytes of JSON (``...``
+    marks a cut), then ``+N more`` when some were left out: a ``serial=A,B,...`` of a thousand
+    serials takes no more room than a short one.
+    """
+    shown = [_cut(text) for text in expressions[:BRIEF_COUNT]]
+    if len(expressions) > BRIEF_COUNT:
+        shown.append(f"+{len(expressions) - BRIEF_COUNT} more")
+    return shown
+
+
+def _cut(text: str) -> str:
+    if len(json.dumps(text)) <= BRIEF_WIDTH:
+        return text
+    text = text[:BRIEF_WIDTH]  # a character takes at least one byte of JSON
+    while len(json.dumps(text + "...")) > BRIEF_WIDTH:
+        text = text[:-1]
+    return text + "..."
 
 
 def parse_selection(

@@ -4,9 +4,9 @@ Each server appears in Home Assistant as a device (serial, model, site) with thr
 an ``update`` entity (installed release, the newest release its model and keys can reach, whether
 an upgrade is in progress, a release summary), a ``sensor`` for the maintenance key's expiry and a
 ``sensor`` for the last upgrade result. Their configs are retained under
-``{prefix}/{component}/{node_id}/{object_id}/config`` (Home Assistant's discovery topic), and their
-values come from one retained JSON document on ``allworx/{site}/{serial}/ha``. All three use the
-agent's ``availability`` topic (``online`` / ``offline``).
+``{prefix}/{component}/allworx_{serial}/{object_id}/config`` (Home Assistant's discovery topic),
+and their values come from one retained JSON document on ``allworx/{site}/{serial}/ha``. All
+three use the agent's ``availability`` topic (``online`` / ``offline``).
 
 No entity has a ``command_topic``: an update is installed only by a signed operator command, so
 Home Assistant shows no install button.
@@ -120,8 +120,13 @@ class Discovery:
 
     @property
     def node_id(self) -> str:
-        """Home Assistant's node id: ``allworx_{site}_{serial}`` with only ``[A-Za-z0-9_-]``."""
-        raw = f"allworx_{self.topics.site}_{self.topics.serial}"
+        """Home Assistant's node id: ``allworx_{serial}`` with only ``[A-Za-z0-9_-]``.
+
+        The serial alone names the device (a server moved to another site stays the same device),
+        and a locked-down broker grants each server the discovery topics of its own serial
+        (simulator/lockdown.py): a serial is its user name there, a site is not.
+        """
+        raw = f"allworx_{self.topics.serial}"
         return "".join(c if c.isalnum() or c in "_-" else "_" for c in raw)
 
     @property

@@ -16,7 +16,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,14 @@ def _request(action: str) -> Any:
                 await client.link.publish(control_topic(p["campaign_id"]), payload, qos=1, retain=True)
 
         asyncio.run(go())
-        click.echo(f"{action} requested for campaign {p['campaign_id']} at {datetime.now().isoformat()}")
+        requested = {"campaign_id": p["campaign_id"], "action": action, "key_id": operator.key_id,
+                     "wall": datetime.now(UTC).isoformat()}  # fmt: skip
+        if p["as_json"]:
+            click.echo(json.dumps(requested))
+            return
+        click.echo(
+            f"{action} requested for campaign {p['campaign_id']} by {operator.key_id} at {requested['wall']}"
+        )
 
     command.__doc__ = f"Ask the controller of a campaign on the broker to {action}."
     return command

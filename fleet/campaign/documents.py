@@ -143,6 +143,7 @@ class SummaryDocument(TypedDict):
     phase: int
     phases: int
     target: str
+    selection: list[str]  # the selection, bounded (see fleet.select.brief)
     members: int
     listed: int  # serials the spec names (0: every server reporting)
     counts: dict[str, int]

@@ -56,6 +56,7 @@ from fleet.campaign.machine import (
 )
 from fleet.campaign.plan import Prediction
 from fleet.campaign.spec import CampaignSpec
+from fleet.select import brief
 
 
 class Command(StrEnum):
@@ -435,7 +436,7 @@ class Campaign:
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["count"]))
 
     def summary_dict(self, now: datetime) -> SummaryDocument:
-        """The bounded summary (the retained ``status``): state, phase, counts, target, sizes, times."""
+        """The bounded summary (the retained ``status``): state, phase, counts, target, selection, times."""
         refusals = dict(list(self.refusals().items())[:_SUMMARY_REFUSALS])
         return {
             "schema": 2,
@@ -445,6 +446,7 @@ class Campaign:
             "phase": self.phase,
             "phases": len(self.phases),
             "target": self.spec.target,
+            "selection": brief(self.spec.selection),
             "members": len(self.members),
             "listed": len(self.spec.members),  # serials the spec names (0: every server reporting)
             "counts": self.counts(),

@@ -103,9 +103,15 @@ def list_command(**p: Any) -> None:
         return
     for row in rows:
         counts = ", ".join(f"{k} {v}" for k, v in sorted((row.get("counts") or {}).items()))
+        chosen = row.get("selection")  # what the broker holds: shown only when it is a list of text
+        selected = (
+            " ".join(f"--select {e}" for e in chosen if isinstance(e, str))
+            if isinstance(chosen, list)
+            else ""
+        )
         click.echo(
             f"{row['campaign_id']:<20} {row.get('status')!s:<10} target {row.get('target')!s:<7} "
-            f"created {row.get('created')}  {counts}"
+            f"created {row.get('created')}  {counts}{'  ' + selected if selected else ''}"
         )
 
 

@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.mqtt.connection import BrokerSettings, Inbound, Protocol, connect
+from agent.mqtt.discovery import Discovery
+from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from common.errors import BrokerError
 from simulator.broker import free_port, mosquitto_path, wait_listening
@@ -201,11 +203,11 @@ def _program(entry: str) -> list[str]:
     return [sys.executable, "-c", f"import sys; from {entry} import main; main()"]
 
 
-def start_agent(locked: Locked, site: str, *, password: bool = False) -> subprocess.Popen[str]:
-    """``allworx-agent run`` for server A at ``site`` with A's credentials."""
+def start_agent(locked: Locked, site: str, *extra: str, password: bool = False) -> subprocess.Popen[str]:
+    """``allworx-agent run`` for server A at ``site`` with A's credentials (and ``extra`` options)."""
     return subprocess.Popen(
         [*_program("agent.cli"), "run", "--server-dir", str(locked.server.root), "--site", site,
-         "--keepalive", "5", *locked.cli(locked.a, password=password)],
+         "--keepalive", "5", *locked.cli(locked.a, password=password), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -310,6 +312,40 @@ async def test_a_server_publishes_its_own_topics_under_any_site(locked: Locked, 
     assert sorted(set(seen)) == sorted([*own, marker])
 
 
+async def test_a_server_publishes_its_own_home_assistant_discovery_only(locked: Locked, site: str) -> None:
+    """A's discovery configs and values reach an operator; A publishing B's (as B's agent would) does not."""
+    mine, theirs = (Discovery(ServerTopics(site, serial)) for serial in (locked.a, B))
+    own = [topic for topic, _ in mine.configs("6x")] + [mine.values_topic]
+    attempts = [topic for topic, _ in theirs.configs("6x")] + [theirs.values_topic]
+    marker = f"allworx/{site}/{locked.a}/events"
+    async with watching(locked.settings("auditor"), "homeassistant/#", f"allworx/{site}/#") as queue:
+        await publish_as(locked.settings(locked.a), [(t, b"{}") for t in [*attempts, *own, marker]])
+        seen = await until_marker(queue, marker)
+    assert sorted(set(seen)) == sorted([*own, marker])
+
+
+async def test_the_agent_announces_itself_to_home_assistant_on_the_locked_broker(
+    locked: Locked, site: str
+) -> None:
+    """``allworx-agent run --ha-discovery`` as A: its three discovery configs and its values are retained."""
+    mine = Discovery(ServerTopics(site, locked.a))
+    wanted = {topic for topic, _ in mine.configs("6x")} | {mine.values_topic}
+    agent = start_agent(locked, site, "--ha-discovery", password=True)
+    try:
+        await online(locked, site, password=True)
+        async with watching(
+            locked.settings("auditor", password=True), "homeassistant/#", mine.values_topic
+        ) as queue:
+            got: set[str] = set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(20):
+                    while not wanted <= got:
+                        got.add((await queue.get()).topic)
+    finally:
+        stop(agent)
+    assert sorted(wanted - got) == []
+
+
 async def test_a_server_cannot_read_another_servers_commands(locked: Locked, site: str) -> None:
     """A subscribed to everything receives a command sent to itself but not the one sent to B before it."""
     mine = f"allworx/{site}/{locked.a}/cmd/report"
@@ -360,12 +396,11 @@ async def test_the_controller_publishes_campaign_states_and_an_operator_controls
 
 
 async def test_an_operator_cannot_publish_as_a_server_of_its_own_name(locked: Locked, site: str) -> None:
-    """The servers' ``%u`` patterns do not let an operator publish a state under its own name."""
+    """The servers' ``%u`` patterns let no operator publish a state or discovery config under its name."""
     marker = f"allworx/{site}/{B}/cmd/report"
-    async with watching(locked.settings("auditor"), f"allworx/{site}/#") as queue:
-        await publish_as(
-            locked.settings("operator"), [(f"allworx/{site}/operator/state", b"{}"), (marker, b"{}")]
-        )
+    own_name = [f"allworx/{site}/operator/state", "homeassistant/update/allworx_operator/software/config"]
+    async with watching(locked.settings("auditor"), f"allworx/{site}/#", "homeassistant/#") as queue:
+        await publish_as(locked.settings("operator"), [(t, b"{}") for t in [*own_name, marker]])
         seen = await until_marker(queue, marker)
     assert [t for t in seen if t != marker] == []
 

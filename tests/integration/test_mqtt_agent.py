@@ -520,18 +520,22 @@ async def test_a_publish_cancelled_as_its_puback_arrives_still_ends_its_task(mos
     assert stuck == 0
 
 
-async def test_mosquitto_sub_reads_plain_online(server: ServerDir) -> None:
-    """``mosquitto_sub`` on the availability wildcard prints exactly ``online`` for a running agent."""
+async def test_mosquitto_sub_reads_plain_online_then_offline(server: ServerDir) -> None:
+    """``mosquitto_sub`` on the availability wildcard prints exactly ``online`` for a running agent,
+    and ``offline`` once it stopped."""
     require_mosquitto()
     own = Mosquitto()  # a broker of its own: the wildcard must see this agent's topic only
     own.start()
+    command = ["mosquitto_sub", "-p", str(own.port), "-t", "allworx/+/+/availability", "-C", "1", "-W", "10"]
     try:
         async with running_agent(server, own.url):
-            command = ["mosquitto_sub", "-p", str(own.port), "-t", "allworx/+/+/availability", "-C", "1"]
             done = await asyncio.to_thread(
-                subprocess.run, [*command, "-W", "10"], capture_output=True, text=True, timeout=30
+                subprocess.run, command, capture_output=True, text=True, timeout=30
             )
+        stopped = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=30)
     finally:
         own.close()
     assert done.returncode == 0, done.stderr
     assert done.stdout == "online\n"
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == "offline\n"

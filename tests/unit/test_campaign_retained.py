@@ -41,6 +41,32 @@ def test_summary_stays_under_the_limit_at_1000_members() -> None:
     assert SUMMARY_LIMIT == 2048
 
 
+def test_summary_stays_under_the_limit_with_the_longest_names_and_selection() -> None:
+    """With a 64-character id, a thousand serials selected inline and ten non-ASCII expressions, the
+    summary stays under 2 KB and still names the selection, cut."""
+    campaign = big()
+    serials = ",".join(campaign.members)
+    selection = (f"serial={serials}", *(f"site=\u00e9{i}" * 20 for i in range(10)))
+    spec = CampaignSpec.from_dict({**campaign.spec.to_dict(), "campaign_id": "c" * 64,
+                                   "selection": list(selection)}, "test")  # fmt: skip
+    campaign.spec = spec
+    summary = campaign.summary_dict(NOW)
+    payload = json.dumps(summary, separators=(",", ":"))
+    assert len(payload.encode()) < SUMMARY_LIMIT
+    assert summary["selection"][0].startswith("serial=S000,S001")
+    assert summary["selection"][0].endswith("...")
+    assert summary["selection"][-1] == "+5 more"
+
+
+def test_summary_names_a_short_selection_whole() -> None:
+    """The expressions a campaign was selected by appear in its summary as given."""
+    campaign = big()
+    campaign.spec = CampaignSpec.from_dict(
+        {**campaign.spec.to_dict(), "selection": ["site=east", "model=6x,24x"]}, "test"
+    )
+    assert campaign.summary_dict(NOW)["selection"] == ["site=east", "model=6x,24x"]
+
+
 def test_summary_counts_every_member() -> None:
     """The summary's counts add up to its member count."""
     summary = big().summary_dict(NOW)

@@ -138,6 +138,23 @@ def test_the_acl_binds_servers_by_pattern_and_names_each_operator() -> None:
     assert "topic write allworx/campaigns/+/control" in text.split("user alice\n")[1].split("\n\n")[0]
 
 
+def test_the_acl_grants_each_server_its_own_home_assistant_topics() -> None:
+    """Servers write their discovery configs and values by ``%u`` under the prefix; operators read it."""
+    lines = acl_text(Identities(SERVERS, ("alice",)), "ha").splitlines()
+    assert "pattern write ha/+/allworx_%u/+/config" in lines
+    assert "pattern write allworx/+/%u/ha" in lines
+    alice = lines[lines.index("user alice") :]
+    assert "topic deny ha/+/allworx_alice/#" in alice
+    assert "topic read ha/#" in alice
+
+
+def test_a_home_assistant_prefix_of_several_levels_is_refused() -> None:
+    """A prefix with ``/`` or a wildcard is a ``ValueError``, not a pattern granting more."""
+    for prefix in ("a/b", "#", "ha+", ""):
+        with pytest.raises(ValueError, match="Home Assistant prefix"):
+            acl_text(Identities(SERVERS), prefix)
+
+
 def test_the_config_requires_certificates_and_ties_the_client_id_to_the_identity(tmp_path: Path) -> None:
     """The listener requires a client certificate, names users and client ids by it, and refuses anonymity."""
     lines = config_text(tmp_path, 8883, tmp_path / "m.acl", Identities(SERVERS)).splitlines()
