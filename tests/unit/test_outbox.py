@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from agent.events import CommandAnswered
 from agent.mqtt import outbox as outbox_module
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventRecord
 from agent.mqtt.outbox import Outbox
 
 
-def event(n: int = 0, token: str = "t") -> EventMessage:
+def event(n: int = 0, token: str = "t") -> EventRecord:
     """A command event (``n`` names its client token, so events differ)."""
     answered = CommandAnswered(command="report", client_token=f"{token}{n}", status="accepted")
-    return EventMessage(serial="AWX1", site="lab", at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
+    return EventRecord(at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
 
 
 def seqs(box: Outbox) -> list[int | None]:
