@@ -1,8 +1,9 @@
 """What the agent reports as it works: the upgrader's events, a staging's end, a command answered.
 
 The upgrader (:mod:`agent.upgrader`) hands each event to its sink (:data:`EventSink`): the
-terminal's progress view, or the MQTT daemon, which stamps it (``schema``, ``seq``, ``serial``,
-``site``, ``at``: :class:`agent.mqtt.messages.EventMessage`) and publishes it on ``events``. This
+terminal's progress view, or the MQTT daemon, which stamps it (``seq``, ``at``:
+:class:`agent.mqtt.messages.EventRecord`) and publishes it on ``events`` in a batch
+(:class:`agent.mqtt.messages.EventBatch`, with ``schema``, ``serial`` and ``site``). This
 module sits below the MQTT shell: the upgrader emits typed events without importing ``agent.mqtt``.
 
 Invariant: every event names its kind in ``type`` (:data:`AgentEvent` is discriminated by it), and
@@ -67,7 +68,8 @@ class Refused(Wire):
 
 
 class Progress(Wire):
-    """How far a download or a database build has come (rate-limited: one per phase per second)."""
+    """How far a download or a database build has come (thinned: 0%, 100%, and at most one a second
+    of a job between)."""
 
     _omittable = frozenset({"bytes", "rows"})
 

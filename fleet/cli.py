@@ -30,7 +30,7 @@ from agent.cliutil import (
 from agent.events import Progress, Refused, Resumed, Transition
 from agent.keys import parse_key
 from agent.logs import configure_logging
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventRecord
 from common.errors import AllworxError
 from fleet.campaign.cli import campaign, watch_command
 from fleet.client import Answer, FleetClient
@@ -85,7 +85,7 @@ def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: flo
     settings, operator = broker_settings(params), _operator(params["operator_key"])
     as_json = params["as_json"]
 
-    def show(message: EventMessage) -> None:
+    def show(message: EventRecord) -> None:
         if not as_json:
             click.echo(f"  #{message.seq} {message.event.type} {_event_detail(message)}", err=True)
 
@@ -110,7 +110,7 @@ def _exchange(params: dict[str, Any], name: str, args: dict[str, Any], wait: flo
     _print_answer(answer, as_json)
 
 
-def _event_detail(message: EventMessage) -> str:
+def _event_detail(message: EventRecord) -> str:
     """An event's build and state (or progress) for the ``--wait`` lines."""
     match message.event:
         case Transition(build=build, state=state) | Resumed(build=build, state=state):

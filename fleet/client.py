@@ -35,13 +35,13 @@ from pydantic import ValidationError
 from agent.events import ResultEvent
 from agent.mqtt.commands import sign_command
 from agent.mqtt.connection import FLEET_MAX_PACKET, BrokerSettings, Inbound, Link, Protocol, connect
-from agent.mqtt.messages import Availability, EventMessage, Reply, StateDocument
+from agent.mqtt.messages import Availability, EventBatch, EventRecord, Reply, StateDocument
 from agent.mqtt.topics import ServerTopics, all_states
 from common.errors import BrokerError
 from fleet.operator import OperatorKey
 
 Matcher = Callable[[Inbound], bool]
-EventSink = Callable[[EventMessage], None]
+EventSink = Callable[[EventRecord], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Answer:
     """A command's reply and, when the client waited for it, the ``result`` event that ended the job."""
 
     reply: Reply
-    result: EventMessage | None = None
+    result: EventRecord | None = None
 
     @property
     def outcome(self) -> ResultEvent | None:
@@ -376,20 +376,25 @@ def _reply(message: Inbound) -> Reply | None:
 
 async def _until_result(
     events: asyncio.Queue[Inbound], after: int, on_event: EventSink | None
-) -> EventMessage:
-    """The first ``result`` event numbered after ``after``; every new event goes to ``on_event``."""
+) -> EventRecord:
+    """The first ``result`` event numbered after ``after``; every new event goes to ``on_event``.
+
+    Each message is a batch: its events are taken in order, and a ``seq`` seen before (a
+    redelivered batch) is dropped.
+    """
     seen: set[int] = set()
     while True:
         message = await events.get()
         try:
-            event = EventMessage.model_validate_json(message.payload)
-        except ValidationError:  # not an event of the contract
+            batch = EventBatch.model_validate_json(message.payload)
+        except ValidationError:  # not an events message of the contract
             continue
-        seq = event.seq
-        if seq is None or seq <= after or seq in seen:  # older, or a redelivery
-            continue
-        seen.add(seq)
-        if on_event is not None:
-            on_event(event)
-        if isinstance(event.event, ResultEvent):
-            return event
+        for record in batch.events:
+            seq = record.seq
+            if seq is None or seq <= after or seq in seen:  # older, or a redelivery
+                continue
+            seen.add(seq)
+            if on_event is not None:
+                on_event(record)
+            if isinstance(record.event, ResultEvent):
+                return record

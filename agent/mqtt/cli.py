@@ -132,6 +132,15 @@ def config_path(args: list[str]) -> Path | None:
     help="Simulated seconds per real second (reboots, database work); default: no waiting.",
 )
 @click.option(
+    "--event-batch-interval",
+    "event_batch_interval",
+    type=click.FloatRange(0, 60),
+    default=0.25,
+    show_default=True,
+    help="Seconds an event may wait for others to share its events message (a result, a refusal, "
+    "a command's answer or a rollback goes at once; 64 events fill a message).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(sorted(LEVELS)),
     default="info",
@@ -182,6 +191,7 @@ def run(  # noqa: PLR0917  # reason: click passes every option
     mqtt_version: str,
     now: str | None,
     speed: float,
+    event_batch_interval: float,
     config_file: Path | None,
     log_level: str,
     log_format: str,
@@ -220,6 +230,7 @@ def run(  # noqa: PLR0917  # reason: click passes every option
             timing=timing,
             protocol=protocol,
             ha_prefix=ha_prefix if ha_discovery else None,
+            batch_interval=event_batch_interval,
         )
         made: list[Agent] = []
         monitor = monitor_for(Notifier(), lambda: made[0] if made else None)

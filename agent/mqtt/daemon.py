@@ -2,17 +2,22 @@
 
 Shape: an outer reconnect loop with capped, jittered backoff; one
 :func:`agent.mqtt.connection.connect` per attempt (MQTT 5 first, 3.1.1 once a broker refuses
-it); per connection an ``asyncio.TaskGroup`` of named tasks: ``events`` (drains the outbox),
-``state`` (republishes the retained state when it changed) and ``commands`` (verifies and
+it); per connection an ``asyncio.TaskGroup`` of named tasks: ``events`` (drains the outbox in
+batches), ``state`` (republishes the retained state when it changed) and ``commands`` (verifies and
 dispatches operator commands with ``match``). The upgrade itself runs in the daemon's outer
 task group, so it carries on while the broker is away.
 
 Invariants:
 - every event goes through the on-disk outbox before it is published, so nothing produced while
   disconnected is lost, and events arrive in sequence order after reconnection;
+- events are published in batches (:class:`agent.mqtt.messages.EventBatch`), when the
+  :class:`agent.mqtt.batching.Batcher` says: at once after an event that ends or decides
+  something, else within ``batch_interval`` or at ``batch_size`` events; progress is thinned
+  (:class:`agent.mqtt.batching.ProgressThinner`) before it is recorded;
 - at most one upgrade runs at a time; a second ``upgrade`` is rejected ``UPGRADE_IN_PROGRESS``;
 - on start, an upgrade interrupted by a kill or power cut is recovered (``Upgrader.recover``);
-- the retained state is republished on every (re)connection and after every persisted transition;
+- the retained state is republished on every (re)connection and after persisted transitions, at
+  most once per ``state_interval`` (the latest state), at once on a result or a command's effect;
 - a command's nonce is persisted before the command acts (rule CMD-3);
 - a session taken over by another client with the agent's id is counted; a storm of them makes the
   agent connect with a client id of its own for a while, backing off with jitter in between
@@ -37,13 +42,13 @@ from agent.clock import Clock, SystemClock, exponential_backoff
 from agent.events import AgentEvent, Progress, ResultEvent, Resumed, Transition
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.lock import ServerLock
-from agent.machine import State
+from agent.mqtt.batching import BATCH_INTERVAL, BATCH_SIZE, Batcher, BatchPolicy, ProgressThinner, urgent
 from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
 from agent.mqtt.discovery import Discovery, reachable, values
 from agent.mqtt.dispatch import Dispatcher
-from agent.mqtt.messages import Availability, EventMessage, StateDocument, dump
-from agent.mqtt.outbox import Outbox
+from agent.mqtt.messages import Availability, EventRecord, StateDocument, dump
+from agent.mqtt.outbox import Outbox, encode_batch
 from agent.mqtt.report import state_document
 from agent.mqtt.takeover import SHORT_SESSION, TakeoverWatch
 from agent.mqtt.topics import ServerTopics
@@ -53,9 +58,7 @@ from common.errors import AllworxError, BrokerError, StoreError
 from releases.catalog import Catalog, default_catalog
 
 log = structlog.get_logger("agent.mqtt")
-# a persisted state after which the release or the outcome changes: its state is published at once
-URGENT_STATES = frozenset({State.COMMITTED, State.ROLLED_BACK, State.ROLLING_BACK})
-BATCH = 32  # events kept in flight at once (each waits for its PUBACK)
+BATCH = 32  # events messages (batches) kept in flight at once (each waits for its PUBACK)
 STOP_SECONDS = 2.0  # on a stop: the longest wait for the offline PUBACK, and again for the DISCONNECT
 
 
@@ -105,8 +108,10 @@ class AgentOptions:
 
     broker: BrokerSettings
     site: str | None = None  # default: the site in identity.json
-    progress_interval: float = 1.0  # the least time between two progress events of one phase
-    state_interval: float = 0.0  # the least time between two retained-state publishes (the last wins)
+    progress_interval: float = 1.0  # the least time between two progress events of one job (0%, 100% aside)
+    state_interval: float = 0.25  # the least time between two retained-state publishes (the last wins)
+    batch_interval: float = BATCH_INTERVAL  # the longest an event waits for others to share its message
+    batch_size: int = BATCH_SIZE  # the most events in one message
     cursor_interval: float = 0.0  # the least time between two outbox cursor writes (0: every delivery)
     backoff_base: float = 0.5  # the first reconnect delay
     backoff_cap: float = 30.0  # the longest reconnect delay
@@ -169,7 +174,12 @@ class Agent:
         self._state_urgent = asyncio.Event()
         self._events_ready = asyncio.Event()
         self._loop_thread = threading.get_ident()
-        self._last_progress: dict[str, float] = {}
+        self._thinner = ProgressThinner(options.progress_interval)
+        self._batcher = Batcher(
+            BatchPolicy(options.batch_interval, options.batch_size),
+            pending=self.outbox.pending_count,
+            now=self.wall.monotonic(),
+        )
         self._job: asyncio.Task[None] | None = None
         self._staging = False  # whether the running job only stages (an upgrade may follow it)
         self._cancel = asyncio.Event()
@@ -295,38 +305,28 @@ class Agent:
             self._state_urgent.set()
 
     def on_upgrade_event(self, event: AgentEvent) -> None:
-        """The upgrader's event sink: rate-limit progress, then write the event to the outbox."""
+        """The upgrader's event sink: thin progress, then write the event to the outbox."""
         if threading.get_ident() != self._loop_thread:  # database progress comes from a worker thread
             self._loop.call_soon_threadsafe(self.on_upgrade_event, event)
             return
-        if isinstance(event, Progress) and not self._progress_due(event):
+        if isinstance(event, Progress) and not self._thinner.keep(event, self.wall.monotonic()):
             return
         self.record(event)
-        if isinstance(event, Transition):
-            self.mark_state_dirty(urgent=event.state in URGENT_STATES)
-        elif isinstance(event, ResultEvent | Resumed):
+        if isinstance(event, Transition | Resumed):
+            self.mark_state_dirty(urgent=False)
+        elif isinstance(event, ResultEvent):
             self.mark_state_dirty()
 
-    def _progress_due(self, event: Progress) -> bool:
-        key = f"{event.phase}:{event.build}"
-        now = self.wall.monotonic()
-        last = self._last_progress.get(key)
-        if last is not None and now - last < self.options.progress_interval and event.percent != 100:
-            return False
-        self._last_progress[key] = now
-        return True
-
     def record(self, event: AgentEvent) -> int:
-        """Write one event to the outbox (durably), wake the publisher, return its sequence number.
+        """Write one event to the outbox (durably), wake the publisher when its batch opens or is
+        due, return its sequence number.
 
         Raises:
             StoreError: the outbox cannot be written.
         """
-        message = EventMessage(
-            serial=self.topics.serial, site=self.topics.site, at=self.clock.now(), event=event
-        )
-        seq = self.outbox.append(message)
-        self._events_ready.set()
+        seq = self.outbox.append(EventRecord(at=self.clock.now(), event=event))
+        if self._batcher.add(self.wall.monotonic(), urgent=urgent(event)):
+            self._events_ready.set()
         if self.observer is not None:
             self.observer.event(event)
         return seq
@@ -445,26 +445,50 @@ class Agent:
             raise _first(group) from None
 
     async def _pump_events(self, link: Link) -> None:
+        """Publish the recorded events as batches whenever the batcher says they are due."""
         while True:
-            batch = self.outbox.pending_payloads(limit=BATCH)
-            if not batch:
-                self._events_ready.clear()
+            self._events_ready.clear()
+            wait = self._batcher.wait(self.wall.monotonic())
+            if self.outbox.pending_count > self._batcher.count:  # sent before, never acknowledged
+                wait = 0.0
+            if wait is None:
                 if self.outbox.cursor_behind:  # quiet for a while: bring the cursor up to date
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.options.cursor_interval):
-                            await self._events_ready.wait()
-                    if not self._events_ready.is_set():
+                    if not await self._woken(self.options.cursor_interval):
                         self.outbox.flush()
                     continue
                 await self._events_ready.wait()
                 continue
-            if len(batch) == 1:  # the common case: events come one at a time
-                await link.publish(self.topics.events, batch[0][1], qos=1)
-            else:
-                async with asyncio.TaskGroup() as tasks:  # in flight together; paho keeps their order
-                    for _seq, payload in batch:
-                        tasks.create_task(link.publish(self.topics.events, payload, qos=1))
-            self.outbox.delivered(batch[-1][0])
+            if wait:
+                await self._woken(wait)
+                continue
+            await self._publish_pending(link)
+
+    async def _woken(self, seconds: float) -> bool:
+        """Wait for the publisher to be woken, at most ``seconds`` of real time; return whether it was."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._events_ready.wait()
+        return self._events_ready.is_set()
+
+    async def _publish_pending(self, link: Link) -> None:
+        """Publish up to :data:`BATCH` batches of the undelivered events, in order, and record them
+        delivered once every one is acknowledged."""
+        size = self.options.batch_size
+        pending = self.outbox.pending_payloads(limit=BATCH * size)
+        self._batcher.sent(len(pending))
+        if not pending:
+            return
+        payloads = [
+            encode_batch(self.topics.serial, self.topics.site, [line for _seq, line in pending[i : i + size]])
+            for i in range(0, len(pending), size)
+        ]
+        if len(payloads) == 1:  # the common case
+            await link.publish(self.topics.events, payloads[0], qos=1)
+        else:
+            async with asyncio.TaskGroup() as tasks:  # in flight together; paho keeps their order
+                for payload in payloads:
+                    tasks.create_task(link.publish(self.topics.events, payload, qos=1))
+        self.outbox.delivered(pending[-1][0])
 
     async def _pump_state(self, link: Link) -> None:
         """Publish the retained state whenever it changed, at most once per ``state_interval``.

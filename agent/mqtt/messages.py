@@ -1,14 +1,16 @@
 """Every message of the fleet contract, one model each (docs/asyncapi.yaml is generated from them).
 
-Every message carries ``"schema": 1`` (:data:`SCHEMA_VERSION`): a reader rejects a version it does
-not know rather than guess. The agent builds what it sends with these models and the fleet tools
+Every message carries ``"schema": 1`` (:data:`SCHEMA_VERSION`), but an ``events`` batch, which
+carries ``"schema": 2`` (:data:`EVENTS_SCHEMA_VERSION`): a reader rejects a version it does not
+know rather than guess. The agent builds what it sends with these models and the fleet tools
 parse what they receive with them (at the JSON edge), so both sides hold typed messages.
 
 Invariants: a command's ``args`` are validated by the model of its ``command`` name; unknown
 fields are refused in commands (a signed field the agent ignored would be a field an attacker
 could add) and replies; availability is a bare word (``online``/``offline``, not JSON); the state
-and events are read leniently (an unknown field is ignored). An event is flat on the wire: the envelope's
-fields beside the event's own.
+and events are read leniently (an unknown field is ignored). An ``events`` message is a batch: the
+envelope (``schema``, ``serial``, ``site``) and a list of events, each flat (``seq`` and ``at``
+beside the event's own fields).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from agent.events import AgentEvent
 from common.jsonedge import JsonObject  # a command's arguments as signed, and the serialised form
 
 SCHEMA_VERSION = 1
+EVENTS_SCHEMA_VERSION = 2  # an events message is a batch of events (schema 1: one event)
 MAX_COMMAND_BYTES = 64 * 1024  # bytes, the largest command payload read at all
 MAX_KEY_TEXT = 16 * 1024  # characters of a key file sent with install-key
 CommandName = Literal["upgrade", "plan", "stage", "cancel", "install-key", "report"]
@@ -199,28 +202,25 @@ class Availability(RootModel[Literal["online", "offline"]]):
             raise ValueError(f"{payload[:64]!r} is neither online nor offline") from None
 
 
-_ENVELOPE = ("schema", "seq", "serial", "site", "at")
+_RECORD = ("seq", "at")
 
 
-class EventMessage(Wire):
-    """One ``events`` message: the envelope (``schema``, ``seq``, ``serial``, ``site``, ``at``) and
-    the event's own fields, flat (QoS 1, through the agent's on-disk outbox)."""
+class EventRecord(Wire):
+    """One event in a batch: its ``seq`` and ``at`` beside the event's own fields, flat."""
 
-    schema_version: Literal[1] = Field(default=1, alias="schema")
     seq: Annotated[int, Field(ge=1)] | SkipJsonSchema[None] = None
-    """Per server: +1 per event, never repeated or skipped, across restarts (the outbox sets it)."""
-    serial: str
-    site: str
+    """Per server: +1 per event, never repeated or skipped, across batches and restarts (the outbox
+    sets it)."""
     at: IsoTime
     event: AgentEvent
 
     @model_validator(mode="before")
     @classmethod
     def _nest(cls, data: Any) -> Any:
-        """Read the flat wire form: every field but the envelope's is the event's."""
+        """Read the flat wire form: every field but ``seq`` and ``at`` is the event's."""
         if isinstance(data, dict) and "event" not in data:
-            envelope = {k: data[k] for k in _ENVELOPE if k in data}
-            return {**envelope, "event": {k: v for k, v in data.items() if k not in _ENVELOPE}}
+            record = {k: data[k] for k in _RECORD if k in data}
+            return {**record, "event": {k: v for k, v in data.items() if k not in _RECORD}}
         return data
 
     def _shape(self, data: JsonObject) -> JsonObject:
@@ -231,13 +231,26 @@ class EventMessage(Wire):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """The flat form: the envelope's properties, and exactly one event's (``oneOf``, by ``type``)."""
+        """The flat form: ``seq`` and ``at``, and exactly one event's properties (``oneOf``, by ``type``)."""
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
         event = target["properties"].pop("event")
         target["required"] = [name for name in target["required"] if name != "event"]
         target["oneOf"] = event["oneOf"]
         return schema
+
+
+class EventBatch(Wire):
+    """One ``events`` message: a server's events in ``seq`` order, each numbered one more than the
+    one before it, continuing from the previous batch (QoS 1, through the agent's on-disk outbox)."""
+
+    schema_version: Literal[2] = Field(default=2, alias="schema")
+    serial: str
+    site: str
+    events: tuple[EventRecord, ...] = Field(min_length=1)
+    """At most 64. A batch is sent at once after an event that ends or decides something (a result,
+    a refusal, a stage's end, a command's answer, a rollback), else within the agent's batch
+    interval (250 ms by default) of its first event."""
 
 
 class JobReply(Wire):

@@ -1,7 +1,7 @@
 """The on-disk outbox: every event is written here, in order, before it is published.
 
 Layout under ``SERVER_DIR/agent/outbox/``: ``events.log`` (append-only JSON lines, one
-:class:`~agent.mqtt.messages.EventMessage` each, exactly its MQTT payload, fsync'd) and
+:class:`~agent.mqtt.messages.EventRecord` each, exactly as it appears in a published batch, fsync'd) and
 ``cursor.json`` (:class:`Cursor`: ``{"delivered": N, "last": M}``, written atomically, after every
 delivery or, with ``cursor_every``, at most that often).
 
@@ -11,9 +11,11 @@ Invariants:
   or the cursor's ``last`` once the log was compacted), so they never repeat or gap;
 - an event is on disk (flushed through the outbox's :class:`~agent.fileio.Disk`, by default an
   fsync) before :meth:`Outbox.append` returns, so a kill loses nothing;
-- :meth:`Outbox.pending` returns the undelivered events in sequence order; delivery is
-  at-least-once (a crash between PUBACK and :meth:`Outbox.delivered` re-sends), and readers drop
-  a sequence number they have already seen;
+- :meth:`Outbox.pending` returns the undelivered events in sequence order; they are published as
+  batches (:func:`encode_batch`: the logged lines, in order, in one message), so replay after an
+  outage neither skips nor repeats a number within what it sends; delivery is at-least-once (a
+  crash between PUBACK and :meth:`Outbox.delivered` re-sends), and readers drop a sequence number
+  they have already seen;
 - a torn last line (power cut mid-append) is discarded on open: its event was never acknowledged
   to anyone, and its number is reused.
 """
@@ -25,21 +27,30 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from agent.fileio import DURABLE, Disk, disk_error, read_json, write_json
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EVENTS_SCHEMA_VERSION, EventRecord
 from common.errors import StoreError
 
 COMPACT_BYTES = 256 * 1024  # bytes of fully delivered log after which it is truncated
+_ENVELOPE = ("schema", "serial", "site")  # in a line logged as a whole message (schema 1): dropped
 
 
-def encode(message: EventMessage) -> bytes:
-    """An event's JSON: compact, keys sorted (its line in the log and its MQTT payload)."""
-    return json.dumps(message.wire(), separators=(",", ":"), sort_keys=True).encode()
+def encode(record: EventRecord) -> bytes:
+    """An event's JSON: compact, keys sorted (its line in the log and its place in a batch)."""
+    return json.dumps(record.wire(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def encode_batch(serial: str, site: str, records: Sequence[bytes]) -> bytes:
+    """The ``events`` payload of the encoded ``records`` (:func:`encode`), in order: the JSON of an
+    :class:`~agent.mqtt.messages.EventBatch`, keys sorted, made from the logged lines as they are."""
+    head = b'{"events":[' + b",".join(records) + b'],"schema":' + str(EVENTS_SCHEMA_VERSION).encode()
+    tail = b',"serial":' + json.dumps(serial).encode() + b',"site":' + json.dumps(site).encode() + b"}"
+    return head + tail
 
 
 class Cursor(BaseModel):
@@ -99,7 +110,7 @@ class Outbox:
                 good += len(line)
                 self._last = max(self._last, event["seq"])
                 if event["seq"] > self._delivered:
-                    self._pending.append((event["seq"], line.rstrip(b"\n")))
+                    self._pending.append((event["seq"], _record_line(event, line)))
             if good < len(data):
                 os.truncate(self.log_path, good)
         self._log = self.log_path.open("ab")
@@ -114,13 +125,13 @@ class Outbox:
         """The highest sequence number acknowledged by the broker."""
         return self._delivered
 
-    def append(self, message: EventMessage) -> int:
-        """Give ``message`` the next sequence number, write it durably, and return the number.
+    def append(self, record: EventRecord) -> int:
+        """Give ``record`` the next sequence number, write it durably, and return the number.
 
         Raises:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
-        stamped = message.model_copy(update={"seq": self._last + 1})
+        stamped = record.model_copy(update={"seq": self._last + 1})
         payload = encode(stamped)
         try:
             self._log.write(payload + b"\n")
@@ -137,16 +148,16 @@ class Outbox:
         """How many events are not delivered yet."""
         return len(self._pending)
 
-    def pending(self, limit: int | None = None) -> list[EventMessage]:
+    def pending(self, limit: int | None = None) -> list[EventRecord]:
         """The undelivered events in sequence order (at most ``limit``), read from their JSON.
 
         Raises:
             pydantic.ValidationError: a logged line is not an event of the contract.
         """
-        return [EventMessage.model_validate_json(payload) for _seq, payload in self.pending_payloads(limit)]
+        return [EventRecord.model_validate_json(payload) for _seq, payload in self.pending_payloads(limit)]
 
     def pending_payloads(self, limit: int | None = None) -> list[tuple[int, bytes]]:
-        """The undelivered events as ``(seq, payload)``, the payload the JSON line in the log
+        """The undelivered events as ``(seq, line)``, the line the event's JSON in the log
         (:func:`encode`): what is published is what was made durable, encoded once."""
         count = len(self._pending) if limit is None else min(limit, len(self._pending))
         return [self._pending[i] for i in range(count)]
@@ -197,6 +208,15 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _record_line(event: dict[str, object], line: bytes) -> bytes:
+    """The logged ``line`` (parsed: ``event``) as a batch's record: a line an agent logged as a
+    whole message (schema 1) loses the envelope's fields."""
+    if not any(key in event for key in _ENVELOPE):
+        return line.rstrip(b"\n")
+    record = {k: v for k, v in event.items() if k not in _ENVELOPE}
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _read_cursor(path: Path) -> Cursor:

@@ -26,7 +26,7 @@ from agent.documents import Wire
 from agent.mqtt.messages import (
     Availability,
     Command,
-    EventMessage,
+    EventBatch,
     InstallKeyArgs,
     NoArgs,
     PlanArgs,
@@ -42,7 +42,7 @@ REF = "#/components/schemas/{model}"
 MESSAGES: dict[str, type[BaseModel]] = {  # the message name -> its payload's model
     "State": StateDocument,
     "Availability": Availability,
-    "Event": EventMessage,
+    "Events": EventBatch,
     "Command": Command,
     "Reply": Reply,
 }
@@ -51,7 +51,8 @@ _NOISE = frozenset({"title", "default", "discriminator"})  # pydantic's, not the
 
 DESCRIPTION = """\
 What an Allworx upgrade agent publishes and obeys, under `allworx/{site}/{serial}/`.
-Every JSON message carries `"schema": 1`. Reason codes are those of `common/reasons.py`; rule IDs
+Every JSON message carries `"schema": 1`, but an `events` message, a batch of events, which carries
+`"schema": 2`. Reason codes are those of `common/reasons.py`; rule IDs
 those of docs/rules.md (and CMD-1..CMD-5 in docs/mqtt.md).
 Generated from the message models (agent/mqtt/messages.py, agent/events.py, agent/documents.py)
 by `python -m agent.mqtt.schema > docs/asyncapi.yaml`: edit the models, not this file.
@@ -167,7 +168,7 @@ def channels() -> JsonObject:
     return {
         "state": channel("state", "State"),
         "availability": channel("availability", "Availability"),
-        "events": channel("events", "Event"),
+        "events": channel("events", "Events"),
         "command": {**channel("cmd/{name}", "Command"), "parameters": command_parameters},
         "accepted": {**channel("cmd/{name}/accepted", "Reply"), "parameters": reply_parameters},
         "rejected": {**channel("cmd/{name}/rejected", "Reply"), "parameters": reply_parameters},
@@ -198,7 +199,8 @@ def operations() -> JsonObject:
     return {
         "publishState": send(
             "state",
-            "Retained, QoS 1. Republished on every (re)connection and after every persisted transition.",
+            "Retained, QoS 1. One coalesced document: republished on every (re)connection and on "
+            "change, at most every 250 ms (the latest state), at once on a result.",
             retain=True,
         ),
         "publishAvailability": send(
@@ -208,8 +210,10 @@ def operations() -> JsonObject:
         ),
         "publishEvents": send(
             "events",
-            "QoS 1, not retained. Through an on-disk outbox; `seq` increases by one per event, "
-            "never repeats.",
+            "QoS 1, not retained. A batch of events, in order, through an on-disk outbox; `seq` "
+            "increases by one per event, across batches, and never repeats. A batch goes at once "
+            "after a result, a refusal, a stage's end, a command's answer or a rollback, else within "
+            "250 ms of its first event or at 64 events.",
             retain=False,
         ),
         "receiveCommand": {
@@ -246,7 +250,7 @@ def document() -> JsonObject:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Allworx upgrade agent — fleet MQTT contract",
-            "version": "1.0.0",
+            "version": "2.0.0",
             "description": _markdown(DESCRIPTION),
         },
         "defaultContentType": "application/json",

@@ -57,6 +57,7 @@ class AgentConfig(BaseModel):
     mqtt_version: Literal["auto", "5", "3.1.1"] | None = None
     now: str | None = None
     speed: float | None = Field(default=None, gt=0)
+    event_batch_interval: float | None = Field(default=None, ge=0, le=60)
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     log_format: Literal["auto", "json", "console"] | None = None
     health: str | None = None

@@ -123,6 +123,7 @@ async def running_agent(
     keepalive: int = 5,
     state_interval: float = 0.0,
     cursor_interval: float = 0.0,
+    batch_interval: float = 0.25,
 ) -> AsyncIterator[Agent]:
     """Run the daemon in this event loop until the block ends; yield once it is connected."""
     options = AgentOptions(
@@ -133,6 +134,7 @@ async def running_agent(
         progress_interval=0.2,
         state_interval=state_interval,
         cursor_interval=cursor_interval,
+        batch_interval=batch_interval,
     )
     agent = Agent(server, options, clock=SimClock(START, speed=speed))
     task = asyncio.create_task(agent.run(), name="agent")

@@ -20,7 +20,7 @@ import pytest
 from agent.events import Transition
 from agent.machine import State
 from agent.mqtt.connection import BrokerSettings
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventBatch
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from fleet.client import FleetClient
@@ -184,8 +184,11 @@ async def _stop_mid_upgrade(
         assert reply.status == "accepted", reply
         async with asyncio.timeout(60):
             while True:
-                message = EventMessage.model_validate_json((await events.get()).payload)
-                if isinstance(message.event, Transition) and message.event.state is State.TRIAL_BOOT:
+                batch = EventBatch.model_validate_json((await events.get()).payload)
+                if any(
+                    isinstance(record.event, Transition) and record.event.state is State.TRIAL_BOOT
+                    for record in batch.events
+                ):
                     break
     process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()

@@ -16,7 +16,7 @@ import pytest
 
 from agent.events import Transition
 from agent.mqtt.connection import BrokerSettings, Inbound, Protocol, connect
-from agent.mqtt.messages import EventMessage, PlanReport, StateDocument
+from agent.mqtt.messages import EventRecord, PlanReport, StateDocument
 from agent.mqtt.topics import ServerTopics
 from agent.store import ServerDir
 from common.errors import BrokerError
@@ -54,7 +54,7 @@ def agent_cli(*args: str) -> list[str]:
 async def test_signed_upgrade_runs_to_its_end(broker: BrokerUnderTest, server: ServerDir) -> None:
     """A signed upgrade command runs to its end, every transition arrives in order, state matches status."""
     topics = topics_of(server)
-    events: list[EventMessage] = []
+    events: list[EventRecord] = []
     async with running_agent(server, broker.url, protocol=broker.protocol) as agent:
         async with FleetClient.open(
             BrokerSettings(url=broker.url), default_operator(), broker.protocol
@@ -75,8 +75,8 @@ async def test_signed_upgrade_runs_to_its_end(broker: BrokerUnderTest, server: S
     (parsed,) = states
     state = parsed.wire()
     validate("State", state)
-    for event in events:
-        validate("Event", event.wire())
+    batch = {"schema": 2, "serial": topics.serial, "site": topics.site, "events": [e.wire() for e in events]}
+    validate("Events", batch)
     for field in (
         "serial",
         "model",
@@ -92,7 +92,7 @@ async def test_signed_upgrade_runs_to_its_end(broker: BrokerUnderTest, server: S
     assert state["release"] == "7.1" and state["last_result"]["outcome"] == "succeeded"
 
 
-async def test_state_interval_merges_a_steps_transitions_but_never_delays_a_commit_or_result(
+async def test_state_interval_merges_a_steps_transitions_but_never_delays_a_result(
     broker: BrokerUnderTest, server: ServerDir
 ) -> None:
     """With a long state interval a step's transitions share publishes; the result does not wait.
@@ -121,7 +121,7 @@ async def test_state_interval_merges_a_steps_transitions_but_never_delays_a_comm
                 states.append(json.loads(message.payload))
 
         collector = asyncio.create_task(collect())
-        events: list[EventMessage] = []
+        events: list[EventRecord] = []
         answer = await fleet.request(
             topics.site, topics.serial, "upgrade", {"to": "7.1"}, wait=20, on_event=events.append
         )
@@ -136,6 +136,43 @@ async def test_state_interval_merges_a_steps_transitions_but_never_delays_a_comm
     assert "trial_boot" not in seen, seen  # the reboot's 0.9 s would show it, were it not merged
     assert states[-1]["release"] == "7.1" and states[-1]["state"] == "idle"
     assert states[-1]["last_result"]["outcome"] == "succeeded"
+
+
+async def test_a_long_batch_interval_never_delays_a_result(
+    broker: BrokerUnderTest, server: ServerDir
+) -> None:
+    """With a 30 s batch interval the command's answer goes at once, and the step's events wait for
+    its result and go with it: two messages, in order."""
+    topics = topics_of(server)
+    batches: list[dict[str, Any]] = []
+    async with (
+        connect(BrokerSettings(url=broker.url), protocol=broker.protocol) as watcher,
+        running_agent(server, broker.url, protocol=broker.protocol, batch_interval=30.0),
+        FleetClient.open(BrokerSettings(url=broker.url), default_operator(), broker.protocol) as fleet,
+    ):
+        await watcher.subscribe(topics.events, qos=1)
+
+        async def collect() -> None:
+            async for message in watcher.messages():
+                if message.topic == topics.events:  # amqtt also hands out others' retained messages
+                    batches.append(json.loads(message.payload))
+
+        collector = asyncio.create_task(collect())
+        started = time.monotonic()
+        answer = await fleet.request(topics.site, topics.serial, "upgrade", {"to": "7.1"}, wait=20)
+        took = time.monotonic() - started
+        await _until(lambda: any(e["type"] == "result" for b in batches for e in b["events"]), 5)
+        collector.cancel()
+    assert answer.outcome is not None
+    assert answer.outcome.outcome == "succeeded"
+    assert took < 15  # far less than the interval: the result did not wait for it
+    command, step = batches  # the answer (with what was recorded by the time it went), then the rest
+    assert command["events"][0]["type"] == "command"
+    assert step["events"][-1]["type"] == "result"
+    transitions = [e["state"] for b in batches for e in b["events"] if e["type"] == "transition"]
+    assert transitions == TRANSITIONS
+    seqs = [e["seq"] for b in batches for e in b["events"]]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
 async def test_policy_refusal_is_rejected_with_reason(broker: BrokerUnderTest, server: ServerDir) -> None:
@@ -247,7 +284,9 @@ async def test_malformed_commands_are_rejected_and_the_agent_keeps_going(
 async def _watch_events(
     url: str, topics: ServerTopics, into: list[dict[str, Any]], ready: asyncio.Event
 ) -> None:
-    """A persistent-session subscriber that reconnects: the broker queues events while it is away."""
+    """A persistent-session subscriber that reconnects: the broker queues events while it is away.
+
+    ``into`` gets each events message (a batch) as received."""
     while True:
         try:
             async with connect(
@@ -275,7 +314,11 @@ async def test_broker_restart_mid_upgrade_loses_no_event(server: ServerDir, tmp_
     require_mosquitto()
     broker = Mosquitto(workdir=tmp_path, persistence=True)  # its sessions survive the restart
     broker.start()
-    topics, received, ready = topics_of(server), [], asyncio.Event()
+    topics, received, ready = topics_of(server), list[dict[str, Any]](), asyncio.Event()
+
+    def arrived() -> list[dict[str, Any]]:
+        return [event for batch in received for event in batch["events"]]
+
     try:
         async with running_agent(server, broker.url, speed=60) as agent:  # a reboot takes 1.5 s
             watcher = asyncio.create_task(_watch_events(broker.url, topics, received, ready))
@@ -283,22 +326,23 @@ async def test_broker_restart_mid_upgrade_loses_no_event(server: ServerDir, tmp_
             async with FleetClient.open(BrokerSettings(url=broker.url), default_operator()) as fleet:
                 reply = (await fleet.request(topics.site, topics.serial, "upgrade", {"to": "7.1"})).reply
             assert reply.status == "accepted"
-            await _until(lambda: any(e.get("state") == "trial_boot" for e in received), 10)
+            await _until(lambda: any(e.get("state") == "trial_boot" for e in arrived()), 10)
+            before = len(received)
             broker.stop()
             await asyncio.sleep(2.5)  # the reboot ends and the upgrade commits while the broker is away
-            produced_offline = agent.outbox.pending_count
+            offline = [seq for seq, _ in agent.outbox.pending_payloads()]
             broker.start()
-            await _until(lambda: any(e["type"] == "result" for e in received), 15)
+            await _until(lambda: any(e["type"] == "result" for e in arrived()), 15)
             watcher.cancel()
     finally:
         broker.stop()
-    assert produced_offline >= 3  # committing, committed, result at least
-    first_arrivals: dict[int, dict[str, Any]] = {}
-    for event in received:
-        first_arrivals.setdefault(event["seq"], event)
-    seqs = list(first_arrivals)
-    assert seqs == sorted(seqs) and seqs == list(range(seqs[0], seqs[-1] + 1))  # in order, no gap
-    assert [e["state"] for e in first_arrivals.values() if e["type"] == "transition"] == TRANSITIONS
+    assert len(offline) >= 3  # committing, committed, result at least
+    seqs = [event["seq"] for event in arrived()]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # in order across batches: no gap, no repeat
+    assert [e["state"] for e in arrived() if e["type"] == "transition"] == TRANSITIONS
+    assert {batch["schema"] for batch in received} == {2}
+    replayed = [[event["seq"] for event in batch["events"]] for batch in received[before:]]
+    assert replayed == [offline]  # what was recorded offline came back as one batch
     assert server.committed().version == "7.1"
 
 

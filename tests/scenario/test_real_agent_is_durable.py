@@ -26,7 +26,7 @@ from agent.fileio import DurableDisk
 from agent.journal import Journal
 from agent.mqtt.connection import BrokerSettings
 from agent.mqtt.daemon import Agent, AgentOptions
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventRecord
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
 from agent.verifier import DurableVerifier
@@ -92,7 +92,7 @@ async def test_the_daemon_writes_through_its_server_directorys_disk(root: Path) 
     try:
         answered = CommandAnswered(command="report", client_token="t1", status="accepted")
         at = datetime(2010, 1, 1, tzinfo=UTC)
-        daemon.outbox.append(EventMessage(serial="AWX1", site="lab", at=at, event=answered))
+        daemon.outbox.append(EventRecord(at=at, event=answered))
         assert disk.fsyncs == 1
         daemon.dispatcher.window.remember("n1", NOW, NOW)
         assert disk.fsyncs == 2

@@ -13,7 +13,7 @@ from agent.crashpoints import FaultAt, PowerCut, injecting
 from agent.events import CommandAnswered
 from agent.fileio import DURABLE, DurableDisk, write_atomic, write_json
 from agent.keys import install_revocation_list
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventRecord
 from agent.mqtt.outbox import Outbox
 from simulator.keyring import VendorKeyring
 
@@ -55,9 +55,7 @@ def test_an_outbox_append_is_flushed_by_default(tmp_path: Path, monkeypatch: pyt
     with Outbox(tmp_path / "outbox") as outbox:
         kinds = _record_fsyncs(monkeypatch)
         answered = CommandAnswered(command="report", client_token="t1", status="accepted")
-        outbox.append(
-            EventMessage(serial="AWX1", site="lab", at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
-        )
+        outbox.append(EventRecord(at=datetime(2010, 1, 1, tzinfo=UTC), event=answered))
         assert kinds == ["file"]
 
 

@@ -11,7 +11,7 @@ import pytest
 from agent.crashpoints import PowerCut
 from agent.events import CommandAnswered
 from agent.fileio import read_json, write_atomic, write_json
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventRecord
 from agent.mqtt.outbox import Outbox
 from simulator.fleet import disk as fleet_disk
 from simulator.fleet.disk import FastDisk
@@ -38,7 +38,7 @@ def test_the_fast_disk_skips_fsync_only(tmp_path: Path, monkeypatch: pytest.Monk
     with Outbox(tmp_path / "outbox", disk=disk) as outbox:
         answered = CommandAnswered(command="report", client_token="t1", status="accepted")
         at = datetime(2010, 1, 1, tzinfo=UTC)
-        outbox.append(EventMessage(serial="AWX1", site="lab", at=at, event=answered))
+        outbox.append(EventRecord(at=at, event=answered))
     assert calls == []
     assert read_json(tmp_path / "doc.json") == {"a": 2}
     assert not list(tmp_path.glob(".*.tmp"))

@@ -20,7 +20,8 @@ from agent.mqtt.commands import sign_command
 from agent.mqtt.messages import (
     Availability,
     Cancelling,
-    EventMessage,
+    EventBatch,
+    EventRecord,
     JobReply,
     Reply,
     ReplyResult,
@@ -45,7 +46,7 @@ def _document() -> dict[str, Any]:
 
 def validate(message_name: str, message: Any) -> None:
     """Raise ``jsonschema.ValidationError`` unless ``message`` fits the payload of the named message
-    (State, Availability, Event, Command, Reply) in docs/asyncapi.yaml."""
+    (State, Availability, Events, Command, Reply) in docs/asyncapi.yaml."""
     document = _document()
     payload = document["components"]["messages"][message_name]["payload"]
     schema_ = {**payload, "components": document["components"]}
@@ -117,12 +118,11 @@ def test_the_models_descriptions_are_the_contracts() -> None:
 
 
 def test_every_upgrade_event_validates(server: ServerDir) -> None:
-    """Transitions, progress, refusals and results of a real upgrade validate as events."""
+    """Transitions, progress, refusals and results of a real upgrade validate in an events batch."""
     raw = _upgrade(server, "7.2")  # 7.1 commits, 7.2 is refused: every kind of event
     assert {e.type for e in raw} >= {"transition", "progress", "refused", "result"}
-    for seq, event in enumerate(raw, start=1):
-        message = EventMessage(serial="AWX1", site="lab", at=NOW, event=event, seq=seq)
-        validate("Event", message.wire())
+    records = tuple(EventRecord(at=NOW, event=event, seq=seq) for seq, event in enumerate(raw, start=1))
+    validate("Events", EventBatch(serial="AWX1", site="lab", events=records).wire())
 
 
 def test_state_validates_before_and_after_an_upgrade(server: ServerDir) -> None:
@@ -192,17 +192,17 @@ def test_a_message_off_the_contract_is_caught() -> None:
     """The validator is not vacuous: a wrong schema version, a missing sequence number or field fails."""
     with pytest.raises(jsonschema.ValidationError):
         validate("Availability", {"schema": 1, "serial": "AWX1", "status": "online"})
+    progress = EventRecord(at=NOW, event=Progress.download("7.1", 1, 2), seq=1).wire()
+    batch = {"schema": 2, "serial": "AWX1", "site": "lab", "events": [progress]}
+    validate("Events", batch)
     with pytest.raises(jsonschema.ValidationError):
-        validate(
-            "Event",
-            {"schema": 1, "serial": "AWX1", "site": "lab", "at": NOW.isoformat(), "type": "transition"},
-        )
-    progress = EventMessage(
-        serial="AWX1", site="lab", at=NOW, event=Progress.download("7.1", 1, 2), seq=1
-    ).wire()
-    validate("Event", progress)
+        validate("Events", {**batch, "events": [{"at": NOW.isoformat(), "type": "transition"}]})
     with pytest.raises(jsonschema.ValidationError):
-        validate("Event", {**progress, "type": "refused"})
+        validate("Events", {**batch, "events": [{**progress, "type": "refused"}]})
+    with pytest.raises(jsonschema.ValidationError):
+        validate("Events", {**batch, "schema": 1})
+    with pytest.raises(jsonschema.ValidationError):
+        validate("Events", {**batch, "events": []})
     with pytest.raises(jsonschema.ValidationError):
         validate(
             "Command",

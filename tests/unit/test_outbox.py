@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from agent.events import CommandAnswered
 from agent.mqtt import outbox as outbox_module
-from agent.mqtt.messages import EventMessage
+from agent.mqtt.messages import EventRecord
 from agent.mqtt.outbox import Outbox
 
 
-def event(n: int = 0, token: str = "t") -> EventMessage:
+def event(n: int = 0, token: str = "t") -> EventRecord:
     """A command event (``n`` names its client token, so events differ)."""
     answered = CommandAnswered(command="report", client_token=f"{token}{n}", status="accepted")
-    return EventMessage(serial="AWX1", site="lab", at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
+    return EventRecord(at=datetime(2010, 1, 1, tzinfo=UTC), event=answered)
 
 
 def seqs(box: Outbox) -> list[int | None]:
@@ -142,3 +142,41 @@ def test_the_cursor_file_keeps_its_format(tmp_path: Path) -> None:
             box.append(event(i))
         box.delivered(2)
     assert (tmp_path / "cursor.json").read_bytes() == b'{"delivered": 2, "last": 3}\n'
+
+
+def test_pending_events_replay_as_batches_continuing_the_numbering_without_gaps_or_repeats(
+    tmp_path: Path,
+) -> None:
+    """150 events, 10 delivered, then a restart: the rest go out as batches of 64 whose events, read
+    back, continue from 11 to 150 in order, each number once."""
+    import json
+
+    from agent.mqtt.outbox import encode_batch
+
+    with Outbox(tmp_path) as box:
+        for i in range(150):
+            box.append(event(i))
+        box.delivered(10)
+    with Outbox(tmp_path) as again:
+        pending = again.pending_payloads()
+    batches = [
+        json.loads(encode_batch("AWX1", "lab", [line for _, line in pending[i : i + 64]]))
+        for i in range(0, len(pending), 64)
+    ]
+    assert [len(batch["events"]) for batch in batches] == [64, 64, 12]
+    assert [e["seq"] for batch in batches for e in batch["events"]] == list(range(11, 151))
+    assert {(batch["schema"], batch["serial"], batch["site"]) for batch in batches} == {(2, "AWX1", "lab")}
+
+
+def test_a_line_logged_as_a_whole_message_replays_as_an_event_of_a_batch(tmp_path: Path) -> None:
+    """An undelivered line an agent logged with the envelope (schema 1) is replayed without it."""
+    import json
+
+    line = {"schema": 1, "seq": 1, "serial": "AWX1", "site": "lab", "at": "2010-01-01T00:00:00+00:00"}
+    line |= {"type": "command", "command": "report", "client_token": "t", "status": "accepted"}
+    (tmp_path / "events.log").write_text(json.dumps(line) + "\n")
+    with Outbox(tmp_path) as box:
+        ((seq, payload),) = box.pending_payloads()
+        assert box.append(event(2)) == 2
+    assert seq == 1
+    assert json.loads(payload) == {k: v for k, v in line.items() if k not in {"schema", "serial", "site"}}

@@ -1,7 +1,8 @@
 """The wire format is pinned: each message, built with the models, against a copy of its JSON.
 
-The copies (tests/data/wire_format.json) are the published form of the contract: events compare
-byte for byte as the outbox encodes them (keys sorted), replies byte for byte in
+The copies (tests/data/wire_format.json) are the published form of the contract: events and an
+events message (a batch) compare byte for byte as the outbox encodes them (keys sorted), replies
+byte for byte in
 their field order, the state and the CLI's documents JSON-equal. A change to a model that changes
 the public contract fails here.
 """
@@ -20,8 +21,8 @@ from agent.clock import SimClock
 from agent.events import CommandAnswered, Progress, Refused, ResultEvent, Resumed, Staged, Transition
 from agent.keys import KeyCheck, KeyInfo, KeyKind, Plan
 from agent.machine import State
-from agent.mqtt.messages import Availability, EventMessage, JobReply, Reply, StateDocument, dump
-from agent.mqtt.outbox import encode
+from agent.mqtt.messages import Availability, EventBatch, EventRecord, JobReply, Reply, StateDocument, dump
+from agent.mqtt.outbox import encode, encode_batch
 from agent.mqtt.report import maintenance_key, state_document
 from agent.planner import plan
 from agent.results import StepResult, UpgradeResult
@@ -101,16 +102,31 @@ WIRE_EVENTS: list[dict[str, Any]] = WIRE["events"]
 )
 def test_each_kind_of_event_is_published_byte_for_byte(event: Any, wire: dict[str, Any]) -> None:
     """An event stamped and encoded by the outbox is the pinned bytes."""
-    message = EventMessage(serial="AWX1", site="lab", at=AT, event=event, seq=wire["seq"])
-    assert encode(message) == sorted_compact(wire)
+    record = EventRecord(at=AT, event=event, seq=wire["seq"])
+    assert encode(record) == sorted_compact(wire)
 
 
 @pytest.mark.parametrize("wire", WIRE_EVENTS, ids=[e["type"] for e in WIRE_EVENTS])
-def test_a_published_event_reads_back_as_the_same_message(wire: dict[str, Any]) -> None:
-    """What a fleet tool parses from an event's payload encodes to the same payload again."""
-    message = EventMessage.model_validate_json(sorted_compact(wire))
-    assert message.event.type == wire["type"]
-    assert encode(message) == sorted_compact(wire)
+def test_a_published_event_reads_back_as_the_same_event(wire: dict[str, Any]) -> None:
+    """What a fleet tool parses from an event in a batch encodes to the same bytes again."""
+    record = EventRecord.model_validate_json(sorted_compact(wire))
+    assert record.event.type == wire["type"]
+    assert encode(record) == sorted_compact(wire)
+
+
+def test_an_events_message_is_the_pinned_batch() -> None:
+    """The events payload the outbox builds from its logged lines is the pinned batch, schema 2."""
+    pinned = WIRE["events_message"]
+    lines = [encode(EventRecord(at=AT, event=event, seq=n)) for n, event in enumerate(EVENTS[:3], 1)]
+    assert encode_batch("AWX1", "lab", lines) == sorted_compact(pinned)
+
+
+def test_an_events_message_reads_back_as_the_same_batch() -> None:
+    """A fleet tool reads the pinned batch as its events, in order, and the model dumps the same JSON."""
+    pinned = WIRE["events_message"]
+    batch = EventBatch.model_validate_json(sorted_compact(pinned))
+    assert [record.seq for record in batch.events] == [1, 2, 3]
+    assert sorted_compact(batch.wire()) == sorted_compact(pinned)
 
 
 @pytest.fixture
