@@ -41,6 +41,7 @@ from agent.machine import Event, State, cancellable, next_state, resume_state
 from agent.manifest import Manifest
 from agent.planner import candidates
 from agent.policy import Verdict, judge_step
+from agent.releasetrust import image_location
 from agent.results import StepResult, UpgradeResult, failure_rule
 from agent.store import ServerDir, SlotInfo
 from common.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
@@ -69,7 +70,7 @@ class Upgrader:
         catalog: Catalog,
         clock: Clock,
         *,
-        repo: Path | None = None,
+        repo: Path | str | None = None,
         limits: Limits = DEFAULT_LIMITS,
         timing: Timing | None = None,
         on_event: EventSink | None = None,
@@ -78,7 +79,7 @@ class Upgrader:
         self.server = server
         self.catalog = catalog
         self.clock = clock
-        self.repo = repo or Path(server.identity().repo)
+        self.repo = str(repo or server.identity().repo)  # a folder or an http(s) URL
         self.limits = limits
         self.timing = timing or Timing()
         self.on_event = on_event or (lambda _event: None)
@@ -320,10 +321,34 @@ class Upgrader:
 
     # --- handlers (one per state) -----------------------------------------------------------------
     def _manifest(self, build: str) -> Manifest:
-        trust = self.server.trust()
-        return self.server.verifier.manifest(
-            self.repo / "manifests" / f"{build}.manifest", trust.root_public, self.clock.now().date()
-        )
+        """What ``build``'s image is, verified through the repository's TUF metadata.
+
+        Raises:
+            VerificationError: the metadata failed a check, or the signed target is not for this
+                server (``IMAGE_WRONG_TARGET``: another release than the catalogue's, or not this model).
+            TransportError: the repository could not be reached.
+        """
+        manifest = self.server.verifier.release(self.server.trust_dir, self.repo, build)
+        model = self.server.identity().model
+        expected = self._release_of(build)
+        if expected is not None and manifest.version != expected:
+            raise VerificationError(
+                f"the image of {build} is signed for release {manifest.version}, not {expected}",
+                reason=Reason.IMAGE_WRONG_TARGET,
+            )
+        if model not in manifest.models:
+            raise VerificationError(
+                f"the image of {build} is not signed for model {model}", reason=Reason.IMAGE_WRONG_TARGET
+            )
+        return manifest
+
+    def _release_of(self, build: str) -> str | None:
+        """The release the catalogue says ``build`` belongs to (a release build or a patch build)."""
+        release = self.catalog.get(build)
+        if release is not None:
+            return release.version
+        patch = self.catalog.patch(build)
+        return patch.release if patch is not None else None
 
     def _staged_path(self, build: str) -> Path:
         return self.server.update_area / f"{build}.img"
@@ -344,7 +369,7 @@ class Upgrader:
             self.on_event(Progress.download(build, done, total))
 
         return await fetch_image(
-            self.repo / "images" / f"{build}.img",
+            image_location(self.repo, build),
             final.with_name(final.name + ".part"),
             size=manifest.size,
             sha256=manifest.sha256,

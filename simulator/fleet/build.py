@@ -115,7 +115,7 @@ def bad_repo(root: Path, repo: Path) -> Path:
         return target
     work = Path(tempfile.mkdtemp(prefix=".bad-repo.", dir=root))
     shutil.copytree(repo, work / "repo")
-    for image in (work / "repo" / "images").glob("*.img"):
+    for image in (work / "repo" / "targets" / "images").glob("*.img"):
         damage(work / "repo", image.stem, "byte")
     (work / "repo" / "ready").write_text("corrupted images for failure injection (SIMULATED)\n")
     shutil.rmtree(target, ignore_errors=True)
