@@ -208,8 +208,11 @@ def test_a_verified_release_target_is_remembered_only_for_the_same_metadata_and_
     assert memory.release(trust, str(repo), "7.6.4.1") is first  # verified once
     pristine = metadata_path(repo, "targets").read_bytes()
     damage(repo, "7.6.4.1", "metadata")  # altered after a good check
+    second = tmp_path / "second"  # a server that never refreshed, as the first was
+    second.mkdir()
+    pin_root(second, metadata_path(repo, "root").read_bytes())
     with pytest.raises(VerificationError) as caught:
-        memory.release(trust, str(repo), "7.6.4.1")
+        memory.release(second, str(repo), "7.6.4.1")
     assert caught.value.reason is Reason.RELEASE_METADATA_MISMATCH
     metadata_path(repo, "targets").write_bytes(pristine)
     other = publish(default_catalog(), VendorKeyring.load_or_create(tmp_path / "other"), tmp_path / "o", 4096)
