@@ -94,9 +94,12 @@ class _HttpSource:
 
     def readinto(self, buffer: memoryview, /) -> int | None:
         try:
-            return self.response.readinto(buffer)
+            count = self.response.readinto(buffer)
         except http.client.HTTPException as exc:  # e.g. IncompleteRead: the server dropped the connection
             raise ConnectionError(f"the connection broke: {exc!r}") from exc
+        if not count and buffer and self.response.length:  # the body ended before its Content-Length
+            raise ConnectionError(f"the connection closed {self.response.length} bytes before the end")
+        return count
 
     def close(self) -> None:
         self.response.close()

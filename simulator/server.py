@@ -48,6 +48,7 @@ class ServerSpec:
     users: int | None = None
     site: str = "default"
     call_log_rows: int | None = None
+    repository: str | None = None  # where it downloads releases (default: the keyring's repository)
 
 
 def serial_for(seed: str) -> str:
@@ -156,11 +157,12 @@ def _build(
             "mac": mac_for(serial),
             "shipped": shipped.isoformat(),
             "site": spec.site,
-            "repo": str(repo),
+            "repo": spec.repository or str(repo),
         },
     )
     (work / "trust" / "vendor-root.pub").write_text(keyring.root_public_hex + "\n")
-    pin_root(work / "trust", metadata_path(repo, "root").read_bytes())  # the release repository's root
+    # the release repository's root; one published elsewhere with the same keyring has the same root
+    pin_root(work / "trust", metadata_path(repo, "root").read_bytes())
     server = ServerDir(work)
     shutil.copyfile(image_path(repo, build), server.slot_dir("a") / "image.img")
     server.write_slot_info("a", SlotInfo(spec.release, build, schema))
