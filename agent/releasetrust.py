@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -98,7 +99,16 @@ def fetcher_for(repo: str) -> FetcherInterface:
     return Urllib3Fetcher(socket_timeout=HTTP_TIMEOUT) if is_remote(repo) else LocalFetcher()
 
 
+_SIGNED_BY = re.compile(r"(\w+) was signed by (\d+)/(\d+) keys")
+
+
 def _reason(exc: Exception) -> Reason:
+    if isinstance(exc, exceptions.UnsignedMetadataError):
+        signed = _SIGNED_BY.match(str(exc))  # python-tuf names the role and counts the valid signatures
+        if signed is not None and signed.group(1) == "root":
+            return Reason.RELEASE_ROOT_UNSIGNED
+        if signed is not None and int(signed.group(2)) > 0:
+            return Reason.RELEASE_METADATA_THRESHOLD
     for kind, reason in REASONS.items():
         if isinstance(exc, kind):
             return reason

@@ -40,7 +40,9 @@ class Reason(StrEnum):
     IMAGE_UNAVAILABLE = "IMAGE_UNAVAILABLE"
     IMAGE_WRONG_TARGET = "IMAGE_WRONG_TARGET"  # the signed target is another build's, or not for this model
     # the release repository's TUF metadata (agent/releasetrust.py)
-    RELEASE_METADATA_UNSIGNED = "RELEASE_METADATA_UNSIGNED"  # not signed by a threshold of the role's keys
+    RELEASE_METADATA_UNSIGNED = "RELEASE_METADATA_UNSIGNED"  # signed by no key the role names
+    RELEASE_METADATA_THRESHOLD = "RELEASE_METADATA_THRESHOLD"  # signed by some of the role's keys, too few
+    RELEASE_ROOT_UNSIGNED = "RELEASE_ROOT_UNSIGNED"  # a new root not signed by a threshold of the old and new
     RELEASE_METADATA_ROLLBACK = "RELEASE_METADATA_ROLLBACK"  # older than a version already trusted
     RELEASE_METADATA_EXPIRED = "RELEASE_METADATA_EXPIRED"  # a frozen repository: metadata past its expiry
     RELEASE_METADATA_MISMATCH = "RELEASE_METADATA_MISMATCH"  # not the length or hash the role above signed

@@ -189,14 +189,14 @@ def test_a_root_rotated_with_the_old_keys_is_followed(keyring: VendorKeyring, tm
 
 
 def test_a_root_not_signed_by_the_old_root_is_refused(keyring: VendorKeyring, tmp_path: Path) -> None:
-    """A new root signed only by its own new key fails with RELEASE_METADATA_UNSIGNED."""
+    """A new root signed only by its own new key fails with RELEASE_ROOT_UNSIGNED."""
     out = publish(default_catalog(), keyring, tmp_path / "repo", SIZE)
     trust = trusting(out, tmp_path / "trust")
     old = RoleSigners.of(keyring)
     intruder = RoleSigners(root=(signer_for(crypto.generate_private_key()),), targets=old.targets,
                            snapshot=old.snapshot, timestamp=old.timestamp)  # fmt: skip
     rotate_root(out, intruder, intruder)
-    assert refused(trust, out, "7.6.4.1") is Reason.RELEASE_METADATA_UNSIGNED
+    assert refused(trust, out, "7.6.4.1") is Reason.RELEASE_ROOT_UNSIGNED
 
 
 def test_published_manifests_read_the_vendors_own_targets(repo: Path) -> None:
