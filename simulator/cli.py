@@ -106,6 +106,15 @@ def _attach_publish() -> None:
 _attach_publish()
 
 
+def _attach_attack() -> None:
+    from simulator.attack import attack_command
+
+    main.add_command(attack_command, "attack")
+
+
+_attach_attack()
+
+
 @main.command()
 @click.option(
     "--dir",
