@@ -81,17 +81,23 @@ class LocalFetcher(FetcherInterface):
             OSError: the file cannot be read.
         """
         path = Path(unquote(urlparse(url).path))
-        try:
-            handle = path.open("rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise exceptions.DownloadHTTPError(f"{path} not found", 404) from None
-        return self._chunks(handle)
+        if not path.is_file():
+            raise exceptions.DownloadHTTPError(f"{path} not found", 404)
+        return self._chunks(path)
 
     @staticmethod
-    def _chunks(handle: contextlib.AbstractContextManager[object]) -> Iterator[bytes]:
-        with handle as file:
-            while chunk := file.read(CHUNK):  # type: ignore[attr-defined]  # reason: a binary file
-                yield chunk
+    def _chunks(path: Path) -> Iterator[bytes]:
+        """The file's chunks, opened again for each so that nothing stays open when python-tuf stops
+        reading (a file longer than its limit)."""
+        offset = 0
+        while True:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(CHUNK)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
 
 
 def fetcher_for(repo: str) -> FetcherInterface:
