@@ -14,6 +14,11 @@ Invariants:
 - Memory stays flat: one scratch buffer of ``limits.chunk_size`` bytes per thread, shared by all
   of a thread's fetches (a fleet host runs thousands at once). Safe because a chunk is read,
   hashed and written with no ``await`` in between: nothing else runs in the thread meanwhile.
+  An HTTP(S) download opens and reads in a worker thread (the event loop stays responsive to
+  commands while a slow server keeps it waiting), into a buffer of its own.
+- A slow source is given up: an attempt that, past ``limits.rate_grace`` seconds, has averaged
+  less than ``limits.min_rate`` bytes per second fails (``IMAGE_TOO_SLOW``, retried, the
+  ``.part`` kept for the next resume).
 
 This is the one module that turns the source's ``OSError`` into ``TransportError``.
 """
@@ -31,11 +36,12 @@ import os
 import random
 import re
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.clock import Clock, exponential_backoff
 from agent.crashpoints import hit
@@ -47,6 +53,7 @@ from common.reasons import Reason
 PART_SUFFIX = ".part"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _local = threading.local()
+T = TypeVar("T")
 
 
 def _scratch(size: int) -> memoryview:
@@ -93,8 +100,10 @@ class _HttpSource:
         self.response = response
 
     def readinto(self, buffer: memoryview, /) -> int | None:
-        try:
-            count = self.response.readinto(buffer)
+        try:  # read1: what has arrived (up to the buffer), not a wait for the whole buffer
+            data = self.response.read1(len(buffer))
+            count = len(data)
+            buffer[:count] = data
         except http.client.HTTPException as exc:  # e.g. IncompleteRead: the server dropped the connection
             raise ConnectionError(f"the connection broke: {exc!r}") from exc
         if not count and buffer and self.response.length:  # the body ended before its Content-Length
@@ -288,9 +297,25 @@ class _Download:
     reported: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     buffer: memoryview = field(init=False)
+    remote: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.buffer = _scratch(min(self.limits.chunk_size, self.size + 1))
+        size = min(self.limits.chunk_size, self.size + 1)
+        self.remote = str(self.source).startswith(("http://", "https://"))
+        self.buffer = memoryview(bytearray(size)) if self.remote else _scratch(size)
+
+    async def _call(self, func: Callable[..., T], *args: object) -> T:
+        """Run a blocking source call: in a worker thread for an HTTP(S) source, else here."""
+        return await asyncio.to_thread(func, *args) if self.remote else func(*args)
+
+    def _check_rate(self, started: float, first: int) -> None:
+        elapsed = time.monotonic() - started
+        if elapsed > self.limits.rate_grace and (self.done - first) / elapsed < self.limits.min_rate:
+            raise TransportError(
+                f"{location_name(self.source)} arrives at {(self.done - first) / elapsed:.0f} bytes/s, "
+                f"below {self.limits.min_rate:.0f}",
+                reason=Reason.IMAGE_TOO_SLOW,
+            )
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -326,18 +351,20 @@ class _Download:
             StoreError: writing the ``.part`` failed.
         """
         self._check_cancel()
+        started, first = time.monotonic(), self.done
         try:
-            src = self.opener(self.source, self.done)
+            src = await self._call(self.opener, self.source, self.done)
         except OSError as exc:
             raise TransportError(f"cannot open {self.source}: {exc}") from exc
         with contextlib.closing(src), self._open_part() as out:
-            while (count := self._read(src)) > 0:
+            while (count := await self._call(self._read, src)) > 0:
                 if self.done + count > self.size:
                     raise VerificationError(
                         f"{location_name(self.source)} holds more than its signed size {self.size}",
                         reason=Reason.IMAGE_TOO_LARGE,
                     )
                 self._write(out, count)
+                self._check_rate(started, first)
                 await self._pace(count)
         if self.done < self.size:
             raise VerificationError(
@@ -397,9 +424,10 @@ async def _attempt_with_retries(download: _Download, rng: random.Random) -> None
             return
         except TransportError as exc:
             if retries >= limits.max_retries:
+                slow = exc.reason is Reason.IMAGE_TOO_SLOW
                 raise TransportError(
                     f"{location_name(download.source)} unavailable after {retries} retries: {exc}",
-                    reason=Reason.IMAGE_UNAVAILABLE,
+                    reason=Reason.IMAGE_TOO_SLOW if slow else Reason.IMAGE_UNAVAILABLE,
                 ) from exc
         retries += 1
         await _sleep_or_cancel(download.clock, next(delays), download.cancel)

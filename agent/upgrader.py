@@ -41,7 +41,7 @@ from agent.machine import Event, State, cancellable, next_state, resume_state
 from agent.manifest import Manifest
 from agent.planner import candidates
 from agent.policy import Verdict, judge_step
-from agent.releasetrust import image_location
+from agent.releasetrust import image_location, is_remote
 from agent.results import StepResult, UpgradeResult, failure_rule
 from agent.store import ServerDir, SlotInfo
 from common.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
@@ -320,15 +320,20 @@ class Upgrader:
         )
 
     # --- handlers (one per state) -----------------------------------------------------------------
-    def _manifest(self, build: str) -> Manifest:
-        """What ``build``'s image is, verified through the repository's TUF metadata.
+    async def _manifest(self, build: str) -> Manifest:
+        """What ``build``'s image is, verified through the repository's TUF metadata (from a remote
+        repository in a worker thread: the event loop stays responsive while it answers slowly).
 
         Raises:
             VerificationError: the metadata failed a check, or the signed target is not for this
                 server (``IMAGE_WRONG_TARGET``: another release than the catalogue's, or not this model).
             TransportError: the repository could not be reached.
         """
-        manifest = self.server.verifier.release(self.server.trust_dir, self.repo, build)
+        args = (self.server.trust_dir, self.repo, build)
+        if is_remote(self.repo):
+            manifest = await asyncio.to_thread(self.server.verifier.release, *args)
+        else:
+            manifest = self.server.verifier.release(*args)
         model = self.server.identity().model
         expected = self._release_of(build)
         if expected is not None and manifest.version != expected:
@@ -354,7 +359,7 @@ class Upgrader:
         return self.server.update_area / f"{build}.img"
 
     async def _fetch(self, build: str) -> Path:
-        manifest = self._manifest(build)
+        manifest = await self._manifest(build)
         final = self._staged_path(build)
         if final.exists():
             try:
@@ -418,7 +423,7 @@ class Upgrader:
     async def _on_writing_slot(self, job: Job) -> Event:
         slot, staged = self.server.slot_dir(job.new_slot), self._staged_path(job.build)
         tmp = slot / ".image.img.tmp"
-        manifest = self._manifest(job.build)
+        manifest = await self._manifest(job.build)
         await asyncio.to_thread(shutil.copyfile, staged, tmp)
         crashpoints.hit("slot.write")
         try:  # never write a corrupt image into a slot: what was copied is verified
@@ -451,17 +456,17 @@ class Upgrader:
                 "message": "the new release failed to boot too many times; the bootloader fell back",
             }
             return Event.BOOT_FAILED
-        self._boot_check(job)
+        await self._boot_check(job)
         return Event.BOOT_OK
 
-    def _boot_check(self, job: Job) -> None:
+    async def _boot_check(self, job: Job) -> None:
         """The release's services are up, the database opens in its schema, the version matches."""
         info = self.server.slot_info(job.new_slot)
         if info is None or info.build != job.build:
             raise AllworxError(
                 f"slot {job.new_slot} does not hold {job.build}", reason=Reason.BOOT_CHECK_FAILED
             )
-        manifest = self._manifest(job.build)
+        manifest = await self._manifest(job.build)
         require_verified(self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256)
         if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
             raise AllworxError(

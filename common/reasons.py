@@ -38,6 +38,9 @@ class Reason(StrEnum):
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
     IMAGE_TRUNCATED = "IMAGE_TRUNCATED"
     IMAGE_UNAVAILABLE = "IMAGE_UNAVAILABLE"
+    IMAGE_TOO_SLOW = (
+        "IMAGE_TOO_SLOW"  # the source trickled: below the least rate; the partial download is kept
+    )
     IMAGE_WRONG_TARGET = "IMAGE_WRONG_TARGET"  # the signed target is another build's, or not for this model
     # the release repository's TUF metadata (agent/releasetrust.py)
     RELEASE_METADATA_UNSIGNED = "RELEASE_METADATA_UNSIGNED"  # signed by no key the role names

@@ -18,15 +18,18 @@ import asyncio
 import hashlib
 import json
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from tuf.api.metadata import Metadata, TargetFile, Targets
 
 from agent.cliutil import changing_server, guarded
 from agent.clock import SimClock
+from agent.limits import Limits
 from agent.releasetrust import is_remote
 from agent.results import UpgradeResult
 from agent.store import ServerDir
@@ -47,9 +50,12 @@ from simulator.publish import (
     target_name,
     write_root,
 )
+from simulator.serve import Faults, serving
 
 PAST = datetime(2020, 1, 1, tzinfo=UTC)  # an expiry already passed: a frozen mirror's timestamp
 TOO_LARGE = 1 << 20  # bytes of a padded metadata file (the agent's limit for timestamp.json is 16 KiB)
+SLOW_GRACE = 1.0  # seconds a trickling download may run before the agent judges its rate
+TRICKLE = 0.8  # seconds between the bytes of a trickled image
 STATE = ("slots", "boot.json", "keys", "journal.json")  # what an attack must leave byte for byte
 
 
@@ -61,6 +67,7 @@ class Outcome:
     refused: bool
     reason: str | None
     server_unchanged: bool
+    notes: dict[str, float] = field(default_factory=dict)  # measured on the side (not printed)
 
     def document(self) -> dict[str, object]:
         """The JSON form ``allworx-sim attack --json`` prints."""
@@ -81,6 +88,7 @@ class Arena:
     keyring: VendorKeyring
     catalog: Catalog
     clock: SimClock
+    notes: dict[str, float] = field(default_factory=dict)  # what an attack measured on the side
 
     @property
     def target(self) -> str:
@@ -99,17 +107,17 @@ class Arena:
         """The vendor's role signers."""
         return RoleSigners.of(self.keyring)
 
-    def targets(self) -> dict[str, object]:
+    def targets(self) -> dict[str, TargetFile]:
         """The mirror's current targets, by path."""
-        from tuf.api.metadata import Metadata
-
-        return dict(Metadata.from_bytes(metadata_path(self.mirror, "targets").read_bytes()).signed.targets)
+        return dict(
+            Metadata[Targets].from_bytes(metadata_path(self.mirror, "targets").read_bytes()).signed.targets
+        )
 
     def republish(self, signers: RoleSigners | None = None, **expires: datetime) -> None:
         """Sign the mirror's targets again as new versions (the vendor's keys unless ``signers``)."""
         targets = self.targets()
         later = {"targets": datetime(2040, 12, 30, tzinfo=UTC)} | expires  # a change: every version moves
-        publish_metadata(self.mirror, targets, signers or self.signers(), later)  # type: ignore[arg-type]  # reason: TargetFile values
+        publish_metadata(self.mirror, targets, signers or self.signers(), later)
 
     def trust_now(self) -> None:
         """The agent refreshes from the mirror as it is now (it then trusts these versions)."""
@@ -117,7 +125,9 @@ class Arena:
 
     async def upgrade(self) -> UpgradeResult:
         """Ask the agent to take its next release from the mirror."""
-        return await Upgrader(self.server, self.catalog, self.clock, repo=str(self.mirror)).upgrade(self.target)
+        return await Upgrader(self.server, self.catalog, self.clock, repo=str(self.mirror)).upgrade(
+            self.target
+        )
 
 
 def state_digest(root: Path) -> str:
@@ -138,12 +148,14 @@ def state_digest(root: Path) -> str:
 async def arbitrary_image(arena: Arena) -> UpgradeResult:
     """The mirror serves other bytes of the image's signed length."""
     size = _signed_size(arena)
-    image_path(arena.mirror, arena.build).write_bytes((hashlib.sha256(b"attacker").digest() * (size // 32 + 1))[:size])
+    image_path(arena.mirror, arena.build).write_bytes(
+        (hashlib.sha256(b"attacker").digest() * (size // 32 + 1))[:size]
+    )
     return await arena.upgrade()
 
 
 def _signed_size(arena: Arena) -> int:
-    return int(arena.targets()[target_name(arena.build)].length)  # type: ignore[attr-defined]  # reason: a TargetFile
+    return int(arena.targets()[target_name(arena.build)].length)
 
 
 async def bad_signature(arena: Arena) -> UpgradeResult:
@@ -158,7 +170,7 @@ async def threshold(arena: Arena) -> UpgradeResult:
     """The vendor's targets role needs two of two keys; the attacker holds one and signs alone."""
     old = arena.signers()
     second = signer_for(hashlib.sha256(b"second targets key").digest())
-    both = RoleSigners(old.root, old.targets + (second,), old.snapshot, old.timestamp)
+    both = RoleSigners(old.root, (*old.targets, second), old.snapshot, old.timestamp)
     root = new_root(both, datetime(2040, 12, 31, tzinfo=UTC), version=2)
     root.roles["targets"].threshold = 2
     write_root(arena.mirror, root, old.root)  # the vendor's rotation: signed by the trusted root key
@@ -167,15 +179,19 @@ async def threshold(arena: Arena) -> UpgradeResult:
     targets = arena.targets()
     info = targets[target_name(arena.build)]
     bogus = hashlib.sha256(b"the attacker's image").hexdigest()
-    targets[target_name(arena.build)] = target_file(info.path, info.length, bogus, info.unrecognized_fields["custom"])  # type: ignore[attr-defined]  # reason: a TargetFile
+    targets[target_name(arena.build)] = target_file(
+        info.path, info.length, bogus, info.unrecognized_fields["custom"]
+    )
     compromised = RoleSigners(old.root, old.targets, old.snapshot, old.timestamp)  # one of the two
-    publish_metadata(arena.mirror, targets, compromised)  # type: ignore[arg-type]  # reason: TargetFile values
+    publish_metadata(arena.mirror, targets, compromised)
     return await arena.upgrade()
 
 
 async def rollback_metadata(arena: Arena) -> UpgradeResult:
     """After the agent trusted newer metadata, the mirror serves the older, validly signed set."""
-    saved = {role: metadata_path(arena.mirror, role).read_bytes() for role in ("targets", "snapshot", "timestamp")}
+    saved = {
+        role: metadata_path(arena.mirror, role).read_bytes() for role in ("targets", "snapshot", "timestamp")
+    }
     arena.republish()
     arena.trust_now()
     for role, data in saved.items():
@@ -208,11 +224,11 @@ async def wrong_target(arena: Arena) -> UpgradeResult:
     """The next release's image is validly signed, but for other models than this server's."""
     targets = arena.targets()
     info = targets[target_name(arena.build)]
-    custom = dict(info.unrecognized_fields["custom"])  # type: ignore[attr-defined]  # reason: a TargetFile
+    custom = dict(info.unrecognized_fields["custom"])
     model = arena.server.identity().model
     custom["models"] = [m for m in custom["models"] if m != model] or ["731"]
-    targets[target_name(arena.build)] = target_file(info.path, info.length, info.hashes["sha256"], custom)  # type: ignore[attr-defined]  # reason: a TargetFile
-    publish_metadata(arena.mirror, targets, arena.signers())  # type: ignore[arg-type]  # reason: TargetFile values
+    targets[target_name(arena.build)] = target_file(info.path, info.length, info.hashes["sha256"], custom)
+    publish_metadata(arena.mirror, targets, arena.signers())
     return await arena.upgrade()
 
 
@@ -239,6 +255,28 @@ async def root_rotation(arena: Arena) -> UpgradeResult:
     return await arena.upgrade()
 
 
+async def slow_retrieval(arena: Arena) -> UpgradeResult:
+    """The mirror, served over HTTP, trickles the image a byte at a time: the agent gives up at a
+    bounded time, keeps what arrived for a resume, and its event loop keeps running meanwhile."""
+    limits = Limits(rate_grace=SLOW_GRACE, min_rate=64 * 1024, max_retries=1, backoff_base=0.0)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            gaps.append(time.monotonic() - started)
+
+    with serving(arena.mirror, faults=Faults(trickle=TRICKLE)) as server:
+        ticking = asyncio.create_task(ticker())
+        upgrader = Upgrader(arena.server, arena.catalog, arena.clock, repo=server.url, limits=limits)
+        try:
+            return await upgrader.upgrade(arena.target)
+        finally:
+            ticking.cancel()
+            arena.notes["longest_loop_wait"] = max(gaps, default=0.0)
+
+
 ATTACKS: dict[str, Callable[[Arena], Awaitable[UpgradeResult]]] = {
     "arbitrary-image": arbitrary_image,
     "bad-signature": bad_signature,
@@ -250,6 +288,7 @@ ATTACKS: dict[str, Callable[[Arena], Awaitable[UpgradeResult]]] = {
     "wrong-target": wrong_target,
     "rollback-release": rollback_release,
     "root-rotation": root_rotation,
+    "slow-retrieval": slow_retrieval,
 }
 
 
@@ -272,13 +311,13 @@ async def mount(name: str, server: ServerDir, work: Path, now: datetime, keyring
     step = result.steps[-1] if result.steps else None
     reason = step.refusal.reason.value if step is not None and step.refusal is not None else None
     refused = step is not None and step.outcome != "committed"
-    return Outcome(name, refused, reason, state_digest(server.root) == before)
+    return Outcome(name, refused, reason, state_digest(server.root) == before, arena.notes)
 
 
 @click.command("attack")
 @click.argument("name", type=click.Choice(sorted(ATTACKS)))
 @click.option("--server-dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="The virtual server to attack (its repository must be a folder; it is copied).")  # fmt: skip
+              help="The virtual server to attack (its repository, a folder, is copied).")  # fmt: skip
 @click.option("--now", default=None, help="The simulated date (YYYY-MM-DD); default: real time.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @guarded

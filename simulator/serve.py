@@ -62,14 +62,14 @@ class RepositoryHandler(BaseHTTPRequestHandler):
     server: RepositoryServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # reason: the base class's name
+    def log_message(self, format: str, *args: object) -> None:  # reason: the base class's name
         """Quiet: the simulator logs through structlog, not stderr lines per request."""
 
-    def do_HEAD(self) -> None:  # noqa: N802  # reason: http.server's dispatch name
+    def do_HEAD(self) -> None:  # reason: http.server's dispatch name
         """Answer the headers of a GET."""
         self._serve(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802  # reason: http.server's dispatch name
+    def do_GET(self) -> None:  # reason: http.server's dispatch name
         """Serve a file, whole or a byte range."""
         self._serve(body=True)
 
@@ -143,7 +143,9 @@ class RepositoryServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, folder: Path, port: int, host: str = "127.0.0.1", faults: Faults | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int, host: str = "127.0.0.1", faults: Faults | None = None
+    ) -> None:
         self.folder = folder.resolve()
         self.faults = faults or Faults()
         super().__init__((host, port), RepositoryHandler)

@@ -99,6 +99,8 @@ def _trusted(trust_dir: Path) -> bytes:
     """The fingerprint of a server's pinned release root and the release metadata it trusts."""
     local = trust_dir / METADATA_DIR
     return fingerprint(trust_dir, PINNED_ROOT) + fingerprint(local) + fingerprint(local / "root_history")
+
+
 ChecksKey = tuple[bytes, TrustStore, str, date]
 
 

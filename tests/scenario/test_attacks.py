@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tuf.api.metadata import Metadata
 
 from agent.releasetrust import METADATA_DIR
 from agent.store import ServerDir
+from releases.catalog import default_catalog
 from simulator.attack import Outcome, attack_command, mount
 from simulator.keyring import VendorKeyring
 from simulator.server import ServerSpec, create_server
@@ -107,3 +109,15 @@ def test_the_attack_command_prints_the_outcome(server: ServerDir) -> None:
         "reason": "RELEASE_METADATA_EXPIRED",
         "server_unchanged": True,
     }
+
+
+def test_slow_retrieval(server: ServerDir, tmp_path: Path, keyring: VendorKeyring) -> None:
+    """A trickled image is given up in bounded time (IMAGE_TOO_SLOW), the bytes that arrived are kept
+    for a resume, and the agent's event loop kept running meanwhile."""
+    started = time.monotonic()
+    outcome = attacked("slow-retrieval", server, tmp_path, keyring)
+    assert outcome.reason == "IMAGE_TOO_SLOW"
+    assert time.monotonic() - started < 30
+    part = server.update_area / f"{default_catalog().release('7.1').build}.img.part"
+    assert part.stat().st_size > 0
+    assert outcome.notes["longest_loop_wait"] < 0.5  # a byte comes every 0.8 s: reads do not block the loop

@@ -51,7 +51,7 @@ def server(tmp_path: Path, keyring: VendorKeyring) -> ServerDir:
 async def test_damaged_download_is_refused_before_anything_changes(
     tmp_path: Path, server: ServerDir, keyring: VendorKeyring, how: Damage
 ) -> None:
-    """A damaged image or altered release metadata fails with its reason (IMG-1); nothing on the server changes."""
+    """A damaged image or altered release metadata fails with its reason (IMG-1); nothing changes."""
     repo = private_copy(default_repository(keyring), tmp_path / "portal")
     damage(repo, default_catalog().release("7.3").build, how)
     before = fingerprint(server.root)

@@ -1,7 +1,8 @@
 """The fleet simulation's remembering verifier: each memory answers exactly as a fresh verification.
 
 Trust and key checks by the fingerprint of their files, signatures by their bytes, release targets
-by the repository's metadata and the pinned root, database digests by file and by content, the ready check by file.
+by the repository's metadata and the pinned root, database digests by file and by content, the
+ready check by file.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from agent.database import tmp_path as build_path
 from agent.keys import KeyCheck, install_revocation_list, parse_key_text
 from agent.releasetrust import pin_root
 from agent.store import ServerDir
-from common.errors import DatabaseError, SignatureError, VerificationError
+from common.errors import DatabaseError, VerificationError
 from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.fleet.verifier import RememberingVerifier
