@@ -46,7 +46,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from agent.cliutil import guarded
 from agent.fileio import write_atomic
-from agent.manifest import Manifest
+from agent.manifest import Manifest, manifest_from_target
 from common.errors import StoreError
 from releases.catalog import Catalog, default_catalog
 
@@ -337,8 +337,6 @@ def published_manifests(repo: Path) -> dict[str, Manifest]:
     Raises:
         StoreError: the targets metadata is missing or malformed.
     """
-    from agent.manifest import manifest_from_target  # the agent's reading of a target's facts
-
     targets = _load(repo, "targets")
     if targets is None:
         raise StoreError(f"{repo}: no targets metadata")
