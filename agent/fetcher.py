@@ -14,6 +14,11 @@ Invariants:
 - Memory stays flat: one scratch buffer of ``limits.chunk_size`` bytes per thread, shared by all
   of a thread's fetches (a fleet host runs thousands at once). Safe because a chunk is read,
   hashed and written with no ``await`` in between: nothing else runs in the thread meanwhile.
+  An HTTP(S) download opens and reads in a worker thread (the event loop stays responsive to
+  commands while a slow server keeps it waiting), into a buffer of its own.
+- A slow source is given up: an attempt that, past ``limits.rate_grace`` seconds, has averaged
+  less than ``limits.min_rate`` bytes per second fails (``IMAGE_TOO_SLOW``, retried, the
+  ``.part`` kept for the next resume).
 
 This is the one module that turns the source's ``OSError`` into ``TransportError``.
 """
@@ -24,15 +29,19 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import http
+import http.client
 import io
 import os
 import random
 import re
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.clock import Clock, exponential_backoff
 from agent.crashpoints import hit
@@ -44,6 +53,7 @@ from common.reasons import Reason
 PART_SUFFIX = ".part"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _local = threading.local()
+T = TypeVar("T")
 
 
 def _scratch(size: int) -> memoryview:
@@ -66,19 +76,77 @@ class Source(Protocol):
         ...
 
 
-Opener = Callable[[Path, int], Source]
-"""Open the image at a path, positioned at a byte offset (the portal's ranged request)."""
+Location = Path | str
+"""Where an image is: a path in a local repository, or an ``http(s)://`` URL."""
+
+Opener = Callable[[Location, int], Source]
+"""Open the image at a location, positioned at a byte offset (a ranged request)."""
+
+HTTP_TIMEOUT = 30.0  # seconds without a byte before an HTTP read fails (retried like any transport error)
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total)."""
 
 
-def open_source(path: Path, offset: int) -> Source:
-    """Open ``path`` for reading at byte ``offset``: the default :data:`Opener`.
+def location_name(location: Location) -> str:
+    """The last part of a path or URL (the image's file name), for messages."""
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+class _HttpSource:
+    """An HTTP response body as a :class:`Source`; HTTP protocol errors are ``OSError`` s."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.response = response
+
+    def readinto(self, buffer: memoryview, /) -> int | None:
+        try:  # read1: what has arrived (up to the buffer), not a wait for the whole buffer
+            data = self.response.read1(len(buffer))
+            count = len(data)
+            buffer[:count] = data
+        except http.client.HTTPException as exc:  # e.g. IncompleteRead: the server dropped the connection
+            raise ConnectionError(f"the connection broke: {exc!r}") from exc
+        if not count and buffer and self.response.length:  # the body ended before its Content-Length
+            raise ConnectionError(f"the connection closed {self.response.length} bytes before the end")
+        return count
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def open_http(url: str, offset: int) -> Source:
+    """Request ``url`` from byte ``offset`` on (a ``Range`` request; a server that ignores it is
+    read past the first ``offset`` bytes).
 
     Raises:
-        OSError: the file cannot be opened or positioned.
+        OSError: the request failed (``urllib.error.URLError`` is one), or the server answered
+            with an error status.
     """
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=HTTP_TIMEOUT)  # noqa: S310  # reason: the URL is the configured repository's, http(s) only
+    source = _HttpSource(response)
+    if offset and response.status != http.HTTPStatus.PARTIAL_CONTENT:
+        skip = bytearray(min(offset, 1 << 16))
+        left = offset
+        while left > 0:
+            count = source.readinto(memoryview(skip)[: min(left, len(skip))]) or 0
+            if not count:
+                source.close()
+                raise ConnectionError(f"{url} ended before byte {offset}")
+            left -= count
+    return source
+
+
+def open_source(location: Location, offset: int) -> Source:
+    """Open ``location`` for reading at byte ``offset``: the default :data:`Opener` (a file, or
+    an HTTP(S) URL through :func:`open_http`).
+
+    Raises:
+        OSError: the file cannot be opened or positioned, or the request failed.
+    """
+    if isinstance(location, str) and location.startswith(("http://", "https://")):
+        return open_http(location, offset)
+    path = Path(location)
     handle = path.open("rb")
     try:
         handle.seek(offset)
@@ -217,7 +285,7 @@ async def _sleep_or_cancel(clock: Clock, seconds: float, cancel: asyncio.Event |
 class _Download:
     """The mutable state of one fetch: bytes on disk in the ``.part`` and their running hash."""
 
-    source: Path
+    source: Location
     part: Path
     size: int
     clock: Clock
@@ -229,13 +297,29 @@ class _Download:
     reported: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     buffer: memoryview = field(init=False)
+    remote: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.buffer = _scratch(min(self.limits.chunk_size, self.size + 1))
+        size = min(self.limits.chunk_size, self.size + 1)
+        self.remote = str(self.source).startswith(("http://", "https://"))
+        self.buffer = memoryview(bytearray(size)) if self.remote else _scratch(size)
+
+    async def _call(self, func: Callable[..., T], *args: object) -> T:
+        """Run a blocking source call: in a worker thread for an HTTP(S) source, else here."""
+        return await asyncio.to_thread(func, *args) if self.remote else func(*args)
+
+    def _check_rate(self, started: float, first: int) -> None:
+        elapsed = time.monotonic() - started
+        if elapsed > self.limits.rate_grace and (self.done - first) / elapsed < self.limits.min_rate:
+            raise TransportError(
+                f"{location_name(self.source)} arrives at {(self.done - first) / elapsed:.0f} bytes/s, "
+                f"below {self.limits.min_rate:.0f}",
+                reason=Reason.IMAGE_TOO_SLOW,
+            )
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise CancelledUpgrade(f"download of {self.source.name} cancelled at byte {self.done}")
+            raise CancelledUpgrade(f"download of {location_name(self.source)} cancelled at byte {self.done}")
 
     async def resume(self) -> None:
         """Hash the bytes an interrupted run left in the ``.part``, or discard an oversized one."""
@@ -267,22 +351,24 @@ class _Download:
             StoreError: writing the ``.part`` failed.
         """
         self._check_cancel()
+        started, first = time.monotonic(), self.done
         try:
-            src = self.opener(self.source, self.done)
+            src = await self._call(self.opener, self.source, self.done)
         except OSError as exc:
             raise TransportError(f"cannot open {self.source}: {exc}") from exc
         with contextlib.closing(src), self._open_part() as out:
-            while (count := self._read(src)) > 0:
+            while (count := await self._call(self._read, src)) > 0:
                 if self.done + count > self.size:
                     raise VerificationError(
-                        f"{self.source.name} holds more than its signed size {self.size}",
+                        f"{location_name(self.source)} holds more than its signed size {self.size}",
                         reason=Reason.IMAGE_TOO_LARGE,
                     )
                 self._write(out, count)
+                self._check_rate(started, first)
                 await self._pace(count)
         if self.done < self.size:
             raise VerificationError(
-                f"{self.source.name} ended at byte {self.done} of its signed size {self.size}",
+                f"{location_name(self.source)} ended at byte {self.done} of its signed size {self.size}",
                 reason=Reason.IMAGE_TRUNCATED,
             )
 
@@ -338,9 +424,10 @@ async def _attempt_with_retries(download: _Download, rng: random.Random) -> None
             return
         except TransportError as exc:
             if retries >= limits.max_retries:
+                slow = exc.reason is Reason.IMAGE_TOO_SLOW
                 raise TransportError(
-                    f"{download.source.name} unavailable after {retries} retries: {exc}",
-                    reason=Reason.IMAGE_UNAVAILABLE,
+                    f"{location_name(download.source)} unavailable after {retries} retries: {exc}",
+                    reason=Reason.IMAGE_TOO_SLOW if slow else Reason.IMAGE_UNAVAILABLE,
                 ) from exc
         retries += 1
         await _sleep_or_cancel(download.clock, next(delays), download.cancel)
@@ -361,7 +448,7 @@ def _promote(part: Path, final: Path, disk: Disk) -> None:
 
 
 async def fetch_image(
-    source: Path,
+    source: Location,
     part: Path,
     *,
     size: int,
@@ -377,9 +464,9 @@ async def fetch_image(
     """Download ``source`` into ``part``, verify it against its signed size and digest, and stage it.
 
     Args:
-        source: the image in the release repository (the vendor's portal).
+        source: the image in the release repository: a local path or an http(s) URL.
         part: ``<name>.part`` in the Update Area; bytes already there are resumed from.
-        size: the signed size in bytes (from the verified manifest).
+        size: the signed size in bytes (from the verified release target).
         sha256: the signed SHA-256, lowercase hex.
         clock: the injected clock; retry backoff and link throttling sleep on it.
         limits: chunk size, retries, backoff, bandwidth, size ceiling, progress interval.

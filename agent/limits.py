@@ -27,6 +27,8 @@ class Limits:
     bandwidth: float | None = 2_000_000.0  # bytes per second of the simulated link; None = unthrottled
     max_image_size: int = 4096 * MIB  # bytes, the ceiling whatever a signed manifest claims
     progress_interval: int = 8 * MIB  # bytes, the least progress between two progress callbacks
+    min_rate: float = 1024.0  # bytes per second an attempt must average once past rate_grace
+    rate_grace: float = 30.0  # seconds (real time) an attempt may run before its rate is judged
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.max_image_size <= 0 or self.progress_interval <= 0:
@@ -35,6 +37,8 @@ class Limits:
             raise ValueError("max_retries, backoff_base and backoff_cap must not be negative")
         if not 0 <= self.backoff_jitter <= 1:
             raise ValueError("backoff_jitter is a share of each delay: 0 to 1")
+        if self.min_rate < 0 or self.rate_grace < 0:
+            raise ValueError("min_rate and rate_grace must not be negative")
         if self.bandwidth is not None and self.bandwidth <= 0:
             raise ValueError("bandwidth must be positive or None (unthrottled)")
 

@@ -1,34 +1,28 @@
-"""Signed release manifests: what an image is (size, SHA-256, schema, models), signed by the vendor.
+"""What an image is: the agent's view of one verified release target.
 
-A manifest file ``manifests/<build>.manifest`` is JSON::
+The release repository is a TUF repository (docs/releases.md); an image is the target
+``images/<build>.img`` and its release facts are the target's ``custom`` metadata::
 
-    {"format": "allworx-signed-manifest", "manifest": {...}, "certificate": {...}, "signature": "<hex>"}
+    {"version": "7.6", "build": "7.6.4.1", "kind": "release", "date": "2014-05-12",
+     "db_schema": 24, "models": ["24x", ...], "phone_firmware": "2.9.1"}
 
-The signature covers the canonical JSON of the ``manifest`` object and must come from a
-certificate with purpose "releases" chaining to the pinned vendor root.
-
-Invariant: :func:`load_manifest` verifies the signature *before* trusting any field, and raises
-:class:`~common.errors.SignatureError` (``IMAGE_SIGNATURE_INVALID``) for a bad or altered
-manifest, :class:`~common.errors.CatalogError` (file, entry, problem) for a malformed one.
+Invariant: a :class:`Manifest` is only ever built from target information that
+:mod:`agent.releasetrust` verified first (signatures, versions, expiry); :func:`manifest_from_target`
+only checks that the signed facts are well formed, and raises
+:class:`~common.errors.VerificationError` (``RELEASE_METADATA_INVALID``) when they are not.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-from agent import crypto
-from agent.crypto import Certificate, SignedDocument
-from common.errors import CatalogError
+from common.errors import VerificationError
 from common.reasons import Reason
 
-SCHEMA_VERSION = 1
-FILE_FORMAT = "allworx-signed-manifest"
-MANIFEST_TYPE = "allworx-release-manifest"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,134 +39,52 @@ class Manifest:
     db_schema: int
     models: tuple[str, ...]
     phone_firmware: str
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON object the signature covers."""
-        return {
-            "type": MANIFEST_TYPE,
-            "schema_version": self.schema_version,
-            "version": self.version,
-            "build": self.build,
-            "kind": self.kind,
-            "date": self.date.isoformat(),
-            "size": self.size,
-            "sha256": self.sha256,
-            "db_schema": self.db_schema,
-            "models": list(self.models),
-            "phone_firmware": self.phone_firmware,
-        }
 
 
-def _field(data: dict[str, Any], key: str, kind: type, file: str, entry: str) -> Any:
-    value = data.get(key)
+def _invalid(path: str, problem: str) -> VerificationError:
+    return VerificationError(f"release target {path}: {problem}", reason=Reason.RELEASE_METADATA_INVALID)
+
+
+def _field(custom: Mapping[str, Any], key: str, kind: type, path: str) -> Any:
+    value = custom.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise CatalogError(file, entry, f"field {key!r} must be a {kind.__name__}, got {value!r}")
+        raise _invalid(path, f"field {key!r} must be a {kind.__name__}, got {value!r}")
     return value
 
 
-def manifest_from_dict(data: dict[str, Any], file: str) -> Manifest:
-    """Parse a manifest object.
+def manifest_from_target(
+    path: str, length: int, hashes: Mapping[str, str], fields: Mapping[str, Any]
+) -> Manifest:
+    """Read the release facts of the verified target ``path`` (its length, hashes and other fields).
 
     Raises:
-        CatalogError: a field is missing or malformed.
+        VerificationError: (``RELEASE_METADATA_INVALID``) no SHA-256, no ``custom`` release facts,
+            or a fact is missing or malformed.
     """
-    entry = f"manifest {data.get('build')!r}"
-    if data.get("type") != MANIFEST_TYPE or data.get("schema_version") != SCHEMA_VERSION:
-        raise CatalogError(file, entry, f"not a version {SCHEMA_VERSION} release manifest")
-    models = _field(data, "models", list, file, entry)
+    sha256 = hashes.get("sha256")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise _invalid(path, "no SHA-256 of 64 lowercase hex digits")
+    custom = fields.get("custom")
+    if not isinstance(custom, Mapping):
+        raise _invalid(path, "no release facts (custom metadata)")
+    models = _field(custom, "models", list, path)
     if not all(isinstance(m, str) for m in models):
-        raise CatalogError(file, entry, "models must be strings")
-    sha256 = _field(data, "sha256", str, file, entry)
-    if not _SHA256.fullmatch(sha256):
-        raise CatalogError(file, entry, "sha256 must be 64 lowercase hex digits")
-    size = _field(data, "size", int, file, entry)
-    if size < 0:
-        raise CatalogError(file, entry, "size must not be negative")
-    kind = _field(data, "kind", str, file, entry)
+        raise _invalid(path, "models must be strings")
+    kind = _field(custom, "kind", str, path)
     if kind not in ("release", "patch"):
-        raise CatalogError(file, entry, f"kind must be 'release' or 'patch', got {kind!r}")
+        raise _invalid(path, f"kind must be 'release' or 'patch', got {kind!r}")
     try:
-        published = date.fromisoformat(_field(data, "date", str, file, entry))
+        published = date.fromisoformat(_field(custom, "date", str, path))
     except ValueError:
-        raise CatalogError(file, entry, "date must be YYYY-MM-DD") from None
+        raise _invalid(path, "date must be YYYY-MM-DD") from None
     return Manifest(
-        version=_field(data, "version", str, file, entry),
-        build=_field(data, "build", str, file, entry),
+        version=_field(custom, "version", str, path),
+        build=_field(custom, "build", str, path),
         kind=kind,
         date=published,
-        size=size,
+        size=length,
         sha256=sha256,
-        db_schema=_field(data, "db_schema", int, file, entry),
+        db_schema=_field(custom, "db_schema", int, path),
         models=tuple(models),
-        phone_firmware=_field(data, "phone_firmware", str, file, entry),
+        phone_firmware=_field(custom, "phone_firmware", str, path),
     )
-
-
-def encode_signed_manifest(doc: SignedDocument) -> bytes:
-    """Return the file content for a signed manifest document (payload: canonical manifest JSON)."""
-    data = {
-        "format": FILE_FORMAT,
-        "manifest": json.loads(doc.payload),
-        "certificate": doc.certificate.to_dict(),
-        "signature": doc.signature.hex(),
-    }
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("ascii")
-
-
-def _parse_document(file: str, raw: bytes) -> tuple[SignedDocument, dict[str, Any]]:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise CatalogError(file, "(file)", f"not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
-        raise CatalogError(file, "(file)", f"not a {FILE_FORMAT} file")
-    manifest = data.get("manifest")
-    entry = f"manifest {manifest.get('build')!r}" if isinstance(manifest, dict) else "manifest"
-    if not isinstance(manifest, dict):
-        raise CatalogError(file, entry, "the 'manifest' object is missing")
-    try:
-        certificate = Certificate.from_dict(data.get("certificate"))
-        signature = crypto.decode_hex(str(data.get("signature", "")), crypto.SIGNATURE_SIZE)
-    except ValueError as exc:
-        raise CatalogError(file, entry, f"malformed certificate or signature: {exc}") from exc
-    return SignedDocument(crypto.canonical_json(manifest), certificate, signature), manifest
-
-
-def load_manifest(
-    path: Path, root_public: bytes, today: date, *, check: crypto.SignatureCheck = crypto.verify
-) -> Manifest:
-    """Read, verify (signatures by ``check``) and parse a signed manifest.
-
-    Raises:
-        CatalogError: unreadable or malformed (names the file, the entry and the problem), or the
-            manifest names another build than its file name.
-        SignatureError: not signed by a "releases" certificate of the pinned root, or altered
-            (reason ``IMAGE_SIGNATURE_INVALID``).
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CatalogError(str(path), "(file)", f"cannot read: {exc.strerror}") from exc
-    return verify_manifest(str(path), raw, root_public, today, check=check)
-
-
-def verify_manifest(
-    file: str, raw: bytes, root_public: bytes, today: date, *, check: crypto.SignatureCheck = crypto.verify
-) -> Manifest:
-    """Verify and parse the bytes ``raw`` of the manifest file ``file`` (signatures by ``check``).
-
-    Raises:
-        CatalogError: malformed, or the manifest names another build than its file name.
-        SignatureError: not signed by a "releases" certificate of the root, or altered
-            (reason ``IMAGE_SIGNATURE_INVALID``).
-    """
-    doc, data = _parse_document(file, raw)
-    crypto.require_document(
-        doc, root_public, "releases", today, reason=Reason.IMAGE_SIGNATURE_INVALID, check=check
-    )
-    manifest = manifest_from_dict(data, file)
-    path = Path(file)
-    if path.suffix == ".manifest" and path.stem != manifest.build:
-        raise CatalogError(file, f"manifest {manifest.build!r}", "the file name names another build")
-    return manifest

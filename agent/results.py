@@ -70,8 +70,8 @@ class UpgradeResult:
 
 def failure_rule(reason: Reason, *, rebuilds_database: bool) -> str:
     """The rule a failed, rolled-back step cites (docs/rules.md): IMG-1, SAFE-1, or the database's."""
-    if reason.value.startswith("IMAGE_"):
-        return "IMG-1"  # a release image installs only if it verifies against the vendor's signature
+    if reason.value.startswith(("IMAGE_", "RELEASE_")):
+        return "IMG-1"  # a release image installs only if it verifies against the vendor's signed metadata
     if reason in (Reason.BOOT_CHECK_FAILED, Reason.CRASH_LOOP, Reason.NO_SPACE, Reason.JOURNAL_UNREADABLE):
         return "SAFE-1"  # any failure ends on the old release, every record and key as before
     return "DB-1" if rebuilds_database else "DB-2"  # the database's rollback guarantee that held

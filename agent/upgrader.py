@@ -41,6 +41,7 @@ from agent.machine import Event, State, cancellable, next_state, resume_state
 from agent.manifest import Manifest
 from agent.planner import candidates
 from agent.policy import Verdict, judge_step
+from agent.releasetrust import image_location, is_remote
 from agent.results import StepResult, UpgradeResult, failure_rule
 from agent.store import ServerDir, SlotInfo
 from common.errors import AllworxError, CancelledUpgrade, StoreError, VerificationError
@@ -69,7 +70,7 @@ class Upgrader:
         catalog: Catalog,
         clock: Clock,
         *,
-        repo: Path | None = None,
+        repo: Path | str | None = None,
         limits: Limits = DEFAULT_LIMITS,
         timing: Timing | None = None,
         on_event: EventSink | None = None,
@@ -78,7 +79,7 @@ class Upgrader:
         self.server = server
         self.catalog = catalog
         self.clock = clock
-        self.repo = repo or Path(server.identity().repo)
+        self.repo = str(repo or server.identity().repo)  # a folder or an http(s) URL
         self.limits = limits
         self.timing = timing or Timing()
         self.on_event = on_event or (lambda _event: None)
@@ -319,17 +320,46 @@ class Upgrader:
         )
 
     # --- handlers (one per state) -----------------------------------------------------------------
-    def _manifest(self, build: str) -> Manifest:
-        trust = self.server.trust()
-        return self.server.verifier.manifest(
-            self.repo / "manifests" / f"{build}.manifest", trust.root_public, self.clock.now().date()
-        )
+    async def _manifest(self, build: str) -> Manifest:
+        """What ``build``'s image is, verified through the repository's TUF metadata (from a remote
+        repository in a worker thread: the event loop stays responsive while it answers slowly).
+
+        Raises:
+            VerificationError: the metadata failed a check, or the signed target is not for this
+                server (``IMAGE_WRONG_TARGET``: another release than the catalogue's, or not this model).
+            TransportError: the repository could not be reached.
+        """
+        args = (self.server.trust_dir, self.repo, build)
+        if is_remote(self.repo):
+            manifest = await asyncio.to_thread(self.server.verifier.release, *args)
+        else:
+            manifest = self.server.verifier.release(*args)
+        model = self.server.identity().model
+        expected = self._release_of(build)
+        if expected is not None and manifest.version != expected:
+            raise VerificationError(
+                f"the image of {build} is signed for release {manifest.version}, not {expected}",
+                reason=Reason.IMAGE_WRONG_TARGET,
+            )
+        if model not in manifest.models:
+            raise VerificationError(
+                f"the image of {build} is not signed for model {model}", reason=Reason.IMAGE_WRONG_TARGET
+            )
+        return manifest
+
+    def _release_of(self, build: str) -> str | None:
+        """The release the catalogue says ``build`` belongs to (a release build or a patch build)."""
+        release = self.catalog.get(build)
+        if release is not None:
+            return release.version
+        patch = self.catalog.patch(build)
+        return patch.release if patch is not None else None
 
     def _staged_path(self, build: str) -> Path:
         return self.server.update_area / f"{build}.img"
 
     async def _fetch(self, build: str) -> Path:
-        manifest = self._manifest(build)
+        manifest = await self._manifest(build)
         final = self._staged_path(build)
         if final.exists():
             try:
@@ -344,7 +374,7 @@ class Upgrader:
             self.on_event(Progress.download(build, done, total))
 
         return await fetch_image(
-            self.repo / "images" / f"{build}.img",
+            image_location(self.repo, build),
             final.with_name(final.name + ".part"),
             size=manifest.size,
             sha256=manifest.sha256,
@@ -393,7 +423,7 @@ class Upgrader:
     async def _on_writing_slot(self, job: Job) -> Event:
         slot, staged = self.server.slot_dir(job.new_slot), self._staged_path(job.build)
         tmp = slot / ".image.img.tmp"
-        manifest = self._manifest(job.build)
+        manifest = await self._manifest(job.build)
         await asyncio.to_thread(shutil.copyfile, staged, tmp)
         crashpoints.hit("slot.write")
         try:  # never write a corrupt image into a slot: what was copied is verified
@@ -426,17 +456,17 @@ class Upgrader:
                 "message": "the new release failed to boot too many times; the bootloader fell back",
             }
             return Event.BOOT_FAILED
-        self._boot_check(job)
+        await self._boot_check(job)
         return Event.BOOT_OK
 
-    def _boot_check(self, job: Job) -> None:
+    async def _boot_check(self, job: Job) -> None:
         """The release's services are up, the database opens in its schema, the version matches."""
         info = self.server.slot_info(job.new_slot)
         if info is None or info.build != job.build:
             raise AllworxError(
                 f"slot {job.new_slot} does not hold {job.build}", reason=Reason.BOOT_CHECK_FAILED
             )
-        manifest = self._manifest(job.build)
+        manifest = await self._manifest(job.build)
         require_verified(self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256)
         if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
             raise AllworxError(

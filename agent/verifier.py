@@ -1,5 +1,6 @@
-"""What the agent verifies, as one interface given to it at construction: signatures, signed
-manifests, the trust store, installed keys and database files.
+"""What the agent verifies, as one interface given to it at construction: signatures, release
+targets (through the release repository's TUF metadata), the trust store, installed keys and
+database files.
 
 Invariant: the agent's default, :data:`DURABLE_VERIFIER`, verifies everything from the files as
 they are at each call and keeps nothing between calls: a file damaged after a good verification
@@ -16,21 +17,24 @@ from typing import Protocol
 from agent import crypto
 from agent.database import DatabaseVerifier, Recompute
 from agent.keys import KeyCheck, TrustStore, check_key, installed_keys, load_trust
-from agent.manifest import Manifest, load_manifest
+from agent.manifest import Manifest
+from agent.releasetrust import release_target
 
 
 class Verifier(DatabaseVerifier, Protocol):
-    """Signatures, manifests, trust, keys, and database files (:class:`DatabaseVerifier`)."""
+    """Signatures, release targets, trust, keys, and database files (:class:`DatabaseVerifier`)."""
 
     def signature(self, public: bytes, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is ``public``'s Ed25519 signature of ``message``; never raises."""
 
-    def manifest(self, path: Path, root_public: bytes, today: date) -> Manifest:
-        """The signed release manifest at ``path``, verified against the pinned root on ``today``.
+    def release(self, trust_dir: Path, repo: str, build: str) -> Manifest:
+        """What ``build``'s image is, as the repository ``repo`` signs it, trusted from the release
+        root pinned in ``trust_dir`` (:func:`agent.releasetrust.release_target`).
 
         Raises:
-            CatalogError: unreadable or malformed.
-            SignatureError: not signed by the root's "releases" certificate, or altered.
+            VerificationError: the metadata or the target failed a check (its reason code).
+            TransportError: the repository could not be reached.
+            StoreError: the pinned root or the trusted metadata cannot be read or written.
         """
 
     def trust(self, folder: Path) -> TrustStore:
@@ -55,14 +59,16 @@ class DurableVerifier(Recompute):
         """Verify the Ed25519 signature (:func:`agent.crypto.verify`)."""
         return crypto.verify(public, message, signature)
 
-    def manifest(self, path: Path, root_public: bytes, today: date) -> Manifest:
-        """Read, verify and parse the manifest (:func:`agent.manifest.load_manifest`).
+    def release(self, trust_dir: Path, repo: str, build: str) -> Manifest:
+        """Refresh the release metadata and read ``build``'s target
+        (:func:`agent.releasetrust.release_target`).
 
         Raises:
-            CatalogError: unreadable or malformed.
-            SignatureError: not signed by the root's "releases" certificate, or altered.
+            VerificationError: the metadata or the target failed a check (its reason code).
+            TransportError: the repository could not be reached.
+            StoreError: the pinned root or the trusted metadata cannot be read or written.
         """
-        return load_manifest(path, root_public, today, check=self.signature)
+        return release_target(trust_dir, repo, build)
 
     def trust(self, folder: Path) -> TrustStore:
         """Load the trust store (:func:`agent.keys.load_trust`).

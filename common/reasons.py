@@ -35,10 +35,24 @@ class Reason(StrEnum):
     REVOCATION_LIST_STALE = "REVOCATION_LIST_STALE"
     # images
     IMAGE_DIGEST_MISMATCH = "IMAGE_DIGEST_MISMATCH"
-    IMAGE_SIGNATURE_INVALID = "IMAGE_SIGNATURE_INVALID"
     IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
     IMAGE_TRUNCATED = "IMAGE_TRUNCATED"
     IMAGE_UNAVAILABLE = "IMAGE_UNAVAILABLE"
+    IMAGE_TOO_SLOW = (
+        "IMAGE_TOO_SLOW"  # the source trickled: below the least rate; the partial download is kept
+    )
+    IMAGE_WRONG_TARGET = "IMAGE_WRONG_TARGET"  # the signed target is another build's, or not for this model
+    # the release repository's TUF metadata (agent/releasetrust.py)
+    RELEASE_METADATA_UNSIGNED = "RELEASE_METADATA_UNSIGNED"  # signed by no key the role names
+    RELEASE_METADATA_THRESHOLD = "RELEASE_METADATA_THRESHOLD"  # signed by some of the role's keys, too few
+    RELEASE_ROOT_UNSIGNED = "RELEASE_ROOT_UNSIGNED"  # a new root not signed by a threshold of the old and new
+    RELEASE_METADATA_ROLLBACK = "RELEASE_METADATA_ROLLBACK"  # older than a version already trusted
+    RELEASE_METADATA_EXPIRED = "RELEASE_METADATA_EXPIRED"  # a frozen repository: metadata past its expiry
+    RELEASE_METADATA_MISMATCH = "RELEASE_METADATA_MISMATCH"  # not the length or hash the role above signed
+    RELEASE_METADATA_TOO_LARGE = "RELEASE_METADATA_TOO_LARGE"  # a metadata file longer than its limit
+    RELEASE_METADATA_INVALID = "RELEASE_METADATA_INVALID"  # malformed metadata or release facts
+    RELEASE_METADATA_UNAVAILABLE = "RELEASE_METADATA_UNAVAILABLE"  # the repository could not be reached
+    RELEASE_TARGET_UNKNOWN = "RELEASE_TARGET_UNKNOWN"  # the repository signs no image of that build
     # execution
     DATABASE_VERIFY_FAILED = "DATABASE_VERIFY_FAILED"
     BOOT_CHECK_FAILED = "BOOT_CHECK_FAILED"

@@ -10,7 +10,7 @@ after every cut, lets it finish and audits the server.
 The audit (also used by the power-cut tests) defines the outcomes:
 
 - *bricked*: the bootloader's active slot does not hold a release whose image verifies against
-  its signed manifest and whose database passes the boot check in its schema, or, once the agent
+  its signed release target and whose database passes the boot check in its schema, or, once the agent
   finished, a trial slot or a journal is left over (the server cannot reach a committed release
   by itself);
 - *records lost*: the active database's logical digest (counts and checksums of every record,
@@ -52,13 +52,13 @@ from agent.clock import SimClock
 from agent.crashpoints import PowerCut
 from agent.database import RecordDigest
 from agent.limits import Limits
-from agent.manifest import Manifest, load_manifest
+from agent.manifest import Manifest
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
 from releases.catalog import Catalog, default_catalog
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
-from simulator.publish import default_repository
+from simulator.publish import default_repository, published_manifests
 from simulator.server import ServerSpec, create_server, serial_for
 
 CHAOS_LIMITS = Limits(chunk_size=64 * 1024, bandwidth=None)  # several chunks per image: mid-download cuts
@@ -87,16 +87,15 @@ def snapshot(server: ServerDir) -> Snapshot:
 
 
 class Auditor:
-    """Checks servers against their snapshots; caches verified manifests per build."""
+    """Checks servers against their snapshots; reads what each build is from the vendor's repository once."""
 
     def __init__(self, repo: Path, root_public: bytes, today: datetime) -> None:
         self.repo, self.root_public, self.today = repo, root_public, today.date()
         self._manifests: dict[str, Manifest] = {}
 
     def _manifest(self, build: str) -> Manifest:
-        if build not in self._manifests:
-            path = self.repo / "manifests" / f"{build}.manifest"
-            self._manifests[build] = load_manifest(path, self.root_public, self.today)
+        if not self._manifests:
+            self._manifests = published_manifests(self.repo)  # the vendor's own repository
         return self._manifests[build]
 
     def unbootable(self, server: ServerDir, slot: str) -> str | None:

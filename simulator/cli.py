@@ -41,6 +41,9 @@ def server() -> None:
 @click.option("--site", default="default", help="The site it belongs to.")
 @click.option("--call-log-rows", type=click.IntRange(0, MAX_CALL_LOG_ROWS), default=None,
               help="Call-log rows (default: scaled by users).")  # fmt: skip
+@click.option("--repository", default=None,
+              help="Where it downloads releases: a folder or an http(s) URL of a repository published with "
+              "the same vendor keyring (default: the keyring's own repository).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @guarded
 def server_create(
@@ -53,6 +56,7 @@ def server_create(
     users: int | None,
     site: str,
     call_log_rows: int | None,
+    repository: str | None,
     as_json: bool,
 ) -> None:
     """Create a virtual server directory (a new server gets its SWM-4 ship key)."""
@@ -64,6 +68,7 @@ def server_create(
         users=users,
         site=site,
         call_log_rows=call_log_rows,
+        repository=repository,
     )
     made = create_server(directory, spec)
     ident = made.identity()
@@ -92,11 +97,22 @@ def releases() -> None:
 
 def _attach_publish() -> None:
     from simulator.publish import publish_command
+    from simulator.serve import serve_command
 
     releases.add_command(publish_command, "publish")
+    releases.add_command(serve_command, "serve")
 
 
 _attach_publish()
+
+
+def _attach_attack() -> None:
+    from simulator.attack import attack_command
+
+    main.add_command(attack_command, "attack")
+
+
+_attach_attack()
 
 
 @main.command()

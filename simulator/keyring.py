@@ -12,7 +12,10 @@ Invariants:
 - Revocation lists are issued under a file lock with strictly increasing sequence numbers.
 
 Layout: ``keyring.json`` (root and signing keys, hex, certificates), ``revocations.key`` (the
-newest revocation list), ``.lock``.
+newest revocation list), ``.lock``; the release repository's TUF keys: ``tuf-roles.json`` (one
+Ed25519 key each for the targets, snapshot and timestamp roles) and, kept apart in its own file as an
+offline key would be, ``tuf-root.key`` (the TUF root role's key). Both are made on first use, under
+the lock, mode 0600.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ SIGNING_PURPOSES = ("keys", "releases", "revocations")
 VALID_FROM = date(2008, 1, 1)  # simulated: the certificates cover every simulated year
 VALID_UNTIL = date(2040, 12, 31)
 FORMAT = 1
+TUF_ROOT_FILE = "tuf-root.key"
+TUF_ROLES_FILE = "tuf-roles.json"
+TUF_ONLINE_ROLES = ("targets", "snapshot", "timestamp")
 
 
 def sim_home() -> Path:
@@ -171,6 +177,42 @@ class VendorKeyring:
             not_before=not_before,
             not_after=not_after,
         )
+
+    # --- the release repository's TUF keys -----------------------------------------------------
+    def release_keys(self) -> dict[str, bytes]:
+        """The raw Ed25519 private keys of the TUF roles: root (its own file), targets, snapshot, timestamp.
+
+        Made on first use (under the keyring's lock, so racing processes share one set).
+
+        Raises:
+            StoreError: the key files are unreadable or malformed, or cannot be written.
+        """
+        if not (self.path / TUF_ROOT_FILE).exists() or not (self.path / TUF_ROLES_FILE).exists():
+            with self._locked():
+                if not (self.path / TUF_ROLES_FILE).exists():
+                    roles = {role: crypto.generate_private_key().hex() for role in TUF_ONLINE_ROLES}
+                    text = json.dumps({"format": FORMAT, "simulated": True, "roles": roles}, indent=2)
+                    # shared: written through mkstemp, so the key file is mode 0600
+                    write_atomic(self.path / TUF_ROLES_FILE, (text + "\n").encode(), shared=True)
+                if not (self.path / TUF_ROOT_FILE).exists():
+                    self.replace_release_root(crypto.generate_private_key())
+        try:
+            roles = json.loads((self.path / TUF_ROLES_FILE).read_text())["roles"]
+            keys = {role: crypto.decode_hex(roles[role], crypto.KEY_SIZE) for role in TUF_ONLINE_ROLES}
+            root_hex = (self.path / TUF_ROOT_FILE).read_text().strip()
+            keys["root"] = crypto.decode_hex(root_hex, crypto.KEY_SIZE)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{self.path}: the release repository keys are unreadable: {exc}") from exc
+        return keys
+
+    def replace_release_root(self, private: bytes) -> None:
+        """Keep ``private`` as the TUF root role's key from now on (a root rotation's new key).
+
+        Raises:
+            StoreError: the key file cannot be written.
+        """
+        # shared: written through mkstemp, so the key file is mode 0600
+        write_atomic(self.path / TUF_ROOT_FILE, (private.hex() + "\n").encode(), shared=True)
 
     # --- revocation -----------------------------------------------------------------------
     def revocation_list_text(self) -> str:

@@ -1,8 +1,8 @@
 """Damage to the vendor's download portal, for tests and scenarios: a private copy, then one fault.
 
 A real partner downloads release images from the vendor's portal; a scenario or a test that wants
-a bad download (a flipped byte on the wire, a cut-short or padded file, a manifest altered after
-signing) damages its own copy of the release repository, never the shared one other runs read.
+a bad download (a flipped byte on the wire, a cut-short or padded file, release metadata altered
+after signing) damages its own copy of the release repository, never the shared one other runs read.
 
 Invariant: :func:`damage` changes exactly one file of the copy, in the way its name says; the
 agent must refuse the result (rule IMG-1) with the reason in :data:`EXPECTED`.
@@ -17,15 +17,15 @@ from typing import Literal, get_args
 
 from common.errors import StoreError
 from common.reasons import Reason
-from simulator.publish import image_path, manifest_path
+from simulator.publish import image_path, metadata_path, target_name
 
-Damage = Literal["byte", "truncate", "extend", "manifest"]
+Damage = Literal["byte", "truncate", "extend", "metadata"]
 DAMAGES: tuple[str, ...] = get_args(Damage)
 EXPECTED: dict[str, Reason] = {  # what the agent must answer to each damage
     "byte": Reason.IMAGE_DIGEST_MISMATCH,
     "truncate": Reason.IMAGE_TRUNCATED,
     "extend": Reason.IMAGE_TOO_LARGE,
-    "manifest": Reason.IMAGE_SIGNATURE_INVALID,
+    "metadata": Reason.RELEASE_METADATA_MISMATCH,
 }
 
 
@@ -49,12 +49,13 @@ def damage(repo: Path, build: str, how: Damage) -> Path:
     - ``byte``: one byte in the middle of the image flipped (same size).
     - ``truncate``: the image's last 100 bytes cut off.
     - ``extend``: one byte appended to the image.
-    - ``manifest``: a signed field of the manifest changed after signing (the schema number).
+    - ``metadata``: a signed fact of the build's target changed after signing (its schema number in
+      ``targets.json``), which no longer matches the hash the snapshot signed.
 
     Raises:
         StoreError: the file is missing or cannot be rewritten.
     """
-    path = manifest_path(repo, build) if how == "manifest" else image_path(repo, build)
+    path = metadata_path(repo, "targets") if how == "metadata" else image_path(repo, build)
     try:
         data = path.read_bytes()
         if how == "byte":
@@ -67,8 +68,8 @@ def damage(repo: Path, build: str, how: Damage) -> Path:
             data += b"\0"
         else:
             document = json.loads(data)
-            document["manifest"]["db_schema"] += 1
-            data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+            document["signed"]["targets"][target_name(build)]["custom"]["db_schema"] += 1
+            data = json.dumps(document, indent=1, separators=(",", ": "), sort_keys=True).encode()
         path.write_bytes(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"cannot damage {path}: {exc}") from exc

@@ -22,6 +22,7 @@ from agent.bootloader import BootEnv
 from agent.fileio import write_json
 from agent.mqtt.topics import check_level
 from agent.opkeys import trust_operator
+from agent.releasetrust import pin_root
 from agent.store import ServerDir, SlotInfo
 from common.errors import StoreError
 from common.reasons import Reason
@@ -30,7 +31,7 @@ from releases.catalog import Catalog, default_catalog
 from simulator.issuer import ship_key
 from simulator.keyring import VendorKeyring
 from simulator.pbxdata import populate
-from simulator.publish import default_repository
+from simulator.publish import default_repository, image_path, metadata_path
 
 ALLWORX_OUI = "00:0A:DD"  # the vendor's MAC prefix, as on real Allworx hardware
 MAX_CALL_LOG_ROWS = 5_000_000  # about 300 MB of database; more is a typo, not a test
@@ -47,6 +48,7 @@ class ServerSpec:
     users: int | None = None
     site: str = "default"
     call_log_rows: int | None = None
+    repository: str | None = None  # where it downloads releases (default: the keyring's repository)
 
 
 def serial_for(seed: str) -> str:
@@ -155,12 +157,14 @@ def _build(
             "mac": mac_for(serial),
             "shipped": shipped.isoformat(),
             "site": spec.site,
-            "repo": str(repo),
+            "repo": spec.repository or str(repo),
         },
     )
     (work / "trust" / "vendor-root.pub").write_text(keyring.root_public_hex + "\n")
+    # the release repository's root; one published elsewhere with the same keyring has the same root
+    pin_root(work / "trust", metadata_path(repo, "root").read_bytes())
     server = ServerDir(work)
-    shutil.copyfile(repo / "images" / f"{build}.img", server.slot_dir("a") / "image.img")
+    shutil.copyfile(image_path(repo, build), server.slot_dir("a") / "image.img")
     server.write_slot_info("a", SlotInfo(spec.release, build, schema))
     populate(
         server.db_path("a"),

@@ -31,6 +31,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from agent.fileio import read_json, write_json
+from agent.releasetrust import PINNED_ROOT
 from agent.store import ServerDir
 from common.errors import StoreError
 from common.reasons import Reason
@@ -101,8 +102,9 @@ def template_dir(root: Path, model: str, release: str) -> Path:
 
 def _make_template(root: Path, model: str, release: str) -> None:
     path = template_dir(root, model, release)
-    if (path / "identity.json").exists():
+    if (path / "identity.json").exists() and (path / "trust" / PINNED_ROOT).exists():
         return
+    shutil.rmtree(path, ignore_errors=True)  # none, or made before servers pinned a release root
     create_server(
         path, ServerSpec(model=model, release=release, serial=serial_for(f"template:{model}:{release}"))
     )
@@ -111,11 +113,11 @@ def _make_template(root: Path, model: str, release: str) -> None:
 def bad_repo(root: Path, repo: Path) -> Path:
     """A copy of ``repo`` whose images are corrupted (one byte flipped): downloads fail their digest."""
     target = root / "bad-repo"
-    if (target / "ready").exists():
+    if (target / "ready").exists() and (target / "metadata" / "root.json").exists():
         return target
     work = Path(tempfile.mkdtemp(prefix=".bad-repo.", dir=root))
     shutil.copytree(repo, work / "repo")
-    for image in (work / "repo" / "images").glob("*.img"):
+    for image in (work / "repo" / "targets" / "images").glob("*.img"):
         damage(work / "repo", image.stem, "byte")
     (work / "repo" / "ready").write_text("corrupted images for failure injection (SIMULATED)\n")
     shutil.rmtree(target, ignore_errors=True)
@@ -134,6 +136,7 @@ def pristine(path: Path, plan: ServerPlan) -> bool:
             and not (path / "last_result.json").exists()
             and server.journal.load() is None
             and server.committed().version == plan.release
+            and (path / "trust" / PINNED_ROOT).exists()
         )
     except Exception:  # reason: any unreadable folder is simply rebuilt
         return False

@@ -5,7 +5,10 @@ manifests and database contents are verified over and over. :class:`RememberingV
 each verified fact, keyed by every input of the verdict, so a changed input is simply not found:
 
 - a valid signature, by the SHA-256 of (public key, signature, message);
-- a verified manifest, by its file name, bytes, the pinned root and the day;
+- a verified release target, by the build, the :func:`fingerprint` of the repository's metadata
+  folder, of the server's pinned release root and trusted metadata, and the UTC minute (python-tuf
+  judges expiry by the wall clock); a remembered target is returned without the refresh, so the
+  server's ``trust/tuf`` keeps what it held (remote repositories are always refreshed);
 - a trust store and the key checks of a server, by a :func:`fingerprint` of the files they were
   read from (names and bytes), and for key checks also the trust store, serial and day;
 - a database digest, by the file's path, device, inode, size and modification time once this
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date, datetime
@@ -34,7 +38,8 @@ from typing import Generic, TypeVar
 from agent.database import RecordDigest
 from agent.database.engine import FileKey, Read, file_key, read_stable
 from agent.keys import KeyCheck, TrustStore, rejudge, utc_day
-from agent.manifest import Manifest, verify_manifest
+from agent.manifest import Manifest
+from agent.releasetrust import METADATA_DIR, PINNED_ROOT, is_remote
 from agent.verifier import DurableVerifier
 
 K = TypeVar("K")
@@ -87,7 +92,15 @@ def fingerprint(folder: Path, suffix: str = "") -> bytes:
     return digest.digest()
 
 
-ManifestKey = tuple[str, bytes, bytes, date]
+ReleaseKey = tuple[str, bytes, bytes, int]
+
+
+def _trusted(trust_dir: Path) -> bytes:
+    """The fingerprint of a server's pinned release root and the release metadata it trusts."""
+    local = trust_dir / METADATA_DIR
+    return fingerprint(trust_dir, PINNED_ROOT) + fingerprint(local) + fingerprint(local / "root_history")
+
+
 ChecksKey = tuple[bytes, TrustStore, str, date]
 
 
@@ -100,7 +113,7 @@ class RememberingVerifier(DurableVerifier):
 
     def __init__(self, servers: int = 20_000) -> None:
         self.signatures: Memo[bytes, bool] = Memo(32_768)
-        self.manifests: Memo[ManifestKey, Manifest] = Memo(512)
+        self.releases: Memo[ReleaseKey, Manifest] = Memo(512)
         self.trusts: Memo[Path, tuple[bytes, TrustStore]] = Memo(servers)
         self.checks: Memo[Path, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
         self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
@@ -116,22 +129,24 @@ class RememberingVerifier(DurableVerifier):
             self.signatures.put(seen, True)
         return valid
 
-    def manifest(self, path: Path, root_public: bytes, today: date) -> Manifest:
-        """The manifest remembered for these bytes, root and day, or read, verified and remembered.
+    def release(self, trust_dir: Path, repo: str, build: str) -> Manifest:
+        """The target remembered for these metadata files, pinned root and minute, or refreshed,
+        verified and remembered.
 
         Raises:
-            CatalogError: unreadable or malformed.
-            SignatureError: not signed by the root's "releases" certificate, or altered.
+            VerificationError: the metadata or the target failed a check (its reason code).
+            TransportError: the repository could not be reached.
+            StoreError: the pinned root or the trusted metadata cannot be read or written.
         """
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            return super().manifest(path, root_public, today)  # raises the agent's error for it
-        key = (str(path), raw, root_public, today)
-        found = self.manifests.get(key)
+        if is_remote(repo):
+            return super().release(trust_dir, repo, build)
+        remote = fingerprint(Path(repo) / "metadata")
+        key = (build, remote, _trusted(trust_dir), int(time.time() // 60))
+        found = self.releases.get(key)
         if found is None:
-            found = verify_manifest(str(path), raw, root_public, today, check=self.signature)
-            self.manifests.put(key, found)
+            found = super().release(trust_dir, repo, build)
+            self.releases.put(key, found)
+            self.releases.put((build, remote, _trusted(trust_dir), key[3]), found)  # as refreshed now
         return found
 
     def trust(self, folder: Path) -> TrustStore:

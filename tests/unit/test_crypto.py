@@ -155,9 +155,9 @@ def test_require_document_raises_with_the_given_reason() -> None:
     doc = crypto.sign_document(b"payload", SIGNER, _cert(OTHER_ROOT))
     with pytest.raises(SignatureError, match="pinned root") as caught:
         crypto.require_document(
-            doc, crypto.public_key(ROOT), "releases", TODAY, reason=Reason.IMAGE_SIGNATURE_INVALID
+            doc, crypto.public_key(ROOT), "releases", TODAY, reason=Reason.KEY_SIGNER_UNTRUSTED
         )
-    assert caught.value.reason is Reason.IMAGE_SIGNATURE_INVALID
+    assert caught.value.reason is Reason.KEY_SIGNER_UNTRUSTED
 
 
 def test_sign_document_refuses_a_key_that_does_not_match_the_certificate() -> None:

@@ -1,13 +1,15 @@
 """The fleet simulation's remembering verifier: each memory answers exactly as a fresh verification.
 
-Trust and key checks by the fingerprint of their files, signatures by their bytes, manifests by
-their bytes, root and day, database digests by file and by content, the ready check by file.
+Trust and key checks by the fingerprint of their files, signatures by their bytes, release targets
+by the repository's metadata and the pinned root, database digests by file and by content, the
+ready check by file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -21,15 +23,17 @@ from agent.crashpoints import injecting
 from agent.database import digest, migrate_copy, rebuild, schema_of
 from agent.database import tmp_path as build_path
 from agent.keys import KeyCheck, install_revocation_list, parse_key_text
+from agent.releasetrust import pin_root
 from agent.store import ServerDir
-from common.errors import DatabaseError, SignatureError
+from common.errors import DatabaseError, VerificationError
 from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.fleet.verifier import RememberingVerifier
 from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
 from simulator.pbxdata import populate
-from simulator.publish import manifest_path, publish
+from simulator.portal import damage
+from simulator.publish import metadata_path, publish
 from simulator.server import ServerSpec, create_server
 
 TODAY = date(2016, 6, 1)
@@ -169,7 +173,7 @@ def test_a_trust_store_is_loaded_again_only_when_its_files_change(
     assert check.info.key_id in server.trust().revoked
 
 
-# --- signatures and manifests -------------------------------------------------------------------
+# --- signatures and release targets ----------------------------------------------------------------
 
 
 def test_a_valid_signature_is_verified_once_and_an_invalid_one_every_time(
@@ -192,24 +196,33 @@ def test_a_valid_signature_is_verified_once_and_an_invalid_one_every_time(
     assert calls == [good, forged, forged, good]
 
 
-def test_a_verified_manifest_is_remembered_only_for_the_same_bytes_root_and_day(
+def test_a_verified_release_target_is_remembered_only_for_the_same_metadata_and_pinned_root(
     keyring: VendorKeyring, tmp_path: Path
 ) -> None:
-    """The manifest memory never answers for changed bytes, another root or another day."""
+    """The release memory never answers for changed repository metadata or another pinned root."""
     repo = publish(default_catalog(), keyring, tmp_path / "repo", image_size=4096)
-    memory, today = RememberingVerifier(), date(2020, 1, 1)
-    path = tmp_path / "7.6.4.1.manifest"
-    path.write_bytes(manifest_path(repo, "7.6.4.1").read_bytes())
-    first = memory.manifest(path, keyring.root_public, today)
-    assert memory.manifest(path, keyring.root_public, today) is first  # verified once
-    path.write_bytes(path.read_bytes().replace(b'"size": 4096', b'"size": 1'))  # altered after a good check
-    with pytest.raises(SignatureError):
-        memory.manifest(path, keyring.root_public, today)
-    path.write_bytes(manifest_path(repo, "7.6.4.1").read_bytes())
-    with pytest.raises(SignatureError):
-        memory.manifest(path, crypto.public_key(crypto.generate_private_key()), today)
-    with pytest.raises(SignatureError):  # past the signing certificate's validity
-        memory.manifest(path, keyring.root_public, date(2041, 1, 1))
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    pin_root(trust, metadata_path(repo, "root").read_bytes())
+    memory = RememberingVerifier()
+    first = memory.release(trust, str(repo), "7.6.4.1")
+    assert memory.release(trust, str(repo), "7.6.4.1") is first  # verified once
+    pristine = metadata_path(repo, "targets").read_bytes()
+    damage(repo, "7.6.4.1", "metadata")  # altered after a good check
+    second = tmp_path / "second"  # a server that never refreshed, as the first was
+    second.mkdir()
+    pin_root(second, metadata_path(repo, "root").read_bytes())
+    with pytest.raises(VerificationError) as caught:
+        memory.release(second, str(repo), "7.6.4.1")
+    assert caught.value.reason is Reason.RELEASE_METADATA_MISMATCH
+    metadata_path(repo, "targets").write_bytes(pristine)
+    other = publish(default_catalog(), VendorKeyring.load_or_create(tmp_path / "other"), tmp_path / "o", 4096)
+    shutil.rmtree(trust)
+    trust.mkdir()
+    pin_root(trust, metadata_path(other, "root").read_bytes())  # another vendor's root
+    with pytest.raises(VerificationError) as caught:
+        memory.release(trust, str(repo), "7.6.4.1")
+    assert caught.value.reason is Reason.RELEASE_METADATA_UNSIGNED
 
 
 # --- database digests ----------------------------------------------------------------------------
