@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 TEXT = st.text(max_size=40)
 WORDS = st.sampled_from(
     ["", " ", "0", "-1", "1" * 40, "9999-12-31", "0001-01-01", "2015-06-01T25:00:00Z", "nan", "inf",
-     "true", "null", "[]", "{}", "\\", '"', "\x00", "\ufeff", "\U0001f600", "é", "=", ":", "#", "\r"]
+     "true", "null", "[]", "{}", "\\", '"', "\x00", "\ufeff", "\U0001f600", "é", "=", ":", "#", "\r",
+     "²", "١٢", "Ⅻ", "1_000", "+1", "0x10"]
 )  # fmt: skip
 Mutation = Callable[[bytes], bytes]
 

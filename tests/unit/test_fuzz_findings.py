@@ -1,4 +1,4 @@
-"""What fuzzing the parsers found, each with the exact input: refused in one line, never a traceback."""
+"""Inputs parser fuzzing turned up (by the fuzzers or in writing their targets), each refused in one line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.keys import parse_key
+from agent.mqtt.cli import _address
+from agent.revocation import parse_revocation_list
 from agent.service.config import ConfigError, load_config
-from tests.fuzz.targets import config
+from common.errors import KeyFormatError
+from tests.fuzz.targets import config, key, revocation
 
 
 def test_a_config_value_holding_a_nul_is_refused_naming_the_key(tmp_path: Path) -> None:
@@ -24,3 +28,29 @@ def test_a_config_value_holding_a_nul_is_refused_naming_the_key(tmp_path: Path) 
 def test_the_config_target_passes_the_nul_inputs(data: bytes) -> None:
     """The fuzz target's whole path (load, run's options, their checks) takes the found inputs."""
     config.check(data)
+
+
+FEATURE_KEY = key.seeds()[2].decode()  # a signed feature key with "Count: 4"
+FIRST_LIST = revocation.seeds()[0].decode()  # a signed revocation list with "Sequence: 3"
+
+
+@pytest.mark.parametrize("count", ["²", "١٢"])
+def test_a_key_count_of_other_digits_is_a_key_format_error(count: str) -> None:
+    """``Count: ²`` (a digit to str.isdigit, not to int) is KeyFormatError, not a bare ValueError."""
+    text = FEATURE_KEY.replace("Count: 4", f"Count: {count}")
+    with pytest.raises(KeyFormatError, match="Count must be a whole number"):
+        parse_key(text)
+
+
+@pytest.mark.parametrize("sequence", ["²", "١٢"])
+def test_a_revocation_sequence_of_other_digits_is_a_key_format_error(sequence: str) -> None:
+    """``Sequence: ²`` is KeyFormatError, and ``Sequence: ١٢`` is not read as 12."""
+    text = FIRST_LIST.replace("Sequence: 3", f"Sequence: {sequence}")
+    with pytest.raises(KeyFormatError, match="Sequence must be a whole number"):
+        parse_revocation_list(text)
+
+
+def test_a_health_port_of_other_digits_is_refused_as_host_port() -> None:
+    """``health = "h:²"`` is refused with the HOST:PORT message, not int()'s."""
+    with pytest.raises(ValueError, match="must be HOST:PORT"):
+        _address("h:²")
