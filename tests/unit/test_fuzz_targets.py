@@ -25,7 +25,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-SELECTOR = {"trust": 1, "command": 2, "campaign": 1}  # leading bytes that pick a file or a parser
+SELECTOR = {"trust": 1, "command": 2, "wire": 1, "campaign": 1}  # leading bytes that pick a file or a parser
 
 
 @pytest.mark.parametrize("name", TARGETS)

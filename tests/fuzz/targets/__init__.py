@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-TARGETS = ("key", "revocation", "trust", "command", "scenario", "fleet", "campaign", "config")
+TARGETS = ("key", "revocation", "trust", "command", "wire", "scenario", "fleet", "campaign", "config")
 
 
 def load(name: str) -> ModuleType:
