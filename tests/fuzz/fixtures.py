@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime
+from typing import Any
 
 from agent import crypto
 from agent.crypto import Certificate
@@ -36,3 +37,14 @@ def certificate(purposes: tuple[str, ...] = ("keys", "revocations")) -> Certific
         not_before=date(2008, 1, 1),
         not_after=date(2040, 1, 1),
     )
+
+
+# Values that trip parsers of text: digits str.isdigit takes and int() does not, a NUL as TOML
+# and JSON escape it, numbers at and past their limits, dates at the calendar's ends, a BOM.
+TRICKY = ("²", "١٢", "\\u0000", "nan", "inf", "-0", "1e999", "9" * 20, "9999-12-31", "0001-01-01",
+          "T23:59:59-23:59", "\ufeff", "\r\n")  # fmt: skip
+
+
+def field_names(*models: Any) -> list[str]:
+    """The keys of pydantic models as a file writes them (a field's alias, else its name)."""
+    return sorted({f.alias or name for model in models for name, f in model.model_fields.items()})

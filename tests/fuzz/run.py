@@ -4,8 +4,9 @@
 Each target starts from its seeds (written to ``DIR/NAME/seeds``; what libFuzzer learns goes to
 ``DIR/NAME/corpus``) and runs ``N`` inputs (default 100,000) in its own process
 (:mod:`tests.fuzz.harness`). Findings go to ``DIR/NAME/findings``: the first input of each and
-its traceback. An input that takes longer than ``--timeout`` seconds stops its target as a hang.
-Exit status 1 when anything was found.
+its traceback. A target's ``tokens()`` (the format's keys, and values that trip parsers of text)
+are libFuzzer's dictionary (``DIR/NAME/tokens.dict``). An input that takes longer than
+``--timeout`` seconds stops its target as a hang. Exit status 1 when anything was found.
 """
 
 from __future__ import annotations
@@ -46,17 +47,26 @@ class Outcome:
         return sum(self.findings.values()) + int(self.hang)
 
 
+def escape(token: str) -> str:
+    """``token`` as a libFuzzer dictionary entry (UTF-8; bytes other than printable ASCII as \\xNN)."""
+    return "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in token.encode())
+
+
 def fuzz(name: str, runs: int, workdir: Path, timeout: int, seed: int) -> Outcome:
     """Run one target's harness with its budget and read back what it did."""
     folder = workdir / name
     seeds, corpus, findings = folder / "seeds", folder / "corpus", folder / "findings"
     for path in (seeds, corpus, findings):
         path.mkdir(parents=True, exist_ok=True)
-    for i, data in enumerate(load(name).seeds()):
+    target = load(name)
+    for i, data in enumerate(target.seeds()):
         (seeds / f"seed-{i}").write_bytes(data)
     command = [sys.executable, "-m", "tests.fuzz.harness", name, f"-runs={runs}", f"-timeout={timeout}",
                f"-seed={seed}", "-rss_limit_mb=2048", f"-artifact_prefix={findings}/",
                str(corpus), str(seeds)]  # fmt: skip
+    if hasattr(target, "tokens"):
+        (folder / "tokens.dict").write_text("".join(f'"{escape(t)}"\n' for t in target.tokens()))
+        command.insert(-2, f"-dict={folder / 'tokens.dict'}")
     env = {**os.environ, "FUZZ_FINDINGS": str(findings), "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     with open(folder / "libfuzzer.log", "wb") as log:

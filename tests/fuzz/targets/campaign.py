@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from fleet.campaign.model import Campaign, Member
 from fleet.campaign.spec import AbortRule, CampaignSpec, CampaignSpecError, Window, parse_networks
+from tests.fuzz import fixtures
 
 PARSERS = ("networks", "spec", "state")
 SPEC = CampaignSpec(
@@ -71,3 +72,10 @@ def check(data: bytes) -> None:
         Campaign.from_dict(raw)
     except (KeyError, TypeError, ValueError):
         return
+
+
+def tokens() -> list[str]:
+    """The documents' JSON keys for libFuzzer's dictionary."""
+    keys = fixtures.field_names(CampaignSpec, AbortRule, Window)
+    state = ["members", "created", "phases", "status", "phase", "paused_reason", "tokens", "log", "spec"]
+    return [*(f'"{key}":' for key in [*keys, *state]), "null", "[]", "{}", *fixtures.TRICKY]

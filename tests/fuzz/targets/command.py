@@ -17,7 +17,7 @@ from typing import Any
 
 from agent import crypto
 from agent.mqtt.commands import CommandCheck, NonceWindow, check_command, require_command, sign_command
-from agent.mqtt.messages import ARGS_MODELS
+from agent.mqtt.messages import ARGS_MODELS, Command
 from common.errors import CommandError, StoreError
 from tests.fuzz import fixtures
 from tests.fuzz.targets import key
@@ -91,3 +91,9 @@ def check(data: bytes) -> None:
         require_command(payload, name, now=fixtures.NOW, window=window(), **where)
     except (CommandError, StoreError):
         return
+
+
+def tokens() -> list[str]:
+    """The command's JSON keys and values for libFuzzer's dictionary."""
+    keys = [f'"{name}":' for name in fixtures.field_names(Command, *ARGS_MODELS.values())]
+    return [*keys, *NAMES, "null", "true", "[]", "{}", *fixtures.TRICKY]

@@ -17,7 +17,8 @@ import click
 from agent.clock import parse_now
 from agent.mqtt.cli import _address, broker_settings_from, run
 from agent.mqtt.topics import check_level
-from agent.service.config import ConfigError, load_config
+from agent.service.config import AgentConfig, ConfigError, load_config
+from tests.fuzz import fixtures
 
 SEEDS = (
     'server_dir = "/var/lib/allworx"\nbroker = "mqtt://127.0.0.1:1883"\nsite = "hq"\nkeepalive = 30\n'
@@ -67,3 +68,8 @@ def check(data: bytes) -> None:
             step()
         except ValueError:
             continue
+
+
+def tokens() -> list[str]:
+    """The file's keys for libFuzzer's dictionary."""
+    return [*(f"{key} = " for key in fixtures.field_names(AgentConfig)), *fixtures.TRICKY]

@@ -6,6 +6,7 @@ Documented: parsing raises only FleetFileError, whose every problem names the fi
 from __future__ import annotations
 
 from simulator.fleet.spec import FleetFileError, FleetSpec, parse_toml
+from tests.fuzz import fixtures
 
 FILE = "fleet.toml"
 SEEDS = (
@@ -38,3 +39,9 @@ def check(data: bytes) -> None:
         return
     assert problems
     assert all(problem.file == FILE for problem in problems), problems
+
+
+def tokens() -> list[str]:
+    """The format's keys for libFuzzer's dictionary."""
+    keys = [f"{key} = " for key in fixtures.field_names(FleetSpec)]
+    return [*keys, "[fleet]", "[fleet.models]", "[fleet.releases]", "[fleet.keys]", *fixtures.TRICKY]

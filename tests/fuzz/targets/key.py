@@ -43,3 +43,33 @@ def check(data: bytes) -> None:
         check_key(key, TRUST, fixtures.SERIAL, now)
     again = parse_key(key.text())
     assert again == key, (again, key)
+
+
+def tokens() -> list[str]:
+    """Words of the format for libFuzzer's dictionary."""
+    names = [
+        f"{name}: "
+        for name in (
+            "Key-Id",
+            "Kind",
+            "Serial",
+            "Plan",
+            "Issued",
+            "Starts",
+            "Expires",
+            "Ceiling",
+            "Feature",
+            "Users",
+            "Patch-Build",
+            "Count",
+        )
+    ]
+    words = [
+        *KeyKind,
+        *Plan,
+        "Certificate:",
+        "Signature:",
+        "-----BEGIN ALLWORX SOFTWARE KEY-----",
+        "-----END ALLWORX SOFTWARE KEY-----",
+    ]
+    return [*names, *words, *fixtures.TRICKY]  # fmt: skip

@@ -39,3 +39,17 @@ def check(data: bytes) -> None:
     except (SignatureError, StaleRevocationError):
         return
     assert revocations.text() == parse_revocation_list(revocations.text()).text()
+
+
+def tokens() -> list[str]:
+    """Words of the format for libFuzzer's dictionary."""
+    words = [
+        "Sequence: ",
+        "Issued: ",
+        "Revoked: ",
+        "Certificate:",
+        "Signature:",
+        "-----BEGIN ALLWORX REVOCATION LIST-----",
+        "-----END ALLWORX REVOCATION LIST-----",
+    ]
+    return [*words, *fixtures.TRICKY]  # fmt: skip

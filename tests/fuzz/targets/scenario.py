@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.scenario.model import Scenario, ScenarioFileError
+from simulator.scenario.model import STEP_KINDS, Header, Scenario, ScenarioFileError, ServerDecl
 from simulator.scenario.parse import parse_scenario
+from tests.fuzz import fixtures
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 FILE = Path("fuzz/story.toml")
@@ -42,3 +43,9 @@ def check(data: bytes) -> None:
         return
     assert problems
     assert all(problem.file == str(FILE) for problem in problems), problems
+
+
+def tokens() -> list[str]:
+    """The format's keys and step kinds for libFuzzer's dictionary."""
+    keys = fixtures.field_names(Header, ServerDecl, *STEP_KINDS.values())
+    return [*(f"{key} = " for key in keys), *STEP_KINDS, "[[server]]", "[[step]]", *fixtures.TRICKY]

@@ -20,6 +20,7 @@ from rich.console import Console
 from agent.mqtt.messages import EventMessage, Reply, StateDocument
 from fleet.client import Invalid, check_availability, check_state
 from fleet.status import FleetStatus, as_json, table
+from tests.fuzz import fixtures
 
 WIRE = Path(__file__).resolve().parents[2] / "data" / "wire_format.json"
 MESSAGES = ("state", "availability", "reply", "event")
@@ -60,3 +61,9 @@ def check(data: bytes) -> None:
             model.model_validate_json(payload)
         except ValidationError:
             return
+
+
+def tokens() -> list[str]:
+    """The messages' JSON keys for libFuzzer's dictionary."""
+    keys = [f'"{name}":' for name in fixtures.field_names(StateDocument, Reply, EventMessage)]
+    return [*keys, "online", "offline", "null", "true", "[]", "{}", *fixtures.TRICKY]
