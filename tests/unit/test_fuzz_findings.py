@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from agent.cliutil import read_password
 from agent.keys import parse_key
 from agent.mqtt.cli import _address
 from agent.revocation import parse_revocation_list
@@ -54,3 +57,25 @@ def test_a_health_port_of_other_digits_is_refused_as_host_port() -> None:
     """``health = "h:²"`` is refused with the HOST:PORT message, not int()'s."""
     with pytest.raises(ValueError, match="must be HOST:PORT"):
         _address("h:²")
+
+
+def test_a_password_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """``password_file`` naming a FIFO of mode 0600 is a ValueError at once (reading it waited forever)."""
+    fifo = tmp_path / "password"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_password(None, fifo)
+        except ValueError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():  # unblock the reader: a writer's open and close ends its read
+        with open(fifo, "wb"):
+            pass
+    assert outcome, "the read of a FIFO did not return within 5 s"
+    assert "not a regular file" in str(outcome[0])
