@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,10 @@ from agent.mqtt.cli import _address
 from agent.revocation import parse_revocation_list
 from agent.service.config import ConfigError, load_config
 from common.errors import KeyFormatError
+from fleet.campaign.spec import CampaignSpecError, load_networks
+from simulator.fleet.spec import FleetFileError, load_toml
+from simulator.scenario.model import ScenarioFileError
+from simulator.scenario.parse import load_scenario
 from tests.fuzz.targets import config, key, revocation
 
 
@@ -63,19 +69,59 @@ def test_a_password_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> No
     """``password_file`` naming a FIFO of mode 0600 is a ValueError at once (reading it waited forever)."""
     fifo = tmp_path / "password"
     os.mkfifo(fifo, 0o600)
+    raised = raised_within(lambda: read_password(None, fifo), 5)
+    if raised is None:
+        with open(fifo, "wb"):  # unblock the reader
+            pass
+    assert isinstance(raised, ValueError), raised
+    assert "not a regular file" in str(raised)
+
+
+def raised_within(call: Callable[[], Any], seconds: float) -> BaseException | None:
+    """What ``call`` raised, if it returned within ``seconds`` (else None; it is left blocked)."""
     outcome: list[BaseException] = []
 
-    def read() -> None:
+    def run() -> None:
         try:
-            read_password(None, fifo)
-        except ValueError as exc:
+            call()
+        except Exception as exc:  # the caller checks the type
             outcome.append(exc)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout=5)
-    if reader.is_alive():  # unblock the reader: a writer's open and close ends its read
-        with open(fifo, "wb"):
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=seconds)
+    return outcome[0] if outcome else None
+
+
+LOADERS = [
+    pytest.param(load_scenario, ScenarioFileError, 1024 * 1024, id="scenario"),
+    pytest.param(load_toml, FleetFileError, 1024 * 1024, id="fleet"),
+    pytest.param(load_networks, CampaignSpecError, 16 * 1024 * 1024, id="networks"),
+]
+
+
+@pytest.mark.parametrize(("load", "error", "limit"), LOADERS)
+def test_a_file_loader_refuses_a_fifo_at_once(
+    load: Any, error: type[Exception], limit: int, tmp_path: Path
+) -> None:
+    """A scenario, fleet or networks file that is a FIFO is its loader's error at once (it waited forever)."""
+    fifo = tmp_path / "input"
+    os.mkfifo(fifo, 0o600)
+    raised = raised_within(lambda: load(fifo), 5)
+    if raised is None:
+        with open(fifo, "wb"):  # unblock the reader
             pass
-    assert outcome, "the read of a FIFO did not return within 5 s"
-    assert "not a regular file" in str(outcome[0])
+    assert isinstance(raised, error), raised
+    assert "not a regular file" in str(raised)
+
+
+@pytest.mark.parametrize(("load", "error", "limit"), LOADERS)
+def test_a_file_loader_refuses_a_file_past_its_limit(
+    load: Any, error: type[Exception], limit: int, tmp_path: Path
+) -> None:
+    """A file one byte past the loader's limit is refused unread (/dev/zero ended in MemoryError)."""
+    path = tmp_path / "big"
+    with open(path, "wb") as handle:
+        handle.truncate(limit + 1)
+    with pytest.raises(error, match="larger than"):
+        load(path)
