@@ -4,7 +4,9 @@ Imports the target (and so its parser's modules) under atheris' coverage instrum
 fuzzes its ``check``. An exception ``check`` lets through is a finding: the first input of each
 distinct finding (exception type and the line that raised it) is saved to ``$FUZZ_FINDINGS``
 with its traceback, and fuzzing goes on, so one run counts every finding. ``summary.json`` there
-holds the counts. A hang is left to libFuzzer's ``-timeout`` (it stops the run).
+holds the counts. A target with a ``FORMAT`` (TOML or JSON) gets the structure-aware mutator of
+:mod:`tests.fuzz.structure` beside libFuzzer's byte mutations. A hang is left to libFuzzer's
+``-timeout`` (it stops the run).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import atheris
 import structlog
+
+from tests.fuzz.structure import mutator
 
 PACKAGES = ["agent", "common", "fleet", "releases", "simulator", "tests.fuzz"]
 
@@ -74,7 +78,12 @@ def main() -> None:
 
         target = load(name)
     recorder = Recorder(Path(os.environ.get("FUZZ_FINDINGS", f"fuzz-findings/{name}")))
-    atheris.Setup(args, one_input(target.check, recorder))
+    if hasattr(target, "FORMAT"):
+        words = [token.strip(' =":') for token in target.tokens()]
+        custom = mutator(target.PREFIX, target.FORMAT, [w for w in words if w])
+        atheris.Setup(args, one_input(target.check, recorder), custom_mutator=custom)
+    else:
+        atheris.Setup(args, one_input(target.check, recorder))
     atheris.Fuzz()
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import tomllib
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.service.config import AgentConfig
-from tests.fuzz import mutate
+from tests.fuzz import mutate, structure
 from tests.fuzz.targets import TARGETS, command, config, load
 
 FUZZ = settings(
@@ -25,7 +27,6 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-SELECTOR = {"trust": 1, "command": 2, "wire": 1, "campaign": 1}  # leading bytes that pick a file or a parser
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -34,7 +35,7 @@ SELECTOR = {"trust": 1, "command": 2, "wire": 1, "campaign": 1}  # leading bytes
 def test_a_parser_returns_or_raises_its_own_error(name: str, data: st.DataObject) -> None:
     """Seeds, mutated seeds and random bytes either parse or raise the parser's documented error."""
     target = load(name)
-    target.check(data.draw(mutate.inputs(target.seeds(), SELECTOR.get(name, 0)), label="input"))
+    target.check(data.draw(mutate.inputs(target.seeds(), getattr(target, "PREFIX", 0)), label="input"))
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -102,3 +103,15 @@ TOML_VALUES = st.one_of(
 def test_a_config_file_of_any_values_is_loaded_or_refused_in_one_line(values: dict[str, Any]) -> None:
     """A configuration file setting its options to values of any type loads or is refused, never raised."""
     config.check("".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode())
+
+
+@pytest.mark.parametrize("name", [n for n in TARGETS if getattr(load(n), "FORMAT", "") == "toml"])
+@FUZZ
+@given(seed=st.integers(0, 2**32))
+def test_the_structured_mutator_writes_toml_that_reads_back(name: str, seed: int) -> None:
+    """A TOML seed with one node changed is written as TOML that reads back with the same keys."""
+    target = load(name)
+    document = tomllib.loads(target.seeds()[seed % len(target.seeds())].decode())
+    changed = structure.mutate_tree(document, random.Random(seed), ["w"], lambda b, n: b[::-1], True)
+    if isinstance(changed, dict):
+        assert tomllib.loads(structure.dump_toml(changed).decode()).keys() == changed.keys()

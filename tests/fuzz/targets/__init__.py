@@ -1,4 +1,6 @@
-"""One module per parser: ``seeds() -> list[bytes]`` and ``check(data: bytes) -> None``.
+"""One module per parser: ``seeds() -> list[bytes]`` and ``check(data: bytes) -> None``; optionally
+``tokens()`` (words of the format for libFuzzer's dictionary), ``PREFIX`` (leading bytes that pick a
+file or a parser, left alone by structured mutations) and ``FORMAT`` ("toml" or "json").
 
 ``check`` catches what the parser documents raising; anything else escapes and is a finding.
 Modules import their parser lazily-enough for atheris: the harness imports a target inside

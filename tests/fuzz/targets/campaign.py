@@ -28,6 +28,7 @@ SPEC = CampaignSpec(
     window=Window(datetime(2024, 3, 1, 2, tzinfo=UTC), datetime(2024, 3, 1, 5, tzinfo=UTC)),
     networks={"net-1": ("S1", "S2")},
 )
+FORMAT, PREFIX = "json", 1  # the structured mutator reads inputs after PREFIX bytes as JSON
 
 
 def seeds() -> list[bytes]:

@@ -31,6 +31,7 @@ ARGS: dict[str, dict[str, Any]] = {
     "report": {},
 }
 _window: NonceWindow | None = None
+FORMAT, PREFIX = "json", 2  # the structured mutator reads inputs after PREFIX bytes as JSON
 
 
 def seeds() -> list[bytes]:

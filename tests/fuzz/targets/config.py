@@ -30,6 +30,7 @@ SEEDS = (
     "",
 )
 _folder: Path | None = None
+FORMAT, PREFIX = "toml", 0  # the structured mutator reads inputs after PREFIX bytes as TOML
 
 
 def seeds() -> list[bytes]:

@@ -16,6 +16,7 @@ SEEDS = (
     "[fleet.keys]\nanytime = 3\nexpired = 1\nnone = 1\n",
     "[fleet]\n",
 )
+FORMAT, PREFIX = "toml", 0  # the structured mutator reads inputs after PREFIX bytes as TOML
 
 
 def seeds() -> list[bytes]:

@@ -21,6 +21,7 @@ SEEDS = (
     "trade-1-trade-in-eligibility-and-price.toml",
     "story-multi-site-aligns-to-connect.toml",
 )
+FORMAT, PREFIX = "toml", 0  # the structured mutator reads inputs after PREFIX bytes as TOML
 
 
 def seeds() -> list[bytes]:

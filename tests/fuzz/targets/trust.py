@@ -32,6 +32,7 @@ LIST_TEXT = (
 )
 OPERATOR_TEXT = (fixtures.OPERATOR_PUBLIC.hex() + "\n").encode()
 FILES = ("root", "revocations", "install", "operator")
+PREFIX = 1  # the byte that picks the file
 _server: Path | None = None
 
 

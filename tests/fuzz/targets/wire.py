@@ -31,6 +31,9 @@ def topic(kind: str) -> str:
     return f"allworx/lab/AWX4C98E9111/{kind}"
 
 
+FORMAT, PREFIX = "json", 1  # the structured mutator reads inputs after PREFIX bytes as JSON
+
+
 def seeds() -> list[bytes]:
     """The contract's pinned examples: a state, ``online``, four replies, every event."""
     pinned = json.loads(WIRE.read_text())
