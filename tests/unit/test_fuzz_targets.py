@@ -47,7 +47,14 @@ def test_every_seed_is_valid(name: str) -> None:
 
 
 JSON = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), mutate.WORDS),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=20),
+        st.sampled_from(mutate.WORDS),
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
@@ -93,7 +100,7 @@ def toml_value(value: Any) -> str:
 TOML_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)  # TOML holds no lone surrogate
 TOML_VALUES = st.one_of(
     st.booleans(), st.integers(), st.floats(), TOML_TEXT,
-    mutate.WORDS, st.sampled_from(["mqtt://h:1", "mqtts://[::1]:8883", "h:99999", "debug", "5", "3.1.1"]),
+    st.sampled_from([*mutate.WORDS, "mqtt://h:1", "mqtts://[::1]:8883", "h:99999", "debug", "5", "3.1.1"]),
     st.lists(st.integers(), max_size=2),
 )  # fmt: skip
 
