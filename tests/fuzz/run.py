@@ -55,8 +55,8 @@ def escape(token: str) -> str:
 def fuzz(name: str, runs: int, workdir: Path, timeout: int, seed: int) -> Outcome:
     """Run one target's harness with its budget and read back what it did."""
     folder = workdir / name
-    seeds, corpus, findings = folder / "seeds", folder / "corpus", folder / "findings"
-    for path in (seeds, corpus, findings):
+    seeds, corpus, findings, scratch = (folder / part for part in ("seeds", "corpus", "findings", "tmp"))
+    for path in (seeds, corpus, findings, scratch):
         path.mkdir(parents=True, exist_ok=True)
     target = load(name)
     for i, data in enumerate(target.seeds()):
@@ -67,7 +67,8 @@ def fuzz(name: str, runs: int, workdir: Path, timeout: int, seed: int) -> Outcom
     if hasattr(target, "tokens"):
         (folder / "tokens.dict").write_text("".join(f'"{escape(t)}"\n' for t in target.tokens()))
         command.insert(-2, f"-dict={folder / 'tokens.dict'}")
-    env = {**os.environ, "FUZZ_FINDINGS": str(findings), "PYTHONPATH": str(ROOT)}
+    # TMPDIR: the targets' scratch folders stay in the work folder (libFuzzer exits without atexit)
+    env = {**os.environ, "FUZZ_FINDINGS": str(findings), "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)}
     started = time.monotonic()
     with open(folder / "libfuzzer.log", "wb") as log:
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)

@@ -9,6 +9,8 @@ settings, the site, the health address and the start instant raise ValueError.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,6 +45,7 @@ def config_file() -> Path:
     global _folder  # noqa: PLW0603  # reason: one folder per fuzzing process, made on first use
     if _folder is None:
         _folder = Path(tempfile.mkdtemp(prefix="allworx-fuzz-config-"))
+        atexit.register(shutil.rmtree, _folder, ignore_errors=True)
     return _folder / "agent.toml"
 
 

@@ -8,6 +8,8 @@ list adds StaleRevocationError; ``load_operator_keys`` never raises (a bad file 
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -47,6 +49,7 @@ def server() -> Path:
     global _server  # noqa: PLW0603  # reason: one folder per fuzzing process, made on first use
     if _server is None:
         _server = Path(tempfile.mkdtemp(prefix="allworx-fuzz-trust-"))
+        atexit.register(shutil.rmtree, _server, ignore_errors=True)
         operators_dir(_server).mkdir(parents=True)
     return _server
 
