@@ -29,12 +29,14 @@ from click.core import ParameterSource
 
 from agent.clock import SimClock, parse_now
 from agent.documents import Wire
+from agent.fileio import read_bounded
 from agent.lock import server_lock
 from agent.store import ServerDir
 from common.errors import AllworxError, StoreError
 
 DEBUG_VARIABLE = "ALLWORX_DEBUG"
 PASSWORD_VARIABLE = "ALLWORX_MQTT_PASSWORD"  # noqa: S105  # reason: a variable name, not a password
+MAX_PASSWORD_FILE = 4096  # bytes: a password file holds one line
 
 
 class AllworxGroup(click.Group):
@@ -248,9 +250,9 @@ def read_password(password: str | None, password_file: Path | None) -> str | Non
     if password is not None:
         raise ValueError(f"give --password-file or --password ({PASSWORD_VARIABLE}), not both")
     check_private(password_file, "password file")
-    try:
-        lines = password_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # bounded and non-blocking: a FIFO or a device named here is refused, never waited on
+        lines = read_bounded(password_file, MAX_PASSWORD_FILE).decode("utf-8").splitlines()
+    except (OSError, StoreError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read the password file {password_file}: {exc}") from exc
     return lines[0] if lines else ""
 

@@ -190,7 +190,7 @@ def _convert(attr: str, name: str, value: str) -> Any:
         except ValueError:
             raise KeyFormatError(f"unknown Plan {value[:20]!r}") from None
     if attr == "count":
-        if not value.isdigit() or not 1 <= int(value) <= 100_000:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 100_000:
             raise KeyFormatError(f"Count must be a whole number from 1, got {value[:20]!r}")
         return int(value)
     return armor.parse_token(name, value)

@@ -73,7 +73,7 @@ def parse_revocation_list(text: str | bytes) -> RevocationList:
     others = [(n, v) for n, v in pairs if n != "Revoked"]
     found = armor.single_fields(others, ["Sequence", "Issued", *armor.BLOCK_FIELDS])
     sequence = found.get("Sequence", "")
-    if not sequence.isdigit() or len(sequence) > 12:
+    if not (sequence.isascii() and sequence.isdigit()) or len(sequence) > 12:
         raise KeyFormatError(f"Sequence must be a whole number, got {sequence[:20]!r}")
     if "Issued" not in found:
         raise KeyFormatError("the Issued field is missing")

@@ -276,7 +276,7 @@ def _address(text: str) -> tuple[str, int]:
         ValueError: not HOST:PORT with a port in 0..65535.
     """
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"--health {text!r} must be HOST:PORT, e.g. 127.0.0.1:9464")
     return host.strip("[]"), int(port)
 

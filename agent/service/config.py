@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import AllworxError
 from common.reasons import Reason
@@ -64,6 +64,14 @@ class AgentConfig(BaseModel):
     health_down_after: float | None = Field(default=None, gt=0)
     ha_discovery: bool | None = None
     ha_prefix: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        """Refuse a NUL character in a text value: no path, address or name holds one."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("holds a NUL character")
+        return value
 
 
 def load_config(path: Path) -> dict[str, object]:

@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, ConfigDict, Field, RootModel, model_validator
 
+from agent.fileio import read_bounded
+from common.errors import StoreError
 from common.validation import FileModel, InputError, Instant, PositionalFileModel, Problem, Strings, validate
 from fleet.campaign.documents import SpecDocument
 
 NEWEST = "newest"  # the target meaning "the newest release each server's model can run now"
 _BATCH = re.compile(r"^[1-9][0-9]*%?$")
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_NETWORKS_FILE = 16 * 1024 * 1024  # bytes: network names and serials of the largest fleet
 
 
 class CampaignSpecError(InputError):
@@ -194,9 +197,9 @@ def load_networks(path: Path) -> dict[str, tuple[str, ...]]:
     Raises:
         CampaignSpecError: unreadable, or any problem :func:`parse_networks` finds.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # bounded and non-blocking: /dev/zero or a FIFO is refused at once
+        text = read_bounded(path, MAX_NETWORKS_FILE).decode("utf-8")
+    except (OSError, StoreError, UnicodeDecodeError) as exc:
         raise CampaignSpecError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
     return parse_networks(text, str(path))
 

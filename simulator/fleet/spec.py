@@ -43,6 +43,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from agent.fileio import read_bounded
+from common.errors import StoreError
 from common.validation import FileModel, InputError, IsoDate, Problem, Strings, validate
 from releases.catalog import Catalog, default_catalog
 from simulator.server import serial_for
@@ -69,6 +71,7 @@ DEFAULT_KEYS: dict[str, float] = {"anytime": 8, "expired": 1, "none": 1}
 KEY_KINDS = ("anytime", "expired", "none")
 NETWORK_SIZE = 5
 MAX_SERVERS = 1_000_000  # as the --servers flag
+MAX_FLEET_FILE = 1024 * 1024  # bytes: a fleet description is a few lines
 
 
 class FleetFileError(InputError):
@@ -188,9 +191,9 @@ def load_toml(path: Path, **overrides: Any) -> FleetSpec:
     Raises:
         FleetFileError: unreadable file, or any problem :func:`parse_toml` finds; a bad override.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # bounded and non-blocking: /dev/zero or a FIFO is refused at once
+        text = read_bounded(path, MAX_FLEET_FILE).decode("utf-8")
+    except (OSError, StoreError, UnicodeDecodeError) as exc:
         raise FleetFileError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
     return parse_toml(text, str(path), **overrides)
 

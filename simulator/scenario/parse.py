@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.fileio import read_bounded
+from common.errors import StoreError
 from common.validation import FileModel, Problem, show, validate
 from simulator.scenario.model import (
     STEP_KINDS,
@@ -30,6 +32,7 @@ from simulator.scenario.model import (
 
 T = TypeVar("T")
 M = TypeVar("M", bound=FileModel)
+MAX_SCENARIO_BYTES = 1024 * 1024  # a scenario file is a few KiB
 
 
 def _build(model: type[M], raw: dict[str, Any], file: str, where: str, index: int = 0) -> M:
@@ -116,8 +119,8 @@ def load_scenario(path: Path) -> Scenario:
     Raises:
         ScenarioFileError: the file cannot be read, or any problem :func:`parse_scenario` finds.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # bounded and non-blocking: /dev/zero or a FIFO is refused at once
+        text = read_bounded(path, MAX_SCENARIO_BYTES).decode("utf-8")
+    except (OSError, StoreError, UnicodeDecodeError) as exc:
         raise ScenarioFileError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
     return parse_scenario(text, path)

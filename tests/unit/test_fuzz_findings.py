@@ -1,0 +1,127 @@
+"""Inputs parser fuzzing turned up (by the fuzzers or in writing their targets), each refused in one line."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cliutil import read_password
+from agent.keys import parse_key
+from agent.mqtt.cli import _address
+from agent.revocation import parse_revocation_list
+from agent.service.config import ConfigError, load_config
+from common.errors import KeyFormatError
+from fleet.campaign.spec import CampaignSpecError, load_networks
+from simulator.fleet.spec import FleetFileError, load_toml
+from simulator.scenario.model import ScenarioFileError
+from simulator.scenario.parse import load_scenario
+from tests.fuzz.targets import config, key, revocation
+
+
+def test_a_config_value_holding_a_nul_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """``ca = "\\u0000"`` is a ConfigError on ``ca`` (it was a bare ValueError from os.stat in click)."""
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b'ca = "\\u0000"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == "ca"
+    assert "NUL" in caught.value.problem
+
+
+@pytest.mark.parametrize("data", [b'ca = "\\u0000"\n', b'server_dir = "/srv/\\u0000"\n'])
+def test_the_config_target_passes_the_nul_inputs(data: bytes) -> None:
+    """The fuzz target's whole path (load, run's options, their checks) takes the found inputs."""
+    config.check(data)
+
+
+FEATURE_KEY = key.seeds()[2].decode()  # a signed feature key with "Count: 4"
+FIRST_LIST = revocation.seeds()[0].decode()  # a signed revocation list with "Sequence: 3"
+
+
+@pytest.mark.parametrize("count", ["²", "١٢"])
+def test_a_key_count_of_other_digits_is_a_key_format_error(count: str) -> None:
+    """``Count: ²`` (a digit to str.isdigit, not to int) is KeyFormatError, not a bare ValueError."""
+    text = FEATURE_KEY.replace("Count: 4", f"Count: {count}")
+    with pytest.raises(KeyFormatError, match="Count must be a whole number"):
+        parse_key(text)
+
+
+@pytest.mark.parametrize("sequence", ["²", "١٢"])
+def test_a_revocation_sequence_of_other_digits_is_a_key_format_error(sequence: str) -> None:
+    """``Sequence: ²`` is KeyFormatError, and ``Sequence: ١٢`` is not read as 12."""
+    text = FIRST_LIST.replace("Sequence: 3", f"Sequence: {sequence}")
+    with pytest.raises(KeyFormatError, match="Sequence must be a whole number"):
+        parse_revocation_list(text)
+
+
+def test_a_health_port_of_other_digits_is_refused_as_host_port() -> None:
+    """``health = "h:²"`` is refused with the HOST:PORT message, not int()'s."""
+    with pytest.raises(ValueError, match="must be HOST:PORT"):
+        _address("h:²")
+
+
+def test_a_password_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """``password_file`` naming a FIFO of mode 0600 is a ValueError at once (reading it waited forever)."""
+    fifo = tmp_path / "password"
+    os.mkfifo(fifo, 0o600)
+    raised = raised_within(lambda: read_password(None, fifo), 5)
+    if raised is None:
+        with open(fifo, "wb"):  # unblock the reader
+            pass
+    assert isinstance(raised, ValueError), raised
+    assert "not a regular file" in str(raised)
+
+
+def raised_within(call: Callable[[], Any], seconds: float) -> BaseException | None:
+    """What ``call`` raised, if it returned within ``seconds`` (else None; it is left blocked)."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except Exception as exc:  # the caller checks the type
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=seconds)
+    return outcome[0] if outcome else None
+
+
+LOADERS = [
+    pytest.param(load_scenario, ScenarioFileError, 1024 * 1024, id="scenario"),
+    pytest.param(load_toml, FleetFileError, 1024 * 1024, id="fleet"),
+    pytest.param(load_networks, CampaignSpecError, 16 * 1024 * 1024, id="networks"),
+]
+
+
+@pytest.mark.parametrize(("load", "error", "limit"), LOADERS)
+def test_a_file_loader_refuses_a_fifo_at_once(
+    load: Any, error: type[Exception], limit: int, tmp_path: Path
+) -> None:
+    """A scenario, fleet or networks file that is a FIFO is its loader's error at once (it waited forever)."""
+    fifo = tmp_path / "input"
+    os.mkfifo(fifo, 0o600)
+    raised = raised_within(lambda: load(fifo), 5)
+    if raised is None:
+        with open(fifo, "wb"):  # unblock the reader
+            pass
+    assert isinstance(raised, error), raised
+    assert "not a regular file" in str(raised)
+
+
+@pytest.mark.parametrize(("load", "error", "limit"), LOADERS)
+def test_a_file_loader_refuses_a_file_past_its_limit(
+    load: Any, error: type[Exception], limit: int, tmp_path: Path
+) -> None:
+    """A file one byte past the loader's limit is refused unread (/dev/zero ended in MemoryError)."""
+    path = tmp_path / "big"
+    with open(path, "wb") as handle:
+        handle.truncate(limit + 1)
+    with pytest.raises(error, match="larger than"):
+        load(path)
