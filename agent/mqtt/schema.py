@@ -5,7 +5,8 @@ obeys: a channel per topic (:mod:`agent.mqtt.topics`), the Home Assistant discov
 (:mod:`agent.mqtt.discovery`), and the JSON Schemas of the messages, each from its model's
 ``model_json_schema`` (:mod:`agent.mqtt.messages`, with :mod:`agent.events` and
 :mod:`agent.documents`) or, for a ``TypedDict``, from pydantic's ``TypeAdapter``
-(:func:`typed_payloads`): the models' and fields' docstrings are the descriptions.
+(:func:`typed_payloads`): the models' and fields' docstrings (a ``TypedDict`` field's comment) are
+the descriptions.
 :mod:`fleet.schema` adds the campaign topics and writes the document (the agent cannot import
 the fleet).
 
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import itertools
 import textwrap
+import tokenize
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
+from typing_extensions import is_typeddict
 
 from agent.documents import Wire
 from agent.mqtt.discovery import Discovery, HaEntity, HaValues
@@ -85,12 +89,53 @@ def typed_payloads(payloads: Mapping[str, Any]) -> tuple[JsonObject, JsonObject]
 
     Returns:
         Each message's payload schema (a ``$ref``, or an array or ``anyOf`` of them), by message
-        name; and the schemas they refer to, by name.
+        name; and the schemas they refer to, by name, a field's comment its description.
     """
     inputs = [(name, "validation", TypeAdapter(kind)) for name, kind in payloads.items()]
     top, found = TypeAdapter.json_schemas(inputs, ref_template=REF)  # type: ignore[arg-type]  # reason: the literal mode is widened to str in the list
+    defs: JsonObject = found.get("$defs", {})
+    classes: dict[str, type] = {}
+    for kind in payloads.values():
+        _typed_dicts(kind, classes)
+    for name, cls in classes.items():
+        properties = defs.get(name, {}).get("properties", {})
+        for field, comment in _field_comments(cls).items():
+            if field in properties and "description" not in properties[field]:
+                properties[field] = {"description": comment, **properties[field]}
     tops = {name: _tidy(top[(name, "validation")]) for name in payloads}
-    return tops, {name: _tidy(schema) for name, schema in found.get("$defs", {}).items()}
+    return tops, {name: _tidy(schema) for name, schema in defs.items()}
+
+
+def _typed_dicts(kind: Any, found: dict[str, type]) -> None:
+    """Add to ``found`` every ``TypedDict`` that ``kind`` is or contains, by name."""
+    if is_typeddict(kind):
+        if kind.__name__ in found:
+            return
+        found[kind.__name__] = kind
+        for hint in get_type_hints(kind).values():
+            _typed_dicts(hint, found)
+    for arg in get_args(kind):
+        _typed_dicts(arg, found)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The comments after a ``TypedDict``'s fields (``name: type  # comment``), its bases' too."""
+    found: dict[str, str] = {}
+    for base in getattr(cls, "__orig_bases__", ()):
+        if is_typeddict(base):
+            found.update(_field_comments(base))
+    source = textwrap.dedent(inspect.getsource(cls))
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    body = ast.parse(source).body[0]
+    for field in body.body if isinstance(body, ast.ClassDef) else []:
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and field.lineno in comments
+        ):
+            found[field.target.id] = comments[field.lineno]
+    return found
 
 
 def merge(*parts: JsonObject) -> JsonObject:

@@ -128,3 +128,12 @@ def test_home_assistant_discovery_documents_validate(tmp_path: Path) -> None:
     validate("HaValues", json.loads(json.dumps(document)))
     with pytest.raises(jsonschema.ValidationError):
         validate("HaValues", {**document, "update": {}})
+
+
+def test_a_typed_dicts_docstring_and_field_comments_are_its_description() -> None:
+    """A campaign document's docstring, and the comment after a field (its base's too), describe it."""
+    schemas = _document()["components"]["schemas"]
+    assert schemas["LogEntry"]["description"].startswith("A campaign-level event")
+    assert schemas["LogEntry"]["properties"]["t"]["description"].startswith("seconds of the campaign clock")
+    assert schemas["LogEntry"]["properties"]["key_id"]["description"].startswith("operator: who")
+    assert "0: every server reporting" in schemas["SummaryDocument"]["properties"]["listed"]["description"]
