@@ -5,7 +5,7 @@ Retained under ``allworx/campaigns/{id}/``: ``status`` (:class:`SummaryDocument`
 (:class:`MemberDocument`) and an operator's ``control`` (:class:`ControlDocument`); the whole
 campaign (:class:`CampaignDocument`) is what the report is built from. Their keys, and the order
 they are written in, are the published form: docs/asyncapi.yaml is generated from these classes
-(``python -m fleet.schema``), their docstrings being its descriptions.
+(``python -m fleet.schema``), their docstrings and their fields' comments being its descriptions.
 
 They are ``TypedDict`` s, not pydantic models: every member's document is rebuilt and compared at
 each publish, for every server of the fleet, where a plain dict costs least.
