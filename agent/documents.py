@@ -2,7 +2,7 @@
 
 Each document is a frozen pydantic model. Its JSON (:meth:`Wire.wire`) is the published form and
 its ``model_json_schema()`` the published schema: docs/asyncapi.yaml is generated from these models
-(``python -m agent.mqtt.schema``), so the docstrings below, the models' and the fields' (a string
+(``python -m fleet.schema``), so the docstrings below, the models' and the fields' (a string
 under a field), are the contract's descriptions.
 
 Invariants:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+
+from typing_extensions import TypedDict  # pydantic reads a TypedDict from here before Python 3.12
 
 from agent.machine import State
 from agent.mqtt.messages import StateDocument

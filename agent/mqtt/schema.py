@@ -1,11 +1,16 @@
-"""docs/asyncapi.yaml, generated: ``python -m agent.mqtt.schema > docs/asyncapi.yaml``.
+"""The agent's part of docs/asyncapi.yaml (the whole document: ``python -m fleet.schema``).
 
-The AsyncAPI 3.0 document of the fleet contract: a channel per topic (:mod:`agent.mqtt.topics`),
-the operations on them, and the JSON Schemas of the messages, each from its model's
+The AsyncAPI 3.0 channels, operations, messages and JSON Schemas of what the agent publishes and
+obeys: a channel per topic (:mod:`agent.mqtt.topics`), the Home Assistant discovery topics
+(:mod:`agent.mqtt.discovery`), and the JSON Schemas of the messages, each from its model's
 ``model_json_schema`` (:mod:`agent.mqtt.messages`, with :mod:`agent.events` and
-:mod:`agent.documents`): the models' and fields' docstrings are the descriptions.
+:mod:`agent.documents`) or, for a ``TypedDict``, from pydantic's ``TypeAdapter``
+(:func:`typed_payloads`): the models' and fields' docstrings (a ``TypedDict`` field's comment) are
+the descriptions.
+:mod:`fleet.schema` adds the campaign topics and writes the document (the agent cannot import
+the fleet).
 
-Invariant: the document is a pure function of the models, so the published file and the code
+Invariant: every part is a pure function of the models, so the published file and the code
 never differ (a test compares them).
 """
 
@@ -13,16 +18,19 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import itertools
-import json
-import sys
 import textwrap
-from typing import Any
+import tokenize
+from collections.abc import Mapping
+from typing import Any, get_args, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
+from typing_extensions import is_typeddict
 
 from agent.documents import Wire
+from agent.mqtt.discovery import Discovery, HaEntity, HaValues
 from agent.mqtt.messages import (
     Availability,
     Command,
@@ -35,7 +43,7 @@ from agent.mqtt.messages import (
     StateDocument,
     UpgradeArgs,
 )
-from agent.mqtt.topics import COMMANDS, ROOT
+from agent.mqtt.topics import COMMANDS, ROOT, ServerTopics
 from common.jsonedge import JsonObject  # the generated AsyncAPI and JSON Schema documents
 
 REF = "#/components/schemas/{model}"
@@ -47,20 +55,19 @@ MESSAGES: dict[str, type[BaseModel]] = {  # the message name -> its payload's mo
     "Reply": Reply,
 }
 ARGS: tuple[type[BaseModel], ...] = (UpgradeArgs, PlanArgs, StageArgs, NoArgs, InstallKeyArgs)
+HOME_ASSISTANT: dict[str, Any] = {  # the message name -> its payload's TypedDict (--ha-discovery)
+    "HaConfig": HaEntity,
+    "HaValues": HaValues,
+}
 _NOISE = frozenset({"title", "default", "discriminator"})  # pydantic's, not the contract's
-
-DESCRIPTION = """\
-What an Allworx upgrade agent publishes and obeys, under `allworx/{site}/{serial}/`.
-Every JSON message carries `"schema": 1`, but an `events` message, a batch of events, which carries
-`"schema": 2`. Reason codes are those of `common/reasons.py`; rule IDs
-those of docs/rules.md (and CMD-1..CMD-5 in docs/mqtt.md).
-Generated from the message models (agent/mqtt/messages.py, agent/events.py, agent/documents.py)
-by `python -m agent.mqtt.schema > docs/asyncapi.yaml`: edit the models, not this file.
-"""
 
 
 def schemas() -> JsonObject:
-    """The JSON Schema of every message payload and of what they contain, by model name."""
+    """The JSON Schema of every message payload and of what they contain, by model name.
+
+    Raises:
+        ValueError: two different schemas have one name.
+    """
     models = [(model, "validation") for model in (*MESSAGES.values(), *ARGS)]
     _, top = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]  # reason: the literal mode is widened to str in the list
     classes = {model.__name__: model for model in _models(Wire)}
@@ -71,6 +78,77 @@ def schemas() -> JsonObject:
         found[name] = _tidy(schema)
     args = found[Command.__name__]["properties"]["args"]
     args["anyOf"] = [{"$ref": REF.format(model=model.__name__)} for model in ARGS]
+    return merge(found, typed_payloads(HOME_ASSISTANT)[1])
+
+
+def typed_payloads(payloads: Mapping[str, Any]) -> tuple[JsonObject, JsonObject]:
+    """The JSON Schemas of payloads typed as ``TypedDict`` s, or lists or unions of them.
+
+    Args:
+        payloads: the message name -> its payload's type.
+
+    Returns:
+        Each message's payload schema (a ``$ref``, or an array or ``anyOf`` of them), by message
+        name; and the schemas they refer to, by name, a field's comment its description.
+    """
+    inputs = [(name, "validation", TypeAdapter(kind)) for name, kind in payloads.items()]
+    top, found = TypeAdapter.json_schemas(inputs, ref_template=REF)  # type: ignore[arg-type]  # reason: the literal mode is widened to str in the list
+    defs: JsonObject = found.get("$defs", {})
+    classes: dict[str, type] = {}
+    for kind in payloads.values():
+        _typed_dicts(kind, classes)
+    for name, cls in classes.items():
+        properties = defs.get(name, {}).get("properties", {})
+        for field, comment in _field_comments(cls).items():
+            if field in properties and "description" not in properties[field]:
+                properties[field] = {"description": comment, **properties[field]}
+    tops = {name: _tidy(top[(name, "validation")]) for name in payloads}
+    return tops, {name: _tidy(schema) for name, schema in defs.items()}
+
+
+def _typed_dicts(kind: Any, found: dict[str, type]) -> None:
+    """Add to ``found`` every ``TypedDict`` that ``kind`` is or contains, by name."""
+    if is_typeddict(kind):
+        if kind.__name__ in found:
+            return
+        found[kind.__name__] = kind
+        for hint in get_type_hints(kind).values():
+            _typed_dicts(hint, found)
+    for arg in get_args(kind):
+        _typed_dicts(arg, found)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The comments after a ``TypedDict``'s fields (``name: type  # comment``), its bases' too."""
+    found: dict[str, str] = {}
+    for base in getattr(cls, "__orig_bases__", ()):
+        if is_typeddict(base):
+            found.update(_field_comments(base))
+    source = textwrap.dedent(inspect.getsource(cls))
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    body = ast.parse(source).body[0]
+    for field in body.body if isinstance(body, ast.ClassDef) else []:
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and field.lineno in comments
+        ):
+            found[field.target.id] = comments[field.lineno]
+    return found
+
+
+def merge(*parts: JsonObject) -> JsonObject:
+    """Schemas by name from several parts, sorted by name.
+
+    Raises:
+        ValueError: two different schemas have one name.
+    """
+    found: JsonObject = {}
+    for part in parts:
+        for name, schema in part.items():
+            if found.setdefault(name, schema) != schema:
+                raise ValueError(f"two different schemas are named {name}")
     return dict(sorted(found.items()))
 
 
@@ -127,13 +205,13 @@ def _tidy(node: Any) -> Any:
         if key == "properties":
             out[key] = {name: _tidy(schema) for name, schema in value.items()}
         elif key == "description":
-            out[key] = _markdown(value)
+            out[key] = markdown(value)
         elif key not in _NOISE:
             out[key] = _tidy(value)
     return out
 
 
-def _markdown(docstring: str) -> str:
+def markdown(docstring: str) -> str:
     """A docstring as a CommonMark description: paragraphs on one line, code in single backticks."""
     paragraphs = (" ".join(block.split()) for block in docstring.split("\n\n"))
     return "\n\n".join(paragraphs).replace("``", "`")
@@ -150,7 +228,7 @@ SERVER_PARAMETERS = {
 
 
 def channels() -> JsonObject:
-    """A channel per topic of one server, and the MQTT 5 response topic."""
+    """A channel per topic of one server, the MQTT 5 response topic and Home Assistant's."""
 
     def channel(leaf: str, message: str, **more: Any) -> JsonObject:
         ref = {"$ref": f"#/components/messages/{message}"}
@@ -179,6 +257,25 @@ def channels() -> JsonObject:
             ),
             "messages": {"reply": {"$ref": "#/components/messages/Reply"}},
         },
+        "haConfig": {
+            "address": "{prefix}/{component}/allworx_{serial}/{object}/config",
+            "parameters": _discovery_parameters(),
+            "messages": {"haconfig": {"$ref": "#/components/messages/HaConfig"}},
+        },
+        "haValues": channel("ha", "HaValues"),
+    }
+
+
+def _discovery_parameters() -> JsonObject:
+    """The levels of a discovery topic, the components and objects read from the configs built."""
+    topics = [topic.split("/") for topic, _ in Discovery(ServerTopics("s", "S"), "p").configs("m")]
+    return {
+        "prefix": {"description": "Home Assistant's discovery prefix (`--ha-prefix`, `homeassistant`)."},
+        "component": {"enum": sorted({levels[1] for levels in topics}), "description": "The entity's kind."},
+        "serial": {
+            "description": "The server's serial number, each character outside `[A-Za-z0-9_-]` written `_`."
+        },
+        "object": {"enum": [levels[3] for levels in topics], "description": "The entity."},
     }
 
 
@@ -227,6 +324,17 @@ def operations() -> JsonObject:
         },
         "answerAccepted": send("accepted", v311),
         "answerRejected": send("rejected", v311),
+        "publishHaConfig": send(
+            "haConfig",
+            "Retained, QoS 1, only with `--ha-discovery`: each entity's Home Assistant discovery config, "
+            "on every (re)connection.",
+            retain=True,
+        ),
+        "publishHaValues": send(
+            "haValues",
+            "Retained, QoS 1, only with `--ha-discovery`: the values the entities read, with each state.",
+            retain=True,
+        ),
     }
 
 
@@ -241,54 +349,6 @@ def messages() -> JsonObject:
             message["contentType"] = "text/plain"
         message["payload"] = {"$ref": REF.format(model=model.__name__)}
         found[name] = message
+    for name, payload in typed_payloads(HOME_ASSISTANT)[0].items():
+        found[name] = {"name": name.lower(), "payload": payload}
     return found
-
-
-def document() -> JsonObject:
-    """The AsyncAPI document (the JSON edge: plain data for the YAML writer)."""
-    return {
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "Allworx upgrade agent — fleet MQTT contract",
-            "version": "2.0.0",
-            "description": _markdown(DESCRIPTION),
-        },
-        "defaultContentType": "application/json",
-        "servers": {
-            "mosquitto": {
-                "host": "127.0.0.1:1883",
-                "protocol": "mqtt",
-                "protocolVersion": "5",
-                "description": (
-                    "The real broker. MQTT 5 first; agents fall back to 3.1.1 for brokers without it."
-                ),
-            },
-            "embedded": {
-                "host": "127.0.0.1:1883",
-                "protocol": "mqtt",
-                "protocolVersion": "3.1.1",
-                "description": "The simulator's embedded amqtt broker (MQTT 3.1.1 only).",
-            },
-        },
-        "channels": channels(),
-        "operations": operations(),
-        "components": {"messages": messages(), "schemas": schemas()},
-    }
-
-
-def render() -> str:
-    """The document as YAML text (what docs/asyncapi.yaml holds)."""
-    import yaml
-
-    header = "# Generated by `python -m agent.mqtt.schema` from the message models: do not edit.\n"
-    plain = json.loads(json.dumps(document()))  # no shared objects, so no YAML anchors
-    return header + str(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=110))
-
-
-def main() -> None:
-    """Print the document on stdout."""
-    sys.stdout.write(render())
-
-
-if __name__ == "__main__":
-    main()

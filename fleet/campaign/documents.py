@@ -1,9 +1,11 @@
 """The JSON documents of a campaign: what the controller retains, the report reads and a dry run prints.
 
 Retained under ``allworx/campaigns/{id}/``: ``status`` (:class:`SummaryDocument`, bounded),
-``state`` (:class:`CoreDocument`), ``log`` (a list of :class:`LogEntry`) and ``servers/{serial}``
-(:class:`MemberDocument`); the whole campaign (:class:`CampaignDocument`) is what the report is
-built from. Their keys, and the order they are written in, are the published form.
+``state`` (:class:`CoreDocument`), ``log`` (a list of :class:`LogEntry`), ``servers/{serial}``
+(:class:`MemberDocument`) and an operator's ``control`` (:class:`ControlDocument`); the whole
+campaign (:class:`CampaignDocument`) is what the report is built from. Their keys, and the order
+they are written in, are the published form: docs/asyncapi.yaml is generated from these classes
+(``python -m fleet.schema``), their docstrings and their fields' comments being its descriptions.
 
 They are ``TypedDict`` s, not pydantic models: every member's document is rebuilt and compared at
 each publish, for every server of the fleet, where a plain dict costs least.
@@ -14,7 +16,9 @@ Invariant: a document read back is parsed by the class that wrote it (``Member.f
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal
+
+from typing_extensions import TypedDict  # pydantic reads a TypedDict from here before Python 3.12
 
 
 class AbortDocument(TypedDict):
@@ -189,3 +193,18 @@ class StatusDocument(TypedDict):
     counts: dict[str, int]
     refusals: dict[str, RefusalCount]
     needing_keys: dict[str, list[str]]
+
+
+class ControlDocument(TypedDict):
+    """An operator's request (retained on ``control``), applied once per nonce.
+
+    ``signature`` is Ed25519, hex, by a trusted operator key over the canonical JSON (sorted keys,
+    compact, ASCII) of the other fields; ``at`` is when it was signed (ISO 8601, UTC).
+    """
+
+    campaign_id: str
+    action: Literal["pause", "resume", "abort"]
+    nonce: str
+    at: str
+    key_id: str  # the operator key's fingerprint
+    signature: str
