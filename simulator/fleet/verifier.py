@@ -70,21 +70,38 @@ def fingerprint(folder: Path, suffix: str = "") -> bytes:
     """A SHA-256 over the names and contents of the regular files in ``folder`` ending with ``suffix``.
 
     Keyed by content, not by timestamps: any change of a file's bytes, any new or removed file
-    changes it, however fast the edits come. A missing folder has the digest of nothing.
+    changes it, however fast the edits come. A missing folder has the digest of nothing. Called on
+    every key check and trust lookup of every agent of a host, so it reads with plain ``os`` calls.
     """
     digest = hashlib.sha256()
     try:
         with os.scandir(folder) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(suffix) and e.is_file())
+            found = sorted((e.name, e.path) for e in entries if e.name.endswith(suffix) and e.is_file())
     except (FileNotFoundError, NotADirectoryError):
-        names = []
-    for name in names:
-        try:
-            data = (folder / name).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            continue  # removed meanwhile: as if it were never there
-        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+        found = []
+    for name, path in found:
+        data = _read(path)
+        if data is not None:  # None: removed meanwhile, as if it were never there
+            digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
     return digest.digest()
+
+
+def _read(path: str) -> bytes | None:
+    """The bytes of the file at ``path`` (opened non-blocking: a FIFO put there meanwhile reads as
+    empty), or None when it is gone or no longer a file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except BlockingIOError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 ManifestKey = tuple[str, bytes, bytes, date]
