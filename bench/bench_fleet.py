@@ -111,6 +111,10 @@ def bench_spec(servers: int) -> Any:
 
 async def run_campaign(root: Path, args: argparse.Namespace, port: int) -> dict[str, Any]:
     """Build (or reuse) the fleet, sample it, run the campaign, measure the sample's essential work."""
+    if args.shards:
+        from bench.shards import run_sharded
+
+        return await run_sharded(root.parent / "sharded", args, port)
     from bench.essential import measure, sample_plans, take_sample
     from releases.catalog import default_catalog
     from simulator.fleet.build import build_fleet, in_use
@@ -228,8 +232,8 @@ def derive(figures: dict[str, Any], plain: PlainFigures | None, native: float | 
 def report(doc: dict[str, Any]) -> None:
     """Print the figures, the baselines and each goal's verdict."""
     say(
-        f"\nfleet campaign, {doc['servers']} servers, {doc['workers']} worker processes,"
-        " one MQTT session each"
+        f"\nfleet campaign, {doc['servers']} servers, {doc['shards']} host(s) with {doc['workers']} worker"
+        " processes in all, one MQTT session each"
     )
     say(f"  outcomes             {doc['outcomes']}, {doc['steps']} upgrade steps committed")
     say(f"  wall time            {doc['wall_s']:.1f} s")
@@ -288,6 +292,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sample", type=int, default=24, help="servers whose steps' essential work is measured"
     )
+    parser.add_argument(
+        "--shards", type=int, default=0, help="run the fleet as N allworx-sim fleet --shard i/N hosts"
+    )
     parser.add_argument("--demo", action="store_true", help="also time allworx-sim demo (200 servers)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document with every figure and goal"
@@ -312,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         figures = asyncio.run(run_campaign(args.dir / "fleet", args, port))
         figures |= {"servers": args.servers, "workers": args.workers, "in_flight": args.in_flight}
+        figures.setdefault("shards", 1)
         plain = aiomqtt_baseline(port, args.servers, int(figures["published"]), args.workers)
         native = mosquitto_baseline(port, int(figures["published"]))
     finally:
