@@ -69,14 +69,17 @@ SYS_COUNTERS = {
 
 
 async def broker_counts(port: int) -> dict[str, int]:
-    """The broker's message counters so far (from $SYS, refreshed every second)."""
+    """The broker's message counters so far (from $SYS, refreshed every second; a broker busy with
+    thousands of sessions may take many seconds to answer)."""
     import aiomqtt
 
     found: dict[str, int] = {}
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sys-{os.getpid()}-{time.time_ns()}") as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=f"sys-{os.getpid()}-{time.time_ns()}", timeout=120
+    ) as client:
         for topic in SYS_COUNTERS:
             await client.subscribe(topic)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(120):
             async for message in client.messages:
                 found[SYS_COUNTERS[str(message.topic)]] = int(bytes(message.payload))  # type: ignore[arg-type]
                 if len(found) == len(SYS_COUNTERS):

@@ -7,7 +7,8 @@ each verified fact, keyed by every input of the verdict, so a changed input is s
 - a valid signature, by the SHA-256 of (public key, signature, message);
 - a verified manifest, by its file name, bytes, the pinned root and the day;
 - a trust store and the key checks of a server, by a :func:`fingerprint` of the files they were
-  read from (names and bytes), and for key checks also the trust store, serial and day;
+  read from (names and bytes), and for key checks also the trust store, serial and day; the
+  parsed keys of a server by the fingerprint alone (a new day checks them again, unparsed);
 - a database digest, by the file's path, device, inode, size and modification time once this
   process published it verified, and by the SHA-256 of its bytes (read while the file did not
   change, with no journal beside it) once it was computed;
@@ -33,7 +34,7 @@ from typing import Generic, TypeVar
 
 from agent.database import RecordDigest
 from agent.database.engine import FileKey, Read, file_key, read_stable
-from agent.keys import KeyCheck, TrustStore, rejudge, utc_day
+from agent.keys import KeyCheck, SignedKey, TrustStore, check_key, installed_keys, rejudge, utc_day
 from agent.manifest import Manifest, verify_manifest
 from agent.verifier import DurableVerifier
 
@@ -120,6 +121,7 @@ class RememberingVerifier(DurableVerifier):
         self.manifests: Memo[ManifestKey, Manifest] = Memo(512)
         self.trusts: Memo[Path, tuple[bytes, TrustStore]] = Memo(servers)
         self.checks: Memo[Path, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
+        self.parsed: Memo[Path, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
         self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
         self.by_content: Memo[bytes, RecordDigest] = Memo(1_024)
 
@@ -170,13 +172,28 @@ class RememberingVerifier(DurableVerifier):
         self, folder: Path, trust: TrustStore, serial: str, now: datetime | date
     ) -> list[KeyCheck]:
         """The key checks, done again only when a key file, the trust, the serial or the UTC day
-        changed; each key's window is judged again at the instant ``now``."""
-        inputs = (fingerprint(folder, ".key"), trust, serial, utc_day(now))
+        changed; each key's window is judged again at the instant ``now``.
+
+        A new day (a simulated one passes in seconds) checks the keys again as parsed from the
+        same files, without reading them again; changed files are parsed again.
+        """
+        digest = fingerprint(folder, ".key")
+        inputs = (digest, trust, serial, utc_day(now))
         found = self.checks.get(folder)
         if found is None or found[0] != inputs:
-            found = (inputs, tuple(super().key_checks(folder, trust, serial, now)))
+            keys = self._parsed(folder, digest)
+            found = (inputs, tuple(check_key(key, trust, serial, now, check=self.signature) for key in keys))
             self.checks.put(folder, found)
         return [rejudge(check, now) for check in found[1]]
+
+    def _parsed(self, folder: Path, digest: bytes) -> tuple[SignedKey, ...]:
+        """The keys of ``folder`` (:func:`agent.keys.installed_keys`), remembered by its key files' digest."""
+        known = self.parsed.get(folder)
+        if known is not None and known[0] == digest:
+            return known[1]
+        keys = tuple(installed_keys(folder))
+        self.parsed.put(folder, (digest, keys))
+        return keys
 
     def database_digest(
         self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None
