@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -68,23 +69,34 @@ SYS_COUNTERS = {
 }
 
 
-async def broker_counts(port: int) -> dict[str, int]:
-    """The broker's message counters so far (from $SYS, refreshed every second; a broker busy with
-    thousands of sessions may take many seconds to answer)."""
+async def broker_counts(port: int, attempts: int = 4) -> dict[str, int]:
+    """The broker's message counters so far (from $SYS, retained and refreshed every second).
+
+    A broker busy with thousands of sessions can leave a subscriber without some of them for a
+    long while: each attempt is a new connection of its own, and what one attempt read is kept.
+
+    Raises:
+        TimeoutError: a counter was still missing after every attempt.
+    """
     import aiomqtt
 
     found: dict[str, int] = {}
-    async with aiomqtt.Client(
-        "127.0.0.1", port, identifier=f"sys-{os.getpid()}-{time.time_ns()}", timeout=120
-    ) as client:
-        for topic in SYS_COUNTERS:
-            await client.subscribe(topic)
-        async with asyncio.timeout(120):
-            async for message in client.messages:
-                found[SYS_COUNTERS[str(message.topic)]] = int(bytes(message.payload))  # type: ignore[arg-type]
-                if len(found) == len(SYS_COUNTERS):
-                    break
-    return found
+    for attempt in range(attempts):
+        identifier = f"sys-{os.getpid()}-{time.time_ns()}-{attempt}"
+        with contextlib.suppress(TimeoutError, aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", port, identifier=identifier, timeout=60) as client:
+                await client.subscribe("$SYS/broker/publish/messages/+")
+                await client.subscribe("$SYS/broker/messages/+")
+                async with asyncio.timeout(30):
+                    async for message in client.messages:
+                        name = SYS_COUNTERS.get(str(message.topic))
+                        if name is not None:
+                            found[name] = int(bytes(message.payload))  # type: ignore[arg-type]
+                        if len(found) == len(SYS_COUNTERS):
+                            return found
+        missing = sorted(set(SYS_COUNTERS.values()) - set(found))
+        say(f"$SYS counters missing after attempt {attempt + 1}: {missing}")
+    raise TimeoutError("the broker did not publish its $SYS counters")
 
 
 def peak_rss(pid: int) -> int:
