@@ -38,11 +38,8 @@ ESSENTIAL_PUBLISHES = 4  # QoS 1 publishes per step counted as essential (the me
 
 
 def say(*parts: object) -> None:
-    """Progress and figures: on stdout, or on stderr when stdout carries the JSON document."""
-    print(*parts, file=sys.stderr if JSON_OUT else sys.stdout, flush=True)
-
-
-JSON_OUT = False
+    """Progress and figures, on stdout (which ``--json`` points at stderr: see :func:`main`)."""
+    print(*parts, flush=True)
 
 
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -319,10 +316,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print the figures (or the JSON document)."""
-    global JSON_OUT  # noqa: PLW0603  # reason: one switch read by say(), set once from the command line
     args = parse(argv)
     args.in_flight = args.in_flight or None
-    JSON_OUT = args.json
+    out = sys.stdout
+    if args.json:  # everything printed goes to stderr; stdout carries the JSON document alone
+        sys.stdout = sys.stderr
     args.dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ALLWORX_SIM_HOME", str(args.dir / "home"))
     from simulator.fleet.host import quiet_logs
@@ -349,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     doc = document(doc)
     report(doc)
     if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        print(json.dumps(doc, indent=2, sort_keys=True), file=out)
 
 
 if __name__ == "__main__":
