@@ -1,38 +1,45 @@
-"""A fleet campaign benchmark against a Mosquitto it starts, with two baselines from the same run.
+"""A fleet campaign benchmark against a Mosquitto it starts, with its goals and baselines from the same run.
 
     python -m bench.bench_fleet [--servers 10000] [--workers 2] [--in-flight N] [--dir DIR]
+                                [--sample 24] [--demo] [--json]
 
 It builds (or reuses) the fleet (7.0 and 7.x servers with valid maintenance keys), runs one agent
 per server, each with its own MQTT session, in ``--workers`` processes, and runs one campaign to
-8.0. It prints the wall time and CPU time of the campaign, the peak RSS (total and per server), the
-broker's message rate, and two baselines measured against the same broker: plain aiomqtt clients
-(as many connections, as many QoS 1 messages, publishes in flight) and Mosquitto's own
-``mosquitto_pub``/``mosquitto_sub`` at QoS 1. Each goal is printed OK or MISS with its figure.
+8.0. It then measures, in the same run: the essential work of a step on a sample of the fleet's own
+servers and steps (:mod:`bench.essential`), plain aiomqtt clients (as many connections, the
+fleet's publish count; their CPU per publish is the MQTT part of a step's essential work) and
+``mosquitto_pub``/``mosquitto_sub`` at QoS 1; with ``--demo`` also ``allworx-sim demo``
+(:mod:`bench.demo`). Each goal (:mod:`bench.goals`) is printed OK or MISS with its figure;
+``--json`` prints one JSON document with every figure and goal instead (progress goes to stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import multiprocessing
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from agent.mqtt.daemon import BATCH
-from simulator.broker import MOSQUITTO_LIMITS
+from bench.baselines import WINDOW, PlainFigures, aiomqtt_baseline, mosquitto_baseline
+from bench.goals import document, verdict_lines
 
-if TYPE_CHECKING:
-    from simulator.fleet.spec import FleetSpec
+TARGET = "8.0"
+ESSENTIAL_PUBLISHES = 4  # QoS 1 publishes per step counted as essential (the messages goal)
 
-GOAL_WALL = 60.0  # seconds for the whole campaign (10,000 servers, 2 cores)
-GOAL_RSS_PER_SERVER = 150 * 1024  # bytes
-GOAL_RATIO = 0.8  # fleet message rate / plain aiomqtt rate
+
+def say(*parts: object) -> None:
+    """Progress and figures, on stdout (which ``--json`` points at stderr: see :func:`main`)."""
+    print(*parts, flush=True)
 
 
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -51,19 +58,42 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-async def broker_counts(port: int) -> tuple[int, int]:
-    """Messages received and sent by the broker so far (from $SYS)."""
+SYS_COUNTERS = {
+    "$SYS/broker/publish/messages/received": "published",  # PUBLISH packets from clients
+    "$SYS/broker/publish/messages/sent": "delivered",  # PUBLISH packets to clients
+    "$SYS/broker/messages/received": "packets_in",  # every packet, PUBACKs included
+    "$SYS/broker/messages/sent": "packets_out",
+}
+
+
+async def broker_counts(port: int, attempts: int = 4) -> dict[str, int]:
+    """The broker's message counters so far (from $SYS, retained and refreshed every second).
+
+    A broker busy with thousands of sessions can leave a subscriber without some of them for a
+    long while: each attempt is a new connection of its own, and what one attempt read is kept.
+
+    Raises:
+        TimeoutError: a counter was still missing after every attempt.
+    """
     import aiomqtt
 
     found: dict[str, int] = {}
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"sys-{os.getpid()}-{time.time_ns()}") as client:
-        await client.subscribe("$SYS/broker/messages/+")
-        async with asyncio.timeout(5):
-            async for message in client.messages:
-                found[str(message.topic).rsplit("/", 1)[-1]] = int(bytes(message.payload))  # type: ignore[arg-type]
-                if {"received", "sent"} <= set(found):
-                    break
-    return found["received"], found["sent"]
+    for attempt in range(attempts):
+        identifier = f"sys-{os.getpid()}-{time.time_ns()}-{attempt}"
+        with contextlib.suppress(TimeoutError, aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", port, identifier=identifier, timeout=60) as client:
+                await client.subscribe("$SYS/broker/publish/messages/+")
+                await client.subscribe("$SYS/broker/messages/+")
+                async with asyncio.timeout(30):
+                    async for message in client.messages:
+                        name = SYS_COUNTERS.get(str(message.topic))
+                        if name is not None:
+                            found[name] = int(bytes(message.payload))  # type: ignore[arg-type]
+                        if len(found) == len(SYS_COUNTERS):
+                            return found
+        missing = sorted(set(SYS_COUNTERS.values()) - set(found))
+        say(f"$SYS counters missing after attempt {attempt + 1}: {missing}")
+    raise TimeoutError("the broker did not publish its $SYS counters")
 
 
 def peak_rss(pid: int) -> int:
@@ -74,14 +104,11 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-async def run_campaign(
-    root: Path, servers: int, workers: int, port: int, in_flight: int | None = None
-) -> dict[str, float]:
-    """Build (or reuse) the fleet, run the campaign, return its figures (the folder held meanwhile)."""
-    from simulator.fleet.build import in_use
+def bench_spec(servers: int) -> Any:
+    """The benchmark's fleet: 7.0 and 7.x servers, valid keys, nothing failing or offline."""
     from simulator.fleet.spec import FleetSpec
 
-    spec = FleetSpec(
+    return FleetSpec(
         servers=servers,
         seed=11,
         sites=("s1", "s2", "s3", "s4"),
@@ -92,55 +119,87 @@ async def run_campaign(
         failing=0.0,
         offline=0.0,
     )
+
+
+async def run_campaign(root: Path, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """Build (or reuse) the fleet, sample it, run the campaign, measure the sample's essential work."""
+    if args.shards:
+        from bench.shards import run_sharded
+
+        return await run_sharded(root.parent / "sharded", args, port)
+    from bench.essential import measure, sample_plans, take_sample
+    from releases.catalog import default_catalog
+    from simulator.fleet.build import build_fleet, in_use
+    from simulator.fleet.run import fleet_start
+
     with in_use(root):
-        return await _campaign(root, spec, servers, workers, port, in_flight)
+        began = time.monotonic()
+        fleet = build_fleet(root, bench_spec(args.servers), workers=2)
+        build = time.monotonic() - began
+        say(f"fleet: {args.servers} servers, {fleet.built} built, rest reused, in {build:.1f} s")
+        picked = [fleet.server_dir(fleet.plans[i]) for i in sample_plans(len(fleet.plans), args.sample)]
+        workdir = root.parent / "essential"
+        shutil.rmtree(workdir, ignore_errors=True)
+        sample = take_sample(default_catalog(), picked, TARGET, fleet_start(fleet), workdir / "sample")
+        figures = await _campaign(fleet, args, port)
+        figures["build_s"] = round(build, 1)
+        figures["steps"] = committed_steps([fleet.server_dir(p) for p in fleet.plans])
+        per_step, timed = measure(sample, workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+    figures["essential_work_ms"] = per_step * 1000
+    figures["essential_steps_sampled"] = timed
+    say(f"essential work: {per_step * 1000:.2f} ms CPU a step over {timed} sampled steps")
+    return figures
 
 
-async def _campaign(
-    root: Path, spec: FleetSpec, servers: int, workers: int, port: int, in_flight: int | None
-) -> dict[str, float]:
-    """Build (or reuse) the fleet, run it against the broker at ``port``, run the campaign."""
+def committed_steps(servers: list[Path]) -> int:
+    """Upgrade steps committed in the servers' last results (each server ran one request)."""
+    from agent.store import ServerDir
+
+    total = 0
+    for path in servers:
+        result = ServerDir(path).last_result()
+        if result is not None:
+            total += sum(1 for step in result.steps if step.outcome == "committed")
+            total += int(result.recovered is not None and result.recovered.outcome == "committed")
+    return total
+
+
+async def _campaign(fleet: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """Run the fleet against the broker at ``port`` and one campaign; return its figures."""
     from fleet.campaign.controller import Controller
     from fleet.campaign.spec import CampaignSpec
     from fleet.client import FleetClient
     from fleet.operator import default_operator
-    from simulator.fleet.build import build_fleet
     from simulator.fleet.run import simulate
 
     began = time.monotonic()
-    fleet = build_fleet(root, spec, workers=2)
-    print(f"fleet: {servers} servers, {fleet.built} built, rest reused, in {time.monotonic() - began:.1f} s")
     url = f"mqtt://127.0.0.1:{port}"
     async with simulate(  # the simulation's fast disk and verifier (docs/power-cuts.md)
-        fleet, broker=url, speed=3600.0, workers=workers, ready_timeout=600
+        fleet, broker=url, speed=3600.0, workers=args.workers, ready_timeout=600
     ) as sim:
-        print(f"agents connected after {time.monotonic() - began:.1f} s")
+        say(f"agents connected after {time.monotonic() - began:.1f} s")
         before = await broker_counts(port)
         cpu0, own0, wall0 = _cpu(), time.process_time(), time.monotonic()
         async with FleetClient.open(sim.settings, default_operator()) as client:
             controller = Controller(client, sim.clock(), command_timeout=120, concurrency=2000)
             async with controller.listening("bench"):
-                await controller.settle(expected=servers, quiet=10, limit=600)
-                spec = CampaignSpec(campaign_id="bench", target="8.0", max_in_flight=in_flight)
+                await controller.settle(expected=args.servers, quiet=10, limit=600)
+                spec = CampaignSpec(campaign_id="bench", target=TARGET, max_in_flight=args.in_flight)
                 campaign = await controller.prepare(spec)
                 await controller.run(campaign, publish_interval=2.0)
         wall = time.monotonic() - wall0
-        after = await broker_counts(port)
-        pool = _pool()
-        rss = sum(peak_rss(p) for p in pool) + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         cpu, own = _cpu() - cpu0, time.process_time() - own0
+        await asyncio.sleep(1.5)  # $SYS is refreshed every second
+        after = await broker_counts(port)
+        rss = sum(peak_rss(p) for p in _pool()) + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     counts = campaign.counts()
-    print(f"campaign: {counts}")
-    messages = (after[0] - before[0]) + (after[1] - before[1])
-    return {
-        "wall": wall,
-        "cpu": cpu,
-        "controller_cpu": own,
-        "rss": rss,
-        "messages": messages,
-        "published": after[0] - before[0],
-        "succeeded": counts.get("succeeded", 0),
-    }
+    say(f"campaign: {counts}")
+    figures: dict[str, Any] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    figures |= {"agent_cpu_s": round(cpu - own, 2), "controller_cpu_s": round(own, 2), "rss_bytes": rss}
+    figures |= {name: after[name] - before[name] for name in SYS_COUNTERS.values()}
+    figures |= {"outcomes": counts, "succeeded": counts.get("succeeded", 0)}
+    return figures
 
 
 def _pool() -> list[int]:
@@ -157,108 +216,111 @@ def _cpu() -> float:
     return total
 
 
-WINDOW = BATCH  # QoS 1 publishes each baseline client keeps in flight: as many as the agent's outbox
-# mosquitto baseline messages: half the broker's per-subscriber queue, so none is dropped
-BASELINE_QUEUE_CAP = int(MOSQUITTO_LIMITS["max_queued_messages"]) // 2
+def derive(figures: dict[str, Any], plain: PlainFigures | None, native: float | None) -> dict[str, Any]:
+    """Add the per-step figures, the overhead ratio and the baselines' ratios to ``figures``."""
+    steps = max(1, int(figures["steps"]))
+    out = dict(figures)
+    out["publishes_per_step"] = round(figures["published"] / steps, 3)
+    out["kib_per_server"] = round(figures["rss_bytes"] / figures["servers"] / 1024, 1)
+    out["agent_cpu_per_step_ms"] = round(figures["agent_cpu_s"] / steps * 1000, 3)
+    rate = figures["published"] / max(figures["wall_s"], 1e-9)
+    out["fleet_publishes_per_s"] = round(rate)
+    if plain is not None:
+        mqtt = ESSENTIAL_PUBLISHES * plain.cpu_per_publish * 1000
+        essential = figures["essential_work_ms"] + mqtt
+        out["essential_mqtt_ms"] = round(mqtt, 3)
+        out["essential_per_step_ms"] = round(essential, 3)
+        out["overhead_ratio"] = round(out["agent_cpu_per_step_ms"] / essential, 3)
+        out["baseline_aiomqtt_per_s"] = round(plain.rate)
+        out["baseline_aiomqtt_lost"] = plain.lost
+        out["baseline_aiomqtt_cpu_per_publish_us"] = round(plain.cpu_per_publish * 1e6, 1)
+        out["ratio_aiomqtt"] = round(rate / max(plain.rate, 1e-9), 3)
+    if native is not None:
+        out["baseline_mosquitto_per_s"] = round(native)
+        out["ratio_mosquitto"] = round(rate / max(native, 1e-9), 3)
+    return out
 
 
-def _aiomqtt_share(
-    port: int, clients: int, per_client: int, queue: multiprocessing.Queue[tuple[int, float]]
-) -> None:
-    """One worker of the aiomqtt baseline: put (publishes acknowledged, seconds) on ``queue``, always."""
-    import logging
-
-    import aiomqtt
-
-    logging.getLogger("mqtt").setLevel(logging.CRITICAL)  # lost connections are counted, not logged
-
-    async def one(i: int, go: asyncio.Event) -> int:
-        window, acked = asyncio.Semaphore(WINDOW), 0
-
-        async def send() -> None:
-            nonlocal acked
-            async with window:
-                await client.publish(f"bench/{i}", b"x" * 200, qos=1)
-                acked += 1
-
-        async with aiomqtt.Client(
-            "127.0.0.1", port, identifier=f"b{os.getpid()}-{i}", timeout=120, keepalive=600
-        ) as client:
-            await go.wait()
-            await asyncio.gather(*(send() for _ in range(per_client)), return_exceptions=True)
-        return acked
-
-    async def main() -> tuple[int, float]:
-        go = asyncio.Event()
-        tasks = [asyncio.create_task(one(i, go)) for i in range(clients)]
-        await asyncio.sleep(min(60, 1 + clients / 1500))
-        began = time.monotonic()
-        go.set()
-        done = await asyncio.gather(*tasks, return_exceptions=True)
-        return sum(d for d in done if isinstance(d, int)), time.monotonic() - began
-
-    try:
-        queue.put(asyncio.run(main()))
-    except Exception:  # reason: the parent must hear back even from a failed worker
-        queue.put((0, 0.0))
-
-
-def aiomqtt_baseline(port: int, connections: int, messages: int, workers: int) -> tuple[float, int]:
-    """Plain aiomqtt clients: QoS 1 publishes acknowledged per second, and how many were lost."""
-    per_client = max(1, messages // connections)
-    context = multiprocessing.get_context("spawn")
-    queue: multiprocessing.Queue[tuple[int, float]] = context.Queue()
-    share = connections // workers
-    procs = [
-        context.Process(target=_aiomqtt_share, args=(port, share, per_client, queue)) for _ in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join()
-    acked = sum(a for a, _ in results)
-    span = max(s for _, s in results)
-    return acked / max(span, 1e-9), share * workers * per_client - acked
-
-
-def mosquitto_baseline(port: int, messages: int) -> float:
-    """Messages per second through the broker, mosquitto_pub to mosquitto_sub at QoS 1 (those that arrive)."""
-    messages = min(messages, BASELINE_QUEUE_CAP)
-    sub = subprocess.Popen(
-        ["mosquitto_sub", "-p", str(port), "-q", "1", "-t", "mbench/#", "-C", str(messages), "-W", "300"],
-        stdout=subprocess.PIPE,
+def report(doc: dict[str, Any]) -> None:
+    """Print the figures, the baselines and each goal's verdict."""
+    say(
+        f"\nfleet campaign, {doc['servers']} servers, {doc['shards']} host(s) with {doc['workers']} worker"
+        " processes in all, one MQTT session each"
     )
-    time.sleep(0.5)
-    began = time.monotonic()
-    payload = ("x" * 200 + "\n") * messages
-    subprocess.run(
-        ["mosquitto_pub", "-p", str(port), "-q", "1", "-t", "mbench/x", "-l"],
-        input=payload.encode(),
-        check=True,
+    say(f"  outcomes             {doc['outcomes']}, {doc['steps']} upgrade steps committed")
+    say(f"  wall time            {doc['wall_s']:.1f} s")
+    say(
+        f"  CPU time             {doc['cpu_s']:.1f} s ({doc['agent_cpu_s']:.1f} s the agents' processes,"
+        f" {doc['controller_cpu_s']:.1f} s the campaign controller's)"
     )
-    out, _ = sub.communicate(timeout=600)
-    return out.count(b"\n") / (time.monotonic() - began)
+    say(
+        f"  peak RSS             {doc['rss_bytes'] / 2**20:.0f} MiB total,"
+        f" {doc['kib_per_server']:.0f} KiB per server"
+    )
+    say(
+        f"  publishes            {doc['published']} received by the broker"
+        f" ({doc['publishes_per_step']:.2f} a step),"
+        f" {doc['delivered']} sent; {doc['fleet_publishes_per_s']}/s"
+    )
+    if "overhead_ratio" in doc:
+        say(
+            f"  CPU per step         agents {doc['agent_cpu_per_step_ms']:.2f} ms; essential"
+            f" {doc['essential_per_step_ms']:.2f} ms ({doc['essential_work_ms']:.2f} ms database, image and"
+            f" boot checks over {doc['essential_steps_sampled']} sampled steps"
+            f" + {doc['essential_mqtt_ms']:.2f} ms"
+            f" for {ESSENTIAL_PUBLISHES} plain-aiomqtt publishes); ratio {doc['overhead_ratio']:.2f}"
+        )
+        say(
+            f"  baseline aiomqtt     {doc['baseline_aiomqtt_per_s']} QoS 1 publishes/s acknowledged"
+            f" ({doc['servers']} connections, {WINDOW} in flight each, {doc['baseline_aiomqtt_lost']} lost,"
+            f" {doc['baseline_aiomqtt_cpu_per_publish_us']:.0f} us CPU each);"
+            f" fleet = {doc['ratio_aiomqtt']:.2f}x"
+        )
+    if "ratio_mosquitto" in doc:
+        say(
+            f"  baseline mosquitto   {doc['baseline_mosquitto_per_s']} QoS 1 messages/s"
+            f" (mosquitto_pub -> mosquitto_sub); fleet = {doc['ratio_mosquitto']:.2f}x"
+        )
+    if doc.get("demo_wall_s") is not None:
+        say(f"  demo                 {doc['demo_wall_s']:.1f} s wall (allworx-sim demo, 200 servers)")
+    for line in verdict_lines(doc):
+        say(line)
 
 
-def verdict(ok: bool) -> str:
-    """OK or MISS."""
-    return "OK  " if ok else "MISS"
-
-
-def main() -> None:
-    """Run the benchmark and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--servers", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--in-flight",
         type=int,
-        default=None,
-        help="the campaign's max_in_flight (servers upgrading at once); default: all at once",
+        default=1000,
+        help="the campaign's max_in_flight (servers upgrading at once; 0: all at once)",
     )
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "allworx-bench-fleet")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--sample", type=int, default=24, help="servers whose steps' essential work is measured"
+    )
+    parser.add_argument(
+        "--shards", type=int, default=0, help="run the fleet as N allworx-sim fleet --shard i/N hosts"
+    )
+    parser.add_argument("--demo", action="store_true", help="also time allworx-sim demo (200 servers)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document with every figure and goal"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the figures (or the JSON document)."""
+    args = parse(argv)
+    args.in_flight = args.in_flight or None
+    out = sys.stdout
+    if args.json:  # everything printed goes to stderr; stdout carries the JSON document alone
+        sys.stdout = sys.stderr
     args.dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ALLWORX_SIM_HOME", str(args.dir / "home"))
     from simulator.fleet.host import quiet_logs
@@ -266,63 +328,26 @@ def main() -> None:
     quiet_logs()
     work = Path(tempfile.mkdtemp(prefix="mosq-", dir=args.dir))
     broker, port = start_mosquitto(work)
+    plain = native = None
     try:
-        fleet = asyncio.run(
-            run_campaign(args.dir / "fleet", args.servers, args.workers, port, args.in_flight)
-        )
-        report_fleet(fleet, args.servers, args.workers)  # first: a failed baseline then loses nothing
-        plain, lost = aiomqtt_baseline(port, args.servers, int(fleet["published"]), args.workers)
-        native = mosquitto_baseline(port, int(fleet["published"]))
+        figures = asyncio.run(run_campaign(args.dir / "fleet", args, port))
+        figures |= {"servers": args.servers, "workers": args.workers, "in_flight": args.in_flight}
+        figures.setdefault("shards", 1)
+        plain = aiomqtt_baseline(port, args.servers, int(figures["published"]), args.workers)
+        native = mosquitto_baseline(port, int(figures["published"]))
     finally:
         broker.terminate()
         broker.wait()
         shutil.rmtree(work, ignore_errors=True)
-    report_ratios(fleet, args.servers, plain, lost, native)
+    doc = derive(figures, plain, native)
+    if args.demo:
+        from bench.demo import measure_demo
 
-
-def report_fleet(fleet: dict[str, float], servers: int, workers: int) -> None:
-    """Print the campaign's own figures."""
-    per_server = fleet["rss"] / servers
-    print(f"\nfleet campaign, {servers} servers, {workers} worker processes, one MQTT session each")
-    print(f"  servers upgraded     {int(fleet['succeeded'])}")
-    print(f"  wall time            {fleet['wall']:.1f} s")
-    print(
-        f"  CPU time             {fleet['cpu']:.1f} s ({fleet['cpu'] - fleet['controller_cpu']:.1f} s the"
-        f" agents' processes, {fleet['controller_cpu']:.1f} s the campaign controller's)"
-    )
-    print(
-        f"  peak RSS             {fleet['rss'] / 2**20:.0f} MiB total, {per_server / 1024:.0f} KiB per server"
-    )
-    rate = fleet["messages"] / fleet["wall"]
-    print(f"  MQTT messages        {int(fleet['messages'])} through the broker (in + out), {rate:.0f}/s")
-    print(
-        f"  published            {int(fleet['published'])}, {fleet['published'] / fleet['wall']:.0f}/s",
-        flush=True,
-    )
-
-
-def report_ratios(fleet: dict[str, float], servers: int, plain: float, lost: int, native: float) -> None:
-    """Print the baselines, the ratios and each goal's verdict."""
-    published = fleet["published"] / fleet["wall"]
-    per_server = fleet["rss"] / servers
-    print(
-        f"  baseline aiomqtt     {plain:.0f} QoS 1 publishes/s acknowledged ({servers} connections, "
-        f"{WINDOW} in flight each, {lost} lost); fleet published {published:.0f}/s = {published / plain:.2f}x"
-    )
-    print(
-        f"  baseline mosquitto   {native:.0f} QoS 1 messages/s (mosquitto_pub -> mosquitto_sub); "
-        f"fleet = {published / native:.2f}x"
-    )
-    scale = " (goal is for 10,000 servers)" if servers != 10_000 else ""
-    print(f"{verdict(fleet['wall'] < GOAL_WALL)} wall time {fleet['wall']:.1f} s < {GOAL_WALL:.0f} s{scale}")
-    print(
-        f"{verdict(per_server < GOAL_RSS_PER_SERVER)} memory {per_server / 1024:.0f} KiB per server < 150 KB"
-    )
-    ratio = published / plain
-    print(
-        f"{verdict(ratio >= GOAL_RATIO)} message rate {ratio:.2f}x the plain-aiomqtt baseline"
-        f" >= {GOAL_RATIO}x"
-    )
+        doc["demo_wall_s"] = round(measure_demo(), 2)
+    doc = document(doc)
+    report(doc)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True), file=out)
 
 
 if __name__ == "__main__":

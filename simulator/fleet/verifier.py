@@ -10,7 +10,8 @@ each verified fact, keyed by every input of the verdict, so a changed input is s
   judges expiry by the wall clock); a remembered target is returned without the refresh, so the
   server's ``trust/tuf`` keeps what it held (remote repositories are always refreshed);
 - a trust store and the key checks of a server, by a :func:`fingerprint` of the files they were
-  read from (names and bytes), and for key checks also the trust store, serial and day;
+  read from (names and bytes), and for key checks also the trust store, serial and day; the
+  parsed keys of a server by the fingerprint alone (a new day checks them again, unparsed);
 - a database digest, by the file's path, device, inode, size and modification time once this
   process published it verified, and by the SHA-256 of its bytes (read while the file did not
   change, with no journal beside it) once it was computed;
@@ -37,7 +38,7 @@ from typing import Generic, TypeVar
 
 from agent.database import RecordDigest
 from agent.database.engine import FileKey, Read, file_key, read_stable
-from agent.keys import KeyCheck, TrustStore, rejudge, utc_day
+from agent.keys import KeyCheck, SignedKey, TrustStore, check_key, installed_keys, rejudge, utc_day
 from agent.manifest import Manifest
 from agent.releasetrust import METADATA_DIR, PINNED_ROOT, is_remote
 from agent.verifier import DurableVerifier
@@ -75,21 +76,38 @@ def fingerprint(folder: Path, suffix: str = "") -> bytes:
     """A SHA-256 over the names and contents of the regular files in ``folder`` ending with ``suffix``.
 
     Keyed by content, not by timestamps: any change of a file's bytes, any new or removed file
-    changes it, however fast the edits come. A missing folder has the digest of nothing.
+    changes it, however fast the edits come. A missing folder has the digest of nothing. Called on
+    every key check and trust lookup of every agent of a host, so it reads with plain ``os`` calls.
     """
     digest = hashlib.sha256()
     try:
         with os.scandir(folder) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(suffix) and e.is_file())
+            found = sorted((e.name, e.path) for e in entries if e.name.endswith(suffix) and e.is_file())
     except (FileNotFoundError, NotADirectoryError):
-        names = []
-    for name in names:
-        try:
-            data = (folder / name).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            continue  # removed meanwhile: as if it were never there
-        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+        found = []
+    for name, path in found:
+        data = _read(path)
+        if data is not None:  # None: removed meanwhile, as if it were never there
+            digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
     return digest.digest()
+
+
+def _read(path: str) -> bytes | None:
+    """The bytes of the file at ``path`` (opened non-blocking: a FIFO put there meanwhile reads as
+    empty), or None when it is gone or no longer a file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except BlockingIOError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 ReleaseKey = tuple[str, bytes, bytes, int]
@@ -116,6 +134,7 @@ class RememberingVerifier(DurableVerifier):
         self.releases: Memo[ReleaseKey, Manifest] = Memo(512)
         self.trusts: Memo[Path, tuple[bytes, TrustStore]] = Memo(servers)
         self.checks: Memo[Path, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
+        self.parsed: Memo[Path, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
         self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
         self.by_content: Memo[bytes, RecordDigest] = Memo(1_024)
 
@@ -168,13 +187,28 @@ class RememberingVerifier(DurableVerifier):
         self, folder: Path, trust: TrustStore, serial: str, now: datetime | date
     ) -> list[KeyCheck]:
         """The key checks, done again only when a key file, the trust, the serial or the UTC day
-        changed; each key's window is judged again at the instant ``now``."""
-        inputs = (fingerprint(folder, ".key"), trust, serial, utc_day(now))
+        changed; each key's window is judged again at the instant ``now``.
+
+        A new day (a simulated one passes in seconds) checks the keys again as parsed from the
+        same files, without reading them again; changed files are parsed again.
+        """
+        digest = fingerprint(folder, ".key")
+        inputs = (digest, trust, serial, utc_day(now))
         found = self.checks.get(folder)
         if found is None or found[0] != inputs:
-            found = (inputs, tuple(super().key_checks(folder, trust, serial, now)))
+            keys = self._parsed(folder, digest)
+            found = (inputs, tuple(check_key(key, trust, serial, now, check=self.signature) for key in keys))
             self.checks.put(folder, found)
         return [rejudge(check, now) for check in found[1]]
+
+    def _parsed(self, folder: Path, digest: bytes) -> tuple[SignedKey, ...]:
+        """The keys of ``folder`` (:func:`agent.keys.installed_keys`), remembered by its key files' digest."""
+        known = self.parsed.get(folder)
+        if known is not None and known[0] == digest:
+            return known[1]
+        keys = tuple(installed_keys(folder))
+        self.parsed.put(folder, (digest, keys))
+        return keys
 
     def database_digest(
         self, path: Path, compute: Callable[[], RecordDigest], read: Read | None = None

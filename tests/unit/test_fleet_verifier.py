@@ -377,3 +377,19 @@ def test_a_database_mid_write_is_not_remembered_by_its_bytes(
     migrate_copy(src, tmp_path / "one.db", 23, verifier=memory)
     migrate_copy(src, tmp_path / "two.db", 23, verifier=memory)
     assert len(calls) == 3, "the source twice (mid-write), the migrated copy once (its bytes are known)"
+
+
+def test_a_new_day_checks_the_remembered_keys_without_parsing_them_again(
+    server: ServerDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a new day no key file is parsed again, and the checks equal a fresh verification."""
+    import agent.keys
+
+    server.key_checks(TODAY)
+    parsed: list[object] = []
+    real = agent.keys.parse_key
+    monkeypatch.setattr(agent.keys, "parse_key", lambda text: parsed.append(text) or real(text))
+    later = TODAY + timedelta(days=1)
+    checks = server.key_checks(later)
+    assert parsed == []
+    assert checks == fresh(server, later)

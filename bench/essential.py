@@ -1,0 +1,147 @@
+"""The essential work of an upgrade step, measured on a sample of the fleet's own servers and steps.
+
+For each sampled server (copied before the campaign: its active database and its facts) and each
+step of its plan to the campaign's target, the CPU time of exactly what a step must do, called
+directly with the disk and verifier the fleet hands its agents (``simulator/fleet/disk.py``,
+``simulator/fleet/verifier.py``): the database work on the engine (the migrated copy with its
+schema steps, or the 7.1 rebuild, each verified), the image's SHA-256 check and the boot check
+(``quick_check`` and schema). No agent, journal, event or MQTT is involved.
+
+The sample is walked twice and the second walk is timed, on fresh copies: a host's verifier has
+seen every template's content long before most of its servers run a step, as the first walk's
+verifier has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from agent import database
+from agent.fetcher import require_verified
+from agent.policy import Verdict
+from releases.catalog import Catalog
+
+
+@dataclass(frozen=True, slots=True)
+class SampleStep:
+    """One step of a sampled server: what the engine builds, and the image it checks."""
+
+    build: str
+    rebuilds_database: bool
+    db_schema: int
+    image: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class SampleServer:
+    """A sampled server: its database copied before the campaign, and its steps."""
+
+    serial: str
+    database: Path
+    steps: tuple[SampleStep, ...]
+
+
+def sample_plans(total: int, size: int) -> list[int]:
+    """Indexes of ``size`` servers spread evenly over ``total`` (all of them when fewer)."""
+    if total <= size:
+        return list(range(total))
+    return [i * total // size for i in range(size)]
+
+
+def steps_of(catalog: Catalog, server: Path, target: str, now: datetime) -> tuple[SampleStep, ...]:
+    """The steps the server at ``server`` walks to ``target``, each as allowed by policy, until a refusal."""
+    from agent.planner import candidates
+    from agent.policy import judge_step
+    from agent.store import ServerDir
+
+    store = ServerDir(server)
+    facts = store.facts()
+    walk = candidates(catalog, facts, target)
+    if isinstance(walk, Verdict):
+        return ()
+    checks = store.key_checks(now)
+    repo = Path(store.identity().repo)
+    steps = []
+    for candidate in walk:
+        verdict = judge_step(catalog, facts, checks, candidate, now)
+        if verdict.refusal is not None:
+            break
+        image = repo / "images" / f"{verdict.build}.img"
+        steps.append(
+            SampleStep(verdict.build, verdict.rebuilds_database, verdict.db_schema, image, *_digest(image))
+        )
+        facts = dataclasses.replace(facts, release=verdict.release, build=verdict.build)
+    return tuple(steps)
+
+
+def _digest(image: Path) -> tuple[int, str]:
+    import hashlib
+
+    data = image.read_bytes()
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def take_sample(
+    catalog: Catalog, servers: list[Path], target: str, now: datetime, workdir: Path
+) -> list[SampleServer]:
+    """Copy each server's active database under ``workdir`` and plan its steps (before the campaign)."""
+    from agent.store import ServerDir
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    sample = []
+    for path in servers:
+        store = ServerDir(path)
+        serial = store.identity().serial
+        copy = workdir / f"{serial}.db"
+        shutil.copyfile(store.db_path(store.active_slot()), copy)
+        sample.append(SampleServer(serial, copy, steps_of(catalog, path, target, now)))
+    return sample
+
+
+def _walk(sample: list[SampleServer], workdir: Path, disk: object, verifier: object) -> tuple[float, int]:
+    """Run every sampled step once; return (CPU seconds of the steps' own work, steps)."""
+    cpu, count = 0.0, 0
+    for server in sample:
+        folder = workdir / server.serial
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        slots = [folder / "a.db", folder / "b.db"]
+        shutil.copyfile(server.database, slots[0])
+        for index, step in enumerate(server.steps):
+            src, dst = slots[index % 2], slots[(index + 1) % 2]
+            began = time.process_time()
+            make = database.rebuild if step.rebuilds_database else database.migrate_copy
+            make(src, dst, step.db_schema, disk=disk, verifier=verifier)  # type: ignore[arg-type]  # reason: a Disk and a DatabaseVerifier, built by the caller
+            require_verified(step.image, step.size, step.sha256)
+            if not database.check_opens(dst, step.db_schema):
+                raise RuntimeError(f"{server.serial}: {step.build}'s database fails its boot check")
+            cpu += time.process_time() - began
+            count += 1
+        shutil.rmtree(folder, ignore_errors=True)
+    return cpu, count
+
+
+def measure(sample: list[SampleServer], workdir: Path) -> tuple[float, int]:
+    """The CPU seconds per step of the essential work over ``sample``, and the steps timed.
+
+    The disk and verifier are those a fleet host hands its agents (one verifier for the sample,
+    as one per host process).
+
+    Raises:
+        RuntimeError: a step's database fails its boot check.
+        DatabaseError: the engine failed (a broken sample).
+    """
+    from simulator.fleet.disk import FastDisk
+    from simulator.fleet.verifier import RememberingVerifier
+
+    disk, verifier = FastDisk(), RememberingVerifier()
+    _walk(sample, workdir / "warm", disk, verifier)
+    cpu, count = _walk(sample, workdir / "timed", disk, verifier)
+    return cpu / max(count, 1), count
