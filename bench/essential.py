@@ -25,6 +25,7 @@ from agent import database
 from agent.fetcher import require_verified
 from agent.policy import Verdict
 from releases.catalog import Catalog
+from simulator.publish import image_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ def steps_of(catalog: Catalog, server: Path, target: str, now: datetime) -> tupl
         verdict = judge_step(catalog, facts, checks, candidate, now)
         if verdict.refusal is not None:
             break
-        image = repo / "images" / f"{verdict.build}.img"
+        image = image_path(repo, verdict.build)
         steps.append(
             SampleStep(verdict.build, verdict.rebuilds_database, verdict.db_schema, image, *_digest(image))
         )
