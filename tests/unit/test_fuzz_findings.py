@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -16,11 +17,14 @@ from agent.mqtt.cli import _address
 from agent.revocation import parse_revocation_list
 from agent.service.config import ConfigError, load_config
 from common.errors import KeyFormatError
+from fleet.campaign.model import Campaign
 from fleet.campaign.spec import CampaignSpecError, load_networks
+from fleet.report import build_report
+from fleet.report.html import render_html
 from simulator.fleet.spec import FleetFileError, load_toml
 from simulator.scenario.model import ScenarioFileError
 from simulator.scenario.parse import load_scenario
-from tests.fuzz.targets import config, key, revocation
+from tests.fuzz.targets import campaign, config, key, revocation
 
 
 def test_a_config_value_holding_a_nul_is_refused_naming_the_key(tmp_path: Path) -> None:
@@ -125,3 +129,18 @@ def test_a_file_loader_refuses_a_file_past_its_limit(
         handle.truncate(limit + 1)
     with pytest.raises(error, match="larger than"):
         load(path)
+
+
+def retained_campaign(**member: Any) -> dict[str, Any]:
+    """The campaign target's retained state with these member fields changed."""
+    raw: dict[str, Any] = json.loads(campaign.seeds()[2][1:])
+    raw["members"][0].update(member)
+    return raw
+
+
+@pytest.mark.parametrize("release", ["7.²", "7.١٢", "7.x"])
+def test_a_report_names_a_spoofed_release_as_it_is(release: str) -> None:
+    """A member reporting release ``7.²`` (a digit to str.isdigit, not to int) is a row of the report."""
+    report = build_report(Campaign.from_dict(retained_campaign(release=release, current=release)))
+    assert list(report["releases_before"]) == [release]
+    assert f"<td>{release}</td>" in render_html(report)
