@@ -13,9 +13,11 @@ import pytest
 
 from agent.cliutil import read_password
 from agent.keys import parse_key
+from agent.lock import _holder
 from agent.mqtt.cli import _address
 from agent.revocation import parse_revocation_list
 from agent.service.config import ConfigError, load_config
+from agent.service.notify import Notifier
 from common.errors import KeyFormatError
 from fleet.campaign.model import Campaign
 from fleet.campaign.spec import CampaignSpecError, load_networks
@@ -144,3 +146,20 @@ def test_a_report_names_a_spoofed_release_as_it_is(release: str) -> None:
     report = build_report(Campaign.from_dict(retained_campaign(release=release, current=release)))
     assert list(report["releases_before"]) == [release]
     assert f"<td>{release}</td>" in render_html(report)
+
+
+@pytest.mark.parametrize("usec", ["²", "١٢"])
+def test_a_watchdog_interval_of_other_digits_is_no_watchdog(usec: str) -> None:
+    """``WATCHDOG_USEC=²`` (int() refuses it) and ``١٢`` (int() takes it) leave the watchdog off."""
+    assert Notifier({"WATCHDOG_USEC": usec}).watchdog_interval is None
+
+
+def test_a_lock_holder_written_in_other_digits_is_another_process(tmp_path: Path) -> None:
+    """A lock file holding ``²`` names no process (its holder is "another process")."""
+    path = tmp_path / ".lock"
+    path.write_text("²")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _holder(fd) == "another process"
+    finally:
+        os.close(fd)
