@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -14,7 +15,7 @@ import pytest
 from agent.cliutil import read_password
 from agent.keys import parse_key
 from agent.lock import _holder
-from agent.mqtt.cli import _address
+from agent.mqtt.cli import _address, broker_settings_from
 from agent.revocation import parse_revocation_list
 from agent.service.config import ConfigError, load_config
 from agent.service.notify import Notifier
@@ -163,3 +164,28 @@ def test_a_lock_holder_written_in_other_digits_is_another_process(tmp_path: Path
         assert _holder(fd) == "another process"
     finally:
         os.close(fd)
+
+
+def fifo_at(path: Path) -> Path:
+    """A FIFO of mode 0600 at ``path``."""
+    os.mkfifo(path, 0o600)
+    return path
+
+
+def unblock(fifo: Path) -> None:
+    """Open ``fifo`` for writing without blocking, so that a reader left waiting on it returns."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("option", ["ca", "cert", "key"])
+def test_a_tls_file_that_is_a_fifo_is_refused_at_once(option: str, tmp_path: Path) -> None:
+    """``--ca``/``--cert``/``--key`` naming a FIFO is a ValueError naming it at once (ssl waited forever)."""
+    fifo = fifo_at(tmp_path / option)
+    params = {"broker": "mqtts://127.0.0.1:8883", "ca": None, "cert": None, "key": None, "username": None,
+              "password": None, "password_file": None, option: str(fifo)}  # fmt: skip
+    raised = raised_within(lambda: broker_settings_from(params).tls_context(), 5)
+    if raised is None:
+        unblock(fifo)
+    assert isinstance(raised, ValueError), raised
+    assert f"{fifo} is not a regular file" in str(raised)
