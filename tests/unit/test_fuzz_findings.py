@@ -21,9 +21,10 @@ from agent.service.config import ConfigError, load_config
 from agent.service.notify import Notifier
 from common.errors import KeyFormatError
 from fleet.campaign.model import Campaign
-from fleet.campaign.spec import CampaignSpecError, load_networks
+from fleet.campaign.spec import MAX_MEMBERS_FILE, CampaignSpecError, load_members, load_networks
 from fleet.report import build_report
 from fleet.report.html import render_html
+from fleet.select import MAX_SERIAL_FILE, SelectionError, parse_selection
 from simulator.fleet.spec import FleetFileError, load_toml
 from simulator.scenario.model import ScenarioFileError
 from simulator.scenario.parse import load_scenario
@@ -104,6 +105,7 @@ LOADERS = [
     pytest.param(load_scenario, ScenarioFileError, 1024 * 1024, id="scenario"),
     pytest.param(load_toml, FleetFileError, 1024 * 1024, id="fleet"),
     pytest.param(load_networks, CampaignSpecError, 16 * 1024 * 1024, id="networks"),
+    pytest.param(load_members, CampaignSpecError, MAX_MEMBERS_FILE, id="members"),
 ]
 
 
@@ -111,7 +113,7 @@ LOADERS = [
 def test_a_file_loader_refuses_a_fifo_at_once(
     load: Any, error: type[Exception], limit: int, tmp_path: Path
 ) -> None:
-    """A scenario, fleet or networks file that is a FIFO is its loader's error at once (it waited forever)."""
+    """A scenario, fleet, networks or members file that is a FIFO is its loader's error at once."""
     fifo = tmp_path / "input"
     os.mkfifo(fifo, 0o600)
     raised = raised_within(lambda: load(fifo), 5)
@@ -189,3 +191,22 @@ def test_a_tls_file_that_is_a_fifo_is_refused_at_once(option: str, tmp_path: Pat
         unblock(fifo)
     assert isinstance(raised, ValueError), raised
     assert f"{fifo} is not a regular file" in str(raised)
+
+
+def test_a_serial_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """``--select serial=@FIFO`` is a SelectionError at once (reading it waited forever)."""
+    fifo = fifo_at(tmp_path / "serials")
+    raised = raised_within(lambda: parse_selection([f"serial=@{fifo}"]), 5)
+    if raised is None:
+        unblock(fifo)
+    assert isinstance(raised, SelectionError), raised
+    assert "not a regular file" in str(raised)
+
+
+def test_a_serial_file_past_its_limit_is_refused(tmp_path: Path) -> None:
+    """A serial file one byte past its limit is a SelectionError, unread."""
+    path = tmp_path / "serials"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_SERIAL_FILE + 1)
+    with pytest.raises(SelectionError, match="larger than"):
+        parse_selection([f"serial=@{path}"])
