@@ -210,3 +210,16 @@ def test_a_serial_file_past_its_limit_is_refused(tmp_path: Path) -> None:
         handle.truncate(MAX_SERIAL_FILE + 1)
     with pytest.raises(SelectionError, match="larger than"):
         parse_selection([f"serial=@{path}"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("serial", 5), ("site", None), ("model", ["6x"]), ("release", 7.0), ("target", {}), ("phase", "0"),
+     ("phase", True), ("current", 7), ("reason", 1), ("rule", []), ("message", {}), ("staged", "yes"),
+     ("started", "soon"), ("finished", True), ("baseline", 3), ("last_at", 3.5), ("steps", "7.0"),
+     ("prediction", [1])],
+)  # fmt: skip
+def test_a_retained_member_field_of_another_type_is_a_type_error(field: str, value: Any) -> None:
+    """A member field of the wrong JSON type in a retained campaign is refused with TypeError naming it."""
+    with pytest.raises(TypeError, match=field):
+        Campaign.from_dict(retained_campaign(**{field: value}))
