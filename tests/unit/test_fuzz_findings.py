@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from agent.cliutil import read_password
 from agent.keys import parse_key
@@ -25,10 +27,12 @@ from fleet.campaign.spec import MAX_MEMBERS_FILE, CampaignSpecError, load_member
 from fleet.report import build_report
 from fleet.report.html import render_html
 from fleet.select import MAX_SERIAL_FILE, SelectionError, parse_selection
+from fleet.status import FleetStatus, print_table
 from simulator.fleet.spec import FleetFileError, load_toml
 from simulator.scenario.model import ScenarioFileError
 from simulator.scenario.parse import load_scenario
 from tests.fuzz.targets import campaign, config, key, revocation
+from tests.unit.test_select import state
 
 
 def test_a_config_value_holding_a_nul_is_refused_naming_the_key(tmp_path: Path) -> None:
@@ -223,3 +227,10 @@ def test_a_retained_member_field_of_another_type_is_a_type_error(field: str, val
     """A member field of the wrong JSON type in a retained campaign is refused with TypeError naming it."""
     with pytest.raises(TypeError, match=field):
         Campaign.from_dict(retained_campaign(**{field: value}))
+
+
+def test_the_status_table_goes_to_the_console_it_is_given() -> None:
+    """``print_table`` writes to a Console given to it that is no terminal, not to stdout."""
+    out = io.StringIO()
+    print_table(FleetStatus([state(serial="AWX7")]), Console(file=out))
+    assert "AWX7" in out.getvalue()
