@@ -8,9 +8,9 @@ the harness signs the input again with the role's key, and the role above it aga
 length and hash (a holder of the vendor's keys, so that the checks after the signatures see
 fuzzed values too), and whether the server had trusted the valid metadata before (so that
 rollback is judged against it). Documented: ``release_target`` returns the verified target of
-the build asked for, or raises VerificationError with a ``RELEASE_*`` reason (or
-``IMAGE_WRONG_TARGET``), or, for a file the repository does not have, TransportError
-(``RELEASE_METADATA_UNAVAILABLE``).
+the build asked for (each of its release facts of its type), or raises VerificationError with a
+``RELEASE_*`` reason (or ``IMAGE_WRONG_TARGET``), or, for a file the repository does not have,
+TransportError (``RELEASE_METADATA_UNAVAILABLE``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from securesystemslib.exceptions import FormatError
 from securesystemslib.formats import encode_canonical
 
+from agent.manifest import Manifest
 from agent.releasetrust import METADATA_DIR, PINNED_ROOT, release_target
 from common.errors import TransportError, VerificationError
 from common.reasons import Reason
@@ -161,7 +164,7 @@ def check(data: bytes) -> None:
     except (VerificationError, TransportError) as exc:
         refusal = exc
     else:
-        assert manifest.build == BUILD, manifest
+        well_formed(manifest)
         return
     finally:
         (here.repo / "metadata" / "3.root.json").unlink(missing_ok=True)
@@ -169,6 +172,19 @@ def check(data: bytes) -> None:
         assert refusal.reason is Reason.RELEASE_METADATA_UNAVAILABLE, refusal.reason
     else:
         assert refusal.reason.name.startswith("RELEASE_") or refusal.reason is Reason.IMAGE_WRONG_TARGET
+
+
+def well_formed(manifest: Manifest) -> None:
+    """Assert that a verified target is the build asked for, each release fact of its own type."""
+    assert manifest.build == BUILD, manifest
+    assert manifest.kind in ("release", "patch"), manifest
+    assert isinstance(manifest.size, int), manifest
+    assert re.fullmatch("[0-9a-f]{64}", manifest.sha256), manifest
+    texts = (manifest.version, manifest.phone_firmware, *manifest.models)
+    assert all(isinstance(text, str) for text in texts), manifest
+    assert isinstance(manifest.db_schema, int), manifest
+    assert not isinstance(manifest.db_schema, bool), manifest
+    assert isinstance(manifest.date, date), manifest
 
 
 def tokens() -> list[str]:
