@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -237,6 +238,21 @@ def check_private(path: str | Path, what: str) -> None:
         raise ValueError(
             f"the {what} {path} is open to group or others (mode {mode & 0o777:04o}); chmod 600 {path}"
         )
+
+
+def check_regular(path: str | Path, what: str) -> None:
+    """Refuse a file handed to a library that reads it without bounds (a TLS file to ssl): a FIFO
+    would block it for ever, a device feed it without end.
+
+    Raises:
+        ValueError: ``path`` is not a regular file (or a link to one), or cannot be examined.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot examine the {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"the {what} {path} is not a regular file")
 
 
 def read_password(password: str | None, password_file: Path | None) -> str | None:

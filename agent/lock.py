@@ -102,7 +102,7 @@ def _holder(fd: int) -> str:
             text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         except OSError:
             text = ""
-        if text.isdigit() and _alive(int(text)):
+        if text.isascii() and text.isdigit() and _alive(int(text)):
             return f"process {text}"
         time.sleep(_PID_PAUSE)
     return "another process"

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.fileio import read_bounded
 from agent.mqtt.messages import StateDocument
-from common.errors import AllworxError
+from common.errors import AllworxError, StoreError
 from releases.catalog import version_key
 
 FIELDS = ("site", "model", "release", "network", "key", "serial")
@@ -33,6 +34,7 @@ KEY_STATES = ("valid", "expired", "none")
 KeyState = Literal["valid", "expired", "none"]
 _EXPRESSION = re.compile(r"^(?P<field>[a-z]+)(?P<op><=|>=|<|>|=)(?P<value>.*)$")
 _VERSION = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6}){0,5}$")
+MAX_SERIAL_FILE = 16 * 1024 * 1024  # bytes: a serial file of ``serial=@FILE``, one serial a line
 BRIEF_COUNT, BRIEF_WIDTH = 6, 64  # expressions a bounded record names, and JSON bytes each takes
 _ORDER: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], bool]] = {
     "<": lambda a, b: a < b,
@@ -184,9 +186,9 @@ def _check(
 
 
 def _serial_file(text: str, name: str) -> tuple[str, ...]:
-    try:
-        lines = Path(name).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # bounded and non-blocking: /dev/zero or a FIFO is refused at once
+        lines = read_bounded(Path(name), MAX_SERIAL_FILE).decode("utf-8").splitlines()
+    except (OSError, StoreError, UnicodeDecodeError) as exc:
         raise _bad(text, f"cannot read {name}: {exc}") from None
     return tuple(line.strip() for line in lines if line.strip())
 

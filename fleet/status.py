@@ -146,10 +146,12 @@ def table(status: FleetStatus) -> Table:
 
 
 def print_table(status: FleetStatus, console: Console | None = None) -> None:
-    """Print the invalid documents, then the table (colours only on a terminal)."""
-    console = console or Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 200), color_system=None)
+    """Print the invalid documents, then the table (to ``console`` if given, else to stdout: colours
+    only on a terminal, and at least 200 columns wide when not)."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 200), color_system=None)
     for entry in status.invalid:
         console.print(Text(f"INVALID    {entry.topic}: {entry.reason}"))
     console.print(table(status))

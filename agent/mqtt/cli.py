@@ -26,6 +26,7 @@ from click.core import ParameterSource
 
 from agent.cliutil import (
     check_private,
+    check_regular,
     clock_for,
     fail,
     guarded,
@@ -253,9 +254,13 @@ def broker_settings_from(p: Mapping[str, Any], *, key: str = "key") -> BrokerSet
     parameter; ``keepalive`` is optional).
 
     Raises:
-        ValueError: unusable (a bad URL, a secret file others may read, both password options).
+        ValueError: unusable (a bad URL, a TLS file that is not a regular file, a secret file others
+            may read, both password options).
     """
     secret = read_password(p["password"], p["password_file"])
+    for option, what in (("ca", "CA bundle"), ("cert", "client certificate"), (key, "client key")):
+        if p[option] is not None:
+            check_regular(p[option], what)
     if p[key] is not None:
         check_private(p[key], "client key")
     return BrokerSettings(

@@ -30,7 +30,8 @@ class Notifier:
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
         mine = not pid or pid == str(os.getpid())
-        self.watchdog_interval = int(usec) / 2_000_000 if usec.isdigit() and int(usec) > 0 and mine else None
+        number = usec.isascii() and usec.isdigit()  # int() takes other digits ("١٢"), or refuses them ("²")
+        self.watchdog_interval = int(usec) / 2_000_000 if number and int(usec) > 0 and mine else None
         self._last_status = ""
         self.dropped = 0  # notifications dropped because the manager's queue was full
 

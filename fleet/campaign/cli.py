@@ -31,7 +31,7 @@ from fleet.campaign.controller import Controller, control_topic, load, load_trus
 from fleet.campaign.documents import DryRunRow
 from fleet.campaign.model import Campaign
 from fleet.campaign.setup import dry_run
-from fleet.campaign.spec import NEWEST, CampaignSpec, load_networks
+from fleet.campaign.spec import NEWEST, CampaignSpec, load_members, load_networks
 from fleet.client import FleetClient
 from fleet.operator import default_operator, load_key_file
 from fleet.options import broker_options, broker_settings, connection_options, topic_level
@@ -48,7 +48,7 @@ def _spec(p: Mapping[str, Any]) -> CampaignSpec:
     """The campaign the options describe (``p``: click's parameters by name, as the command got them).
 
     Raises:
-        ValueError: an option is out of range, or the networks file is not a JSON object of lists.
+        ValueError: an option is out of range, or the networks or members file is unreadable or malformed.
         AllworxError: the target is not ``newest`` nor a release of the catalogue (``UNKNOWN_RELEASE``).
     """
     if p["target"] != NEWEST and default_catalog().get(p["target"]) is None:
@@ -63,12 +63,7 @@ def _spec(p: Mapping[str, Any]) -> CampaignSpec:
         raise ValueError("give both --window-opens and --window-closes, or neither")
     if p["window_opens"]:
         window = {"opens": parse_now(p["window_opens"]), "closes": parse_now(p["window_closes"])}
-    members: tuple[str, ...] = ()
-    if p["members"]:
-        listed = json.loads(Path(p["members"]).read_text())
-        if not isinstance(listed, list):
-            raise ValueError(f"{p['members']}: a JSON list of serials is expected")
-        members = tuple(str(serial) for serial in listed)
+    members = load_members(Path(p["members"])) if p["members"] else ()
     return CampaignSpec.from_options(
         campaign_id=p["campaign_id"],
         target=p["target"],

@@ -99,6 +99,37 @@ class MemberDocument(TypedDict):
     steps: list[list[float | str]]  # [when, release] of each commit
 
 
+_TEXT, _NUMBER, _NONE = (str,), (int, float), (type(None),)
+MEMBER_TYPES: dict[str, tuple[type, ...]] = {  # the JSON types of each field of a MemberDocument
+    **dict.fromkeys(("serial", "site", "model", "release", "target", "status", "current"), _TEXT),
+    **dict.fromkeys(("reason", "rule", "message", "baseline", "last_at"), _TEXT + _NONE),
+    "phase": (int,), "staged": (bool,), "started": _NUMBER + _NONE, "finished": _NUMBER + _NONE,
+    "prediction": (dict, *_NONE), "steps": (list,),
+}  # fmt: skip
+
+
+def _is(value: object, kinds: tuple[type, ...]) -> bool:
+    """Whether ``value`` is of one of ``kinds`` (``true`` and ``false`` are no numbers)."""
+    return isinstance(value, kinds) and (not isinstance(value, bool) or bool in kinds)
+
+
+def check_member_types(raw: MemberDocument) -> None:
+    """Check that each field of a member's document (retained: any broker client may write it) has its
+    JSON type, and each of its steps is a ``[seconds, release]`` pair.
+
+    Raises:
+        TypeError: naming the first field of another type (or unknown).
+    """
+    for name, value in raw.items():
+        kinds = MEMBER_TYPES.get(name)
+        if kinds is None or not _is(value, kinds):
+            allowed = " or ".join(k.__name__ for k in kinds or ())
+            raise TypeError(f"member field {name!r} must be {allowed or 'left out'}, got {value!r:.60}")
+    for step in raw.get("steps", []):
+        if not (isinstance(step, list) and len(step) == 2 and _is(step[0], _NUMBER) and _is(step[1], _TEXT)):
+            raise TypeError(f"member field 'steps' must hold [seconds, release] pairs, got {step!r:.60}")
+
+
 class LogDetails(TypedDict, total=False):
     """What a log entry may tell beyond its time, event and phase."""
 

@@ -37,6 +37,7 @@ from fleet.campaign.documents import (
     MemberDocument,
     RefusalCount,
     SummaryDocument,
+    check_member_types,
 )
 from fleet.campaign.machine import (
     ACTIVE,
@@ -144,12 +145,13 @@ class Member:
 
         Raises:
             ValueError: the status is unknown.
-            TypeError: a field is missing or unknown.
+            TypeError: a field is missing or unknown, or of another JSON type than its own.
         """
         unknown = set(raw) - _MEMBER_FIELDS
         missing = _MEMBER_REQUIRED - set(raw)
         if unknown or missing:
             raise TypeError(f"member fields unknown {sorted(unknown)}, missing {sorted(missing)}")
+        check_member_types(raw)
         pred = raw.get("prediction")
         return cls(
             serial=raw["serial"],

@@ -31,6 +31,7 @@ NEWEST = "newest"  # the target meaning "the newest release each server's model 
 _BATCH = re.compile(r"^[1-9][0-9]*%?$")
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_NETWORKS_FILE = 16 * 1024 * 1024  # bytes: network names and serials of the largest fleet
+MAX_MEMBERS_FILE = 16 * 1024 * 1024  # bytes: the serials of the largest fleet
 
 
 class CampaignSpecError(InputError):
@@ -189,6 +190,22 @@ class _Networks(RootModel[dict[str, Strings]]):
     """A networks file: network name -> member serials."""
 
     model_config = ConfigDict(frozen=True, strict=True)
+
+
+def load_members(path: Path) -> tuple[str, ...]:
+    """Read a members file: a JSON list of the serials a campaign may touch.
+
+    Raises:
+        CampaignSpecError: unreadable (not a regular file, over :data:`MAX_MEMBERS_FILE` bytes, not
+            UTF-8), not JSON, or not a list.
+    """
+    try:  # bounded and non-blocking: /dev/zero or a FIFO is refused at once
+        listed = json.loads(read_bounded(path, MAX_MEMBERS_FILE).decode("utf-8"))
+    except (OSError, StoreError, ValueError) as exc:  # UnicodeDecodeError and JSON's errors are ValueErrors
+        raise CampaignSpecError([Problem(str(path), "", None, f"cannot be read: {exc}")]) from None
+    if not isinstance(listed, list):
+        raise CampaignSpecError([Problem(str(path), "", None, "a JSON list of serials is expected")])
+    return tuple(str(serial) for serial in listed)
 
 
 def load_networks(path: Path) -> dict[str, tuple[str, ...]]:

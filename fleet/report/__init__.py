@@ -16,14 +16,19 @@ from typing import Any
 
 from fleet.campaign.machine import OUTCOMES
 from fleet.campaign.model import Campaign, Member
-from releases.catalog import version_key
 
 BUCKETS = 60  # columns of the timeline chart
 
 
+def release_order(release: str) -> tuple[tuple[int, ...], str]:
+    """A sort key of a release name as a server reported it: its ASCII-digit parts as numbers, then
+    the name (a spoofed name such as ``7.²`` or ``7.x`` sorts beside the rest, never raises)."""
+    return tuple(int(p) for p in release.split(".") if p.isascii() and p.isdigit()), release
+
+
 def _by_release(values: list[str]) -> dict[str, int]:
     counts = Counter(values)
-    return {r: counts[r] for r in sorted(counts, key=lambda v: version_key(v) if v else (0,))}
+    return {r: counts[r] for r in sorted(counts, key=release_order)}
 
 
 def timeline(campaign: Campaign) -> dict[str, Any]:

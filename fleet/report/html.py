@@ -13,6 +13,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from fleet.report import release_order
+
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d")
 OUTCOME_COLOURS = {
     "succeeded": "#54a24b",
@@ -172,7 +174,7 @@ def timeline_svg(
 
 def _releases(report: dict[str, Any]) -> str:
     before, after = report["releases_before"], report["releases_after"]
-    names = sorted(set(before) | set(after), key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
+    names = sorted(set(before) | set(after), key=release_order)
     return _table(["release", "before", "after"], [[n, before.get(n, 0), after.get(n, 0)] for n in names])
 
 

@@ -1,7 +1,8 @@
 """The atheris harness: ``python -m tests.fuzz.harness TARGET [libFuzzer options] [corpus folders]``.
 
-Imports the target (and so its parser's modules) under atheris' coverage instrumentation and
-fuzzes its ``check``. An exception ``check`` lets through is a finding: the first input of each
+Imports the target (and so its parser's modules, and for a parser that is mostly a library's,
+python-tuf for ``release``, that library's) under atheris' coverage instrumentation and fuzzes its
+``check``. An exception ``check`` lets through is a finding: the first input of each
 distinct finding (exception type and the line that raised it) is saved to ``$FUZZ_FINDINGS``
 with its traceback, and fuzzing goes on, so one run counts every finding. ``summary.json`` there
 holds the counts. A target with a ``FORMAT`` (TOML or JSON) gets the structure-aware mutator of
@@ -26,6 +27,7 @@ import structlog
 from tests.fuzz.structure import mutator
 
 PACKAGES = ["agent", "common", "fleet", "releases", "simulator", "tests.fuzz"]
+LIBRARIES = {"release": ["tuf"]}  # a target whose parser is mostly a library's: its code is instrumented too
 
 
 def signature(exc: BaseException) -> str:
@@ -73,7 +75,7 @@ def main() -> None:
     """Fuzz the target named by the first argument; the rest go to libFuzzer."""
     name, args = sys.argv[1], [sys.argv[0], *sys.argv[2:]]
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))  # no log lines
-    with atheris.instrument_imports(include=PACKAGES):
+    with atheris.instrument_imports(include=PACKAGES + LIBRARIES.get(name, [])):
         from tests.fuzz.targets import load
 
         target = load(name)

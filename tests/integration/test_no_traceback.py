@@ -117,6 +117,8 @@ ROWS = [
     row(f"{AGENT} run", S, C, "--mqtt-version=4"),
     row(f"{AGENT} run", S, C, "--site=a/b"),
     row(f"{AGENT} run", S, C, "--ca={missing}"),
+    row(f"{AGENT} run", S, "--broker={closed_tls}", "--ca={fifo}"),
+    row(f"{AGENT} run", S, "--broker={closed_tls}", "--cert={fifo}"),
     row(f"{AGENT} run", S, C, "--password=secret", "--password-file={password}"),
     row(f"{AGENT} run", S, C, "--password-file={binary}"),
     row(f"{AGENT} run", S, C, "--config={missing}", code="CONFIG_INVALID"),
@@ -286,6 +288,8 @@ ROWS = [
     row(f"{FLEET} status", C, code="BROKER_UNAVAILABLE"),
     row(f"{FLEET} status", B, "--site=a/+"),
     row(f"{FLEET} status", B, "--password-file={missing}"),
+    row(f"{FLEET} status", "--broker={closed_tls}", "--ca={fifo}"),
+    row(f"{FLEET} status", "--broker={closed_tls}", "--cert={fifo}", "--key={fifo}"),
     row(f"{FLEET} campaign start", "--id=c1", B, "--target=zz", "--dry-run", code="UNKNOWN_RELEASE"),
     row(f"{FLEET} campaign start", "--id=c1", B, "--canary=-5", "--dry-run"),
     row(f"{FLEET} campaign start", "--id=c1", B, "--batch=abc", "--dry-run"),
@@ -304,6 +308,9 @@ ROWS = [
     ),
     row(f"{FLEET} campaign start", "--id=c1", B, "--networks={list}", "--dry-run"),
     row(f"{FLEET} campaign start", "--id=c1", B, "--networks={binary}", "--dry-run"),
+    row(f"{FLEET} campaign start", "--id=c1", B, "--members={fifo}", "--dry-run"),
+    row(f"{FLEET} campaign start", "--id=c1", B, "--members={binary}", "--dry-run"),
+    row(f"{FLEET} campaign start", "--id=c1", B, "--select=serial=@{fifo}", "--dry-run"),
     row(f"{FLEET} campaign start", "--id=c1", B, "--now=zz", "--dry-run"),
     row(f"{FLEET} campaign start", "--id=c1", B, "--now=2016-01-01", "--speed=0", "--dry-run"),
     row(f"{FLEET} campaign start", "--id=a/#", B, "--dry-run"),
@@ -362,6 +369,7 @@ def _workspace(base: Path, keyring: VendorKeyring, broker: Mosquitto) -> dict[st
     (orders / "ORD-1.json").write_text("[]\n")
     (orders / "ORD-2.json").write_bytes(b"\xff\xfe{")
     (base / "binarydir").mkdir()
+    os.mkfifo(base / "fifo", 0o600)  # a reader that opens it blocking waits for ever
     (base / "binarydir" / "root.key").write_bytes(b"\xff\xfe")
     return {
         "server": str(server.root),
@@ -383,6 +391,8 @@ def _workspace(base: Path, keyring: VendorKeyring, broker: Mosquitto) -> dict[st
         "scenario": str(SCENARIO),
         "broker": broker.url,
         "closed": f"mqtt://127.0.0.1:{free_port()}",
+        "closed_tls": f"mqtts://127.0.0.1:{free_port()}",
+        "fifo": str(base / "fifo"),
         "used": str(broker.port),
     }
 

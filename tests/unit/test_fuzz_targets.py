@@ -1,9 +1,10 @@
 """Every parser of outside input, fuzzed briefly in the normal run (tox -e fuzz runs them for long).
 
 Each target of tests/fuzz/targets (key files, revocation lists, trust files, operator commands,
-scenario files, fleet descriptions, campaign documents, the agent's configuration file) is fed its
-valid seeds, structured mutations of them, and random bytes and text; the target's ``check``
-lets only an exception the parser does not document escape, so any escape fails the test.
+scenario files, fleet descriptions, campaign documents, the agent's configuration file, the release
+repository's TUF metadata) is fed its valid seeds, structured mutations of them, and random bytes
+and text; the target's ``check`` lets only an exception the parser does not document escape, so
+any escape fails the test.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from agent.service.config import AgentConfig
 from tests.fuzz import mutate, structure
-from tests.fuzz.targets import TARGETS, command, config, load
+from tests.fuzz.targets import TARGETS, command, config, load, release
 
 FUZZ = settings(
     max_examples=150,
@@ -77,6 +78,37 @@ def test_a_command_with_any_field_changed_is_checked_without_raising(
         place.pop(field, None)
     place.update(changes)
     command.check(seed[:2] + json.dumps(document).encode())
+
+
+FIELDS_AT = {  # where in TUF metadata: its signed part, the image's target entry, the image's release facts
+    "signed": ["_type", "spec_version", "version", "expires", "consistent_snapshot", "keys", "roles", "meta",
+               "targets", "delegations", "extra"],
+    "target": ["length", "hashes", "custom", "extra"],
+    "custom": ["version", "build", "kind", "date", "db_schema", "models", "phone_firmware", "extra"],
+}  # fmt: skip
+RESIGNED = [s for s in release.seeds() if s[1] & release.RESIGN]
+
+
+@FUZZ
+@given(place=st.sampled_from(sorted(FIELDS_AT)), data=st.data())
+def test_release_metadata_with_any_field_changed_and_signed_again_is_verified_or_refused(
+    place: str, data: st.DataObject
+) -> None:
+    """TUF metadata with fields replaced by any JSON, signed again, is verified or a RELEASE_* error."""
+    targets = [s for s in RESIGNED if release.FILES[s[0]] == "targets"]
+    seed = data.draw(st.sampled_from(RESIGNED if place == "signed" else targets), label="seed")
+    fields = st.sampled_from(FIELDS_AT[place])
+    changes = data.draw(st.dictionaries(fields, JSON | INSTANTS, min_size=1, max_size=3), label="changes")
+    drop = data.draw(st.lists(fields, max_size=2), label="drop")
+    document = json.loads(seed[2:])
+    where = document["signed"]
+    if place != "signed":
+        where = where["targets"][f"images/{release.BUILD}.img"]
+        where = where["custom"] if place == "custom" else where
+    for field in drop:
+        where.pop(field, None)
+    where.update(changes)
+    release.check(seed[:2] + json.dumps(document).encode())
 
 
 def toml_value(value: Any) -> str:

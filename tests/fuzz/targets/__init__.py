@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-TARGETS = ("key", "revocation", "trust", "command", "wire", "scenario", "fleet", "campaign", "config")
+TARGETS = (
+    "key", "revocation", "trust", "command", "wire", "scenario", "fleet", "campaign", "config", "release",
+)  # fmt: skip
 
 
 def load(name: str) -> ModuleType:
