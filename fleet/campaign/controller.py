@@ -47,6 +47,7 @@ import structlog
 from agent import crypto
 from agent.clock import Clock
 from agent.documents import PlanReport
+from agent.fileio import read_bounded
 from agent.mqtt.connection import Inbound
 from agent.mqtt.messages import StateDocument
 from common.errors import AllworxError, BrokerError, StoreError
@@ -144,8 +145,8 @@ def load_trusted(folder: Path) -> dict[str, bytes]:
     trusted: dict[str, bytes] = {}
     for path in sorted(folder.glob("*.pub")):
         try:
-            public = crypto.decode_hex(path.read_text(), crypto.KEY_SIZE)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            public = crypto.decode_hex(read_bounded(path).decode(), crypto.KEY_SIZE)
+        except (OSError, StoreError, UnicodeDecodeError, ValueError) as exc:
             raise StoreError(f"{path}: not an operator public key (hex Ed25519): {exc}") from exc
         trusted[crypto.fingerprint(public)] = public
     return trusted

@@ -21,7 +21,8 @@ from agent.mqtt.cli import _address, broker_settings_from
 from agent.revocation import parse_revocation_list
 from agent.service.config import ConfigError, load_config
 from agent.service.notify import Notifier
-from common.errors import KeyFormatError
+from common.errors import KeyFormatError, StoreError
+from fleet.campaign.controller import load_trusted
 from fleet.campaign.model import Campaign
 from fleet.campaign.spec import MAX_MEMBERS_FILE, CampaignSpecError, load_members, load_networks
 from fleet.report import build_report
@@ -234,3 +235,13 @@ def test_the_status_table_goes_to_the_console_it_is_given() -> None:
     out = io.StringIO()
     print_table(FleetStatus([state(serial="AWX7")]), Console(file=out))
     assert "AWX7" in out.getvalue()
+
+
+def test_an_operator_key_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """A ``*.pub`` FIFO in the controller's ``--trust`` folder is a StoreError naming it at once."""
+    fifo = fifo_at(tmp_path / "operator.pub")
+    raised = raised_within(lambda: load_trusted(tmp_path), 5)
+    if raised is None:
+        unblock(fifo)
+    assert isinstance(raised, StoreError), raised
+    assert f"{fifo}: not an operator public key" in str(raised)
