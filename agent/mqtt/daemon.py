@@ -324,7 +324,8 @@ class Agent:
         Raises:
             StoreError: the outbox cannot be written.
         """
-        seq = self.outbox.append(EventRecord(at=self.clock.now(), event=event))
+        # the agent's own typed values: no second validation
+        seq = self.outbox.append(EventRecord.model_construct(at=self.clock.now(), event=event))
         if self._batcher.add(self.wall.monotonic(), urgent=urgent(event)):
             self._events_ready.set()
         if self.observer is not None:

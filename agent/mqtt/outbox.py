@@ -45,6 +45,17 @@ def encode(record: EventRecord) -> bytes:
     return json.dumps(record.wire(), separators=(",", ":"), sort_keys=True).encode()
 
 
+def encode_stamped(record: EventRecord, seq: int) -> bytes:
+    """:func:`encode` of ``record`` numbered ``seq``, made from the event's own JSON: the record's
+    flat form is the event's fields beside ``at`` and ``seq``, so no stamped copy is built."""
+    flat = record.event.wire()
+    flat["at"], flat["seq"] = record.at.isoformat(), seq
+    return _ENCODER.encode(flat).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def encode_batch(serial: str, site: str, records: Sequence[bytes]) -> bytes:
     """The ``events`` payload of the encoded ``records`` (:func:`encode`), in order: the JSON of an
     :class:`~agent.mqtt.messages.EventBatch`, keys sorted, made from the logged lines as they are."""
@@ -131,8 +142,7 @@ class Outbox:
         Raises:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
-        stamped = record.model_copy(update={"seq": self._last + 1})
-        payload = encode(stamped)
+        payload = encode_stamped(record, self._last + 1)
         try:
             self._log.write(payload + b"\n")
             self._log.flush()
