@@ -28,10 +28,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from agent.events import AgentEvent
 from agent.fileio import DURABLE, Disk, disk_error, read_json, write_json
 from agent.mqtt.messages import EVENTS_SCHEMA_VERSION, EventRecord
 from common.errors import StoreError
@@ -45,11 +47,11 @@ def encode(record: EventRecord) -> bytes:
     return json.dumps(record.wire(), separators=(",", ":"), sort_keys=True).encode()
 
 
-def encode_stamped(record: EventRecord, seq: int) -> bytes:
-    """:func:`encode` of ``record`` numbered ``seq``, made from the event's own JSON: the record's
-    flat form is the event's fields beside ``at`` and ``seq``, so no stamped copy is built."""
-    flat = record.event.wire()
-    flat["at"], flat["seq"] = record.at.isoformat(), seq
+def encode_stamped(event: AgentEvent, at: datetime, seq: int) -> bytes:
+    """:func:`encode` of the record of ``event`` at ``at`` numbered ``seq``, made from the event's
+    own JSON: a record's flat form is the event's fields beside ``at`` and ``seq``."""
+    flat = event.wire()
+    flat["at"], flat["seq"] = at.isoformat(), seq
     return _ENCODER.encode(flat).encode()
 
 
@@ -142,7 +144,15 @@ class Outbox:
         Raises:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
-        payload = encode_stamped(record, self._last + 1)
+        return self.add(record.event, record.at)
+
+    def add(self, event: AgentEvent, at: datetime) -> int:
+        """:meth:`append` the record of ``event`` at ``at`` (no record model built).
+
+        Raises:
+            StoreError: the disk refused (reason NO_SPACE when full).
+        """
+        payload = encode_stamped(event, at, self._last + 1)
         try:
             self._log.write(payload + b"\n")
             self._log.flush()
