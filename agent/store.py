@@ -11,7 +11,7 @@ never read as a default. Every read of the trust store and the key checks goes t
 Memory: a :class:`ServerDir` keeps the identity (which no one writes once the server is built), the
 last result and the offered phone firmware (which only this object writes) once read or written;
 :meth:`ServerDir.check_state`, the guard before anything changes the server, forgets them and reads
-every file again.
+every file again, and so does each upgrade step before it is judged.
 """
 
 from __future__ import annotations

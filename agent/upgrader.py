@@ -106,6 +106,7 @@ class Upgrader:
             result.steps.append(StepResult(walk.release, walk.build, "refused", walk.refusal))
             return self._finish(result)
         for index, candidate in enumerate(walk):
+            self.server.forget()  # each step is judged from the files as they are now
             now = self.clock.now()
             verdict = judge_step(
                 self.catalog, self.server.facts(), self.server.key_checks(now), candidate, now
