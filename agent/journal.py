@@ -68,6 +68,7 @@ class Job:
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _JOB = TypeAdapter(Job)
+_ENCODER = json.JSONEncoder(sort_keys=True)  # one encoder for every save (json.dumps makes one a call)
 
 
 class Journal:
@@ -118,7 +119,7 @@ class Journal:
         """
         job.persist_count += 1
         document = {name: getattr(job, name) for name in _JOB_FIELDS}  # shallow: encoded at once
-        line = b"\n" + json.dumps(document, sort_keys=True).encode() + b"\n"
+        line = b"\n" + _ENCODER.encode(document).encode() + b"\n"
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:

@@ -48,7 +48,7 @@ def status_document(server: ServerDir, now: datetime) -> StatusDocument:
     checks = server.key_checks(now)
     catalog = default_catalog()
     job = server.load_job()
-    return StatusDocument(
+    return StatusDocument.model_construct(  # typed values read and checked above: no second validation
         serial=ident.serial,
         model=ident.model,
         mac=ident.mac,

@@ -7,6 +7,11 @@ slot descriptor, journal state, bootloader) is an error (``STATE_INVALID``, :mod
 never read as a default. Every read of the trust store and the key checks goes to the directory's
 :class:`~agent.verifier.Verifier`. Both are given at construction and default to the durable ones
 (always fsync; verify from the files on every call).
+
+Memory: a :class:`ServerDir` keeps the identity (which no one writes once the server is built), the
+last result and the offered phone firmware (which only this object writes) once read or written;
+:meth:`ServerDir.check_state`, the guard before anything changes the server, forgets them and reads
+every file again, and so does each upgrade step before it is judged.
 """
 
 from __future__ import annotations
@@ -75,6 +80,13 @@ class ServerDir:
         self.verifier = verifier
         self.bootloader = Bootloader(root / "boot.json", disk=disk)
         self.journal = Journal(root / "journal.json", disk=disk)
+        self._identity: Identity | None = None
+        self._last_result: tuple[LastResult | None] | None = None  # (the value,) once known
+        self._phone_firmware: tuple[str | None] | None = None
+
+    def forget(self) -> None:
+        """Drop what this object remembers of the files: the next reads go to the disk."""
+        self._identity = self._last_result = self._phone_firmware = None
 
     # --- layout ---------------------------------------------------------------------------
     @property
@@ -107,11 +119,16 @@ class ServerDir:
             raise StoreError(f"{self.root} is not a server directory (no identity.json)")
 
     def identity(self) -> Identity:
-        """Return the server's identity.
+        """Return the server's identity (read once; :meth:`check_state` reads it again).
 
         Raises:
             StoreError: missing or malformed.
         """
+        if self._identity is None:
+            self._identity = self._read_identity()
+        return self._identity
+
+    def _read_identity(self) -> Identity:
         path = self.root / "identity.json"
         try:
             data = read_bounded(path)
@@ -176,6 +193,7 @@ class ServerDir:
             StoreError: one of them is missing, unreadable or holds a value out of range
                 (``STATE_INVALID`` names the file and the field).
         """
+        self.forget()
         check_folders(self.root)
         self.identity()
         self.committed()
@@ -295,26 +313,36 @@ class ServerDir:
         """Rule PHONE-1: the booted release's phone firmware is offered to the phones, no key check."""
         phones = self.root / "phones"
         phones.mkdir(exist_ok=True)
+        self._phone_firmware = None
         write_json(phones / "offered.json", {"firmware": version, "release": release}, disk=self.disk)
+        self._phone_firmware = (version,)
 
     def offered_phone_firmware(self) -> str | None:
         """The phone firmware version currently offered to phones."""
-        try:
-            return str(read_json(self.root / "phones" / "offered.json")["firmware"])
-        except (StoreError, KeyError, TypeError):
-            return None
+        if self._phone_firmware is None:
+            try:
+                found: str | None = str(read_json(self.root / "phones" / "offered.json")["firmware"])
+            except (StoreError, KeyError, TypeError):
+                found = None
+            self._phone_firmware = (found,)
+        return self._phone_firmware[0]
 
     def last_result(self) -> LastResult | None:
         """The last upgrade outcome recorded on this server (None when none, or unreadable)."""
-        path = self.root / "last_result.json"
-        try:
-            return LastResult.model_validate(read_json(path)) if path.exists() else None
-        except (StoreError, ValidationError):
-            return None
+        if self._last_result is None:
+            path = self.root / "last_result.json"
+            try:
+                found = LastResult.model_validate(read_json(path)) if path.exists() else None
+            except (StoreError, ValidationError):
+                found = None
+            self._last_result = (found,)
+        return self._last_result[0]
 
     def record_result(self, result: LastResult) -> None:
         """Remember the last upgrade outcome."""
+        self._last_result = None
         write_json(self.root / "last_result.json", result.wire(), disk=self.disk)
+        self._last_result = (result,)
 
 
 def key_reports(checks: Sequence[KeyCheck]) -> tuple[KeyReport, ...]:

@@ -84,6 +84,7 @@ class Upgrader:
         self.timing = timing or Timing()
         self.on_event = on_event or (lambda _event: None)
         self.cancel = cancel or asyncio.Event()
+        self._manifests: dict[str, Manifest] = {}  # verified targets of this request, by build
 
     # --- requests ---------------------------------------------------------------------------
     async def upgrade(self, target: str) -> UpgradeResult:
@@ -105,6 +106,7 @@ class Upgrader:
             result.steps.append(StepResult(walk.release, walk.build, "refused", walk.refusal))
             return self._finish(result)
         for index, candidate in enumerate(walk):
+            self.server.forget()  # each step is judged from the files as they are now
             now = self.clock.now()
             verdict = judge_step(
                 self.catalog, self.server.facts(), self.server.key_checks(now), candidate, now
@@ -324,11 +326,17 @@ class Upgrader:
         """What ``build``'s image is, verified through the repository's TUF metadata (from a remote
         repository in a worker thread: the event loop stays responsive while it answers slowly).
 
+        The target is verified once per request (this upgrader) and build; the step's later states
+        check the image's bytes against that verified target again, not the metadata.
+
         Raises:
             VerificationError: the metadata failed a check, or the signed target is not for this
                 server (``IMAGE_WRONG_TARGET``: another release than the catalogue's, or not this model).
             TransportError: the repository could not be reached.
         """
+        known = self._manifests.get(build)
+        if known is not None:
+            return known
         args = (self.server.trust_dir, self.repo, build)
         if is_remote(self.repo):
             manifest = await asyncio.to_thread(self.server.verifier.release, *args)
@@ -345,6 +353,7 @@ class Upgrader:
             raise VerificationError(
                 f"the image of {build} is not signed for model {model}", reason=Reason.IMAGE_WRONG_TARGET
             )
+        self._manifests[build] = manifest
         return manifest
 
     def _release_of(self, build: str) -> str | None:

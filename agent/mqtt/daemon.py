@@ -47,7 +47,7 @@ from agent.mqtt.commands import NonceWindow
 from agent.mqtt.connection import BrokerSettings, Link, Protocol, connect
 from agent.mqtt.discovery import Discovery, reachable, values
 from agent.mqtt.dispatch import Dispatcher
-from agent.mqtt.messages import Availability, EventRecord, StateDocument, dump
+from agent.mqtt.messages import Availability, StateDocument, dump
 from agent.mqtt.outbox import Outbox, encode_batch
 from agent.mqtt.report import state_document
 from agent.mqtt.takeover import SHORT_SESSION, TakeoverWatch
@@ -324,7 +324,7 @@ class Agent:
         Raises:
             StoreError: the outbox cannot be written.
         """
-        seq = self.outbox.append(EventRecord(at=self.clock.now(), event=event))
+        seq = self.outbox.add(event, self.clock.now())
         if self._batcher.add(self.wall.monotonic(), urgent=urgent(event)):
             self._events_ready.set()
         if self.observer is not None:

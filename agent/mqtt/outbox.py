@@ -28,10 +28,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from agent.events import AgentEvent, Refused, Resumed, Transition
 from agent.fileio import DURABLE, Disk, disk_error, read_json, write_json
 from agent.mqtt.messages import EVENTS_SCHEMA_VERSION, EventRecord
 from common.errors import StoreError
@@ -43,6 +45,20 @@ _ENVELOPE = ("schema", "serial", "site")  # in a line logged as a whole message 
 def encode(record: EventRecord) -> bytes:
     """An event's JSON: compact, keys sorted (its line in the log and its place in a batch)."""
     return json.dumps(record.wire(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def encode_stamped(event: AgentEvent, at: datetime, seq: int) -> bytes:
+    """:func:`encode` of the record of ``event`` at ``at`` numbered ``seq``, made from the event's
+    own JSON: a record's flat form is the event's fields beside ``at`` and ``seq``."""
+    flat = dict(event.__dict__) if type(event) in PLAIN_EVENTS else event.wire()
+    flat["at"], flat["seq"] = at.isoformat(), seq
+    return _ENCODER.encode(flat).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+PLAIN_EVENTS = frozenset({Transition, Resumed, Refused})
+"""Events whose JSON is their fields as they are: strings, integers and string enums, none omitted
+or renamed (most of a step's events are transitions; their pydantic dump is skipped)."""
 
 
 def encode_batch(serial: str, site: str, records: Sequence[bytes]) -> bytes:
@@ -131,8 +147,15 @@ class Outbox:
         Raises:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
-        stamped = record.model_copy(update={"seq": self._last + 1})
-        payload = encode(stamped)
+        return self.add(record.event, record.at)
+
+    def add(self, event: AgentEvent, at: datetime) -> int:
+        """:meth:`append` the record of ``event`` at ``at`` (no record model built).
+
+        Raises:
+            StoreError: the disk refused (reason NO_SPACE when full).
+        """
+        payload = encode_stamped(event, at, self._last + 1)
         try:
             self._log.write(payload + b"\n")
             self._log.flush()

@@ -51,7 +51,7 @@ def state_document(server: ServerDir, site: str, now: datetime) -> StateDocument
     from agent.status import status_document
 
     status = status_document(server, now)
-    return StateDocument(
+    return StateDocument.model_construct(  # the status document's typed values: no second validation
         serial=status.serial,
         model=status.model,
         site=site,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.events import CommandAnswered
+from agent.events import CommandAnswered, Refused, Resumed, Transition
+from agent.machine import State
 from agent.mqtt import outbox as outbox_module
 from agent.mqtt.messages import EventRecord
 from agent.mqtt.outbox import Outbox
@@ -180,3 +181,24 @@ def test_a_line_logged_as_a_whole_message_replays_as_an_event_of_a_batch(tmp_pat
         assert box.append(event(2)) == 2
     assert seq == 1
     assert json.loads(payload) == {k: v for k, v in line.items() if k not in {"schema", "serial", "site"}}
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        Transition(job_id="j1", release="7.5", build="7.5.1.12", step=1, steps=4, state=State.STAGING),
+        Resumed(
+            job_id="j1", release="7.5", build="7.5.1.12", step=2, steps=4, persisted="x", state=State.STAGED
+        ),
+        Refused(
+            release="7.5", build="7.5.1.12", step=1, steps=1, reason="KEY_EXPIRED", rule="SWM-2", message="m"
+        ),
+    ],
+    ids=lambda event: event.type,
+)
+def test_a_plain_event_is_encoded_as_its_wire_form(plain: Transition | Resumed | Refused) -> None:
+    """The fast encoding of the plain events gives exactly the line of their pydantic wire form."""
+    at = datetime(2010, 1, 1, tzinfo=UTC)
+    assert type(plain) in outbox_module.PLAIN_EVENTS
+    wire = outbox_module.encode(EventRecord(at=at, event=plain, seq=7))
+    assert outbox_module.encode_stamped(plain, at, 7) == wire
