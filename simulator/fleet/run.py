@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ async def simulate(
         if workers > 0:
             pool = Workers(running, config, workers)
             pool.start()
-            stack.callback(pool.stop)
+            stack.push_async_callback(_stop_workers, pool)
             if not await asyncio.to_thread(pool.wait_ready, ready_timeout):
                 raise RuntimeError(f"the fleet's agents did not all connect within {ready_timeout:g} s")
         elif running:
@@ -99,6 +100,22 @@ async def simulate(
             async with asyncio.timeout(ready_timeout):
                 await up.wait()
         yield Simulation(fleet, settings, protocol, config, len(running))
+
+
+async def _stop_workers(pool: Workers) -> None:
+    """Stop the workers from a thread while this loop runs on: the embedded broker lives in it.
+
+    Each agent says ``offline`` and disconnects as its worker stops; a loop blocked in the join
+    would leave those goodbyes unanswered until each agent's stop timeout. A cancellation during
+    the wait still waits for the workers to end (blocking), so none is left behind.
+    """
+    stopping = threading.Thread(target=pool.stop, name="fleet-workers-stop")
+    stopping.start()
+    try:
+        while stopping.is_alive():
+            await asyncio.sleep(0.02)
+    finally:
+        stopping.join()
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
