@@ -145,9 +145,10 @@ def pristine(path: Path, plan: ServerPlan) -> bool:
         return False
 
 
-def _build_one(root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path, now: date) -> None:
+def _build_one(
+    root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path, now: date, *, disk: FastDisk
+) -> None:
     final = root / "servers" / plan.dirname
-    disk = FastDisk()  # no flush: the copy is renamed into place whole, and a machine crash means a rebuild
     shutil.rmtree(final, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{plan.dirname}.", dir=final.parent))
     try:
@@ -186,10 +187,11 @@ def _build_chunk(root: str, plans: Sequence[dict[str, object]], now: str) -> int
     keyring = VendorKeyring.load_or_create()
     repo = default_repository(keyring)
     base, today = Path(root), date.fromisoformat(now)
+    disk = FastDisk()  # no flush: each copy is renamed into place whole, and a machine crash means a rebuild
     for raw in plans:
         fields = dict(raw)
         fields["shipped"] = date.fromisoformat(str(fields["shipped"]))
-        _build_one(base, ServerPlan(**fields), keyring, repo, today)  # type: ignore[arg-type]  # reason: JSON form of ServerPlan
+        _build_one(base, ServerPlan(**fields), keyring, repo, today, disk=disk)  # type: ignore[arg-type]  # reason: JSON form of ServerPlan
     return len(plans)
 
 

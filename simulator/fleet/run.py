@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as daytime
@@ -109,13 +109,14 @@ async def _stop_workers(pool: Workers) -> None:
     would leave those goodbyes unanswered until each agent's stop timeout. A cancellation during
     the wait still waits for the workers to end (blocking), so none is left behind.
     """
-    stopping = threading.Thread(target=pool.stop, name="fleet-workers-stop")
-    stopping.start()
+    executor = ThreadPoolExecutor(1, thread_name_prefix="fleet-workers-stop")
+    stopping = executor.submit(pool.stop)
     try:
-        while stopping.is_alive():
-            await asyncio.sleep(0.02)
+        await asyncio.wrap_future(stopping)
     finally:
-        stopping.join()
+        executor.shutdown(wait=True)
+        if stopping.cancelled():  # cancelled before its thread took it up
+            pool.stop()
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
