@@ -31,8 +31,12 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture(scope="module")
 def brokers(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any]:
-    """amqtt's broker and the embedded one, built but not started."""
-    return Broker(CONFIG, loop=loop), fleet_broker_class()(CONFIG, loop=loop)
+    """amqtt's broker and the embedded one, built (inside the loop, as amqtt needs) but not started."""
+
+    async def build() -> tuple[Any, Any]:
+        return Broker(CONFIG), fleet_broker_class()(CONFIG)
+
+    return loop.run_until_complete(build())
 
 
 @example(filter_levels=["a", "#"], topic_levels=["a"])  # a multi-level wildcard matches its parent
