@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import socket
 import subprocess
@@ -94,6 +95,39 @@ def wait_listening(port: int, timeout: float = 5.0) -> bool:
 # ------------------------------------------------------------------------------- amqtt
 
 
+def literal_prefix(a_filter: str) -> str:
+    """What every topic a filter matches starts with: its text before the first wildcard, less a
+    trailing ``/`` (``a/#`` also matches ``a``)."""
+    cut = min((i for i in (a_filter.find("+"), a_filter.find("#")) if i >= 0), default=len(a_filter))
+    prefix = a_filter[:cut]
+    return prefix[:-1] if cut < len(a_filter) and prefix.endswith("/") else prefix
+
+
+@functools.cache
+def fleet_broker_class() -> Any:
+    """amqtt's broker, answering most topic-filter checks with one prefix comparison.
+
+    amqtt compares each message's topic with every subscription's filter, splitting both into
+    levels each time; with an agent's own command filter per server, that is most of the
+    embedded broker's work in a fleet. A topic that does not start with the filter's
+    :func:`literal_prefix` cannot match it; any other is left to amqtt's own check.
+    """
+    from amqtt.broker import Broker
+
+    class FleetBroker(Broker):  # type: ignore[misc]  # reason: amqtt ships no type information
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.prefixes: dict[str, str] = {}  # filter -> its literal prefix (a few filters per server)
+
+        def _matches(self, topic: str, a_filter: str) -> bool:
+            prefix = self.prefixes.get(a_filter)
+            if prefix is None:
+                prefix = self.prefixes[a_filter] = literal_prefix(a_filter)
+            return topic.startswith(prefix) and bool(super()._matches(topic, a_filter))
+
+    return FleetBroker
+
+
 class EmbeddedBroker:
     """An amqtt broker in the current event loop (``async with EmbeddedBroker() as broker``)."""
 
@@ -112,13 +146,11 @@ class EmbeddedBroker:
         Raises:
             RuntimeError: the broker could not start (e.g. the port is taken).
         """
-        from amqtt.broker import Broker
-
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        self._broker = Broker(config)
+        self._broker = fleet_broker_class()(config)
         try:
             await self._broker.start()
         except Exception as exc:  # reason: amqtt raises its own BrokerError and plain OSErrors

@@ -140,8 +140,8 @@ async def _run(
 ) -> Campaign | None:
     say = click.echo
     spec = demo_campaign(fleet)
-    # the agents as on a real server: the durable disk and verifier (docs/power-cuts.md)
-    async with simulate(fleet, broker=broker, speed=speed, workers=workers, fast=False) as sim:
+    # the simulation's fast disk and verifier (docs/power-cuts.md): the demo shows a campaign, not durability
+    async with simulate(fleet, broker=broker, speed=speed, workers=workers) as sim:
         say(
             f"Broker {sim.settings.url}; {sim.running} agents starting, "
             f"{len(fleet.plans) - sim.running} servers powered off; simulated clock x{speed:g}"

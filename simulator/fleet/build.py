@@ -13,7 +13,9 @@ valid at the fleet's date, an expired one, or none). Copies are made in worker p
 
 Invariants: a server is built in a temporary sibling folder and renamed into place (all or
 nothing); a server is reused only while it is *pristine* (on its described release, no journal,
-no upgrade result), otherwise it is rebuilt, so every run starts from the described fleet.
+no upgrade result), otherwise it is rebuilt, so every run starts from the described fleet. A
+server's own files are written with the simulation's :class:`~simulator.fleet.disk.FastDisk` (no
+flush): after a crash of the machine, rebuild the fleet (docs/power-cuts.md).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from agent.store import ServerDir
 from common.errors import StoreError
 from common.reasons import Reason
 from releases.catalog import default_catalog
+from simulator.fleet.disk import FastDisk
 from simulator.fleet.spec import FleetSpec, ServerPlan, expand
 from simulator.issuer import issue_key, ship_key
 from simulator.keyring import VendorKeyring
@@ -142,7 +145,9 @@ def pristine(path: Path, plan: ServerPlan) -> bool:
         return False
 
 
-def _build_one(root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path, now: date) -> None:
+def _build_one(
+    root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path, now: date, *, disk: FastDisk
+) -> None:
     final = root / "servers" / plan.dirname
     shutil.rmtree(final, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{plan.dirname}.", dir=final.parent))
@@ -158,8 +163,8 @@ def _build_one(root: Path, plan: ServerPlan, keyring: VendorKeyring, repo: Path,
             site=plan.site,
             repo=str(bad_repo(root, repo) if plan.failing else repo),
         )
-        write_json(work / "identity.json", identity)
-        server = ServerDir(work)
+        write_json(work / "identity.json", identity, disk=disk)
+        server = ServerDir(work, disk=disk)
         keys = [(ship_key(keyring, plan.serial, plan.shipped), plan.shipped)]  # rule SWM-4
         if plan.key != "none":
             back = 30 + plan.index % 300 if plan.key == "anytime" else 400 + plan.index % 300
@@ -182,10 +187,11 @@ def _build_chunk(root: str, plans: Sequence[dict[str, object]], now: str) -> int
     keyring = VendorKeyring.load_or_create()
     repo = default_repository(keyring)
     base, today = Path(root), date.fromisoformat(now)
+    disk = FastDisk()  # no flush: each copy is renamed into place whole, and a machine crash means a rebuild
     for raw in plans:
         fields = dict(raw)
         fields["shipped"] = date.fromisoformat(str(fields["shipped"]))
-        _build_one(base, ServerPlan(**fields), keyring, repo, today)  # type: ignore[arg-type]  # reason: JSON form of ServerPlan
+        _build_one(base, ServerPlan(**fields), keyring, repo, today, disk=disk)  # type: ignore[arg-type]  # reason: JSON form of ServerPlan
     return len(plans)
 
 

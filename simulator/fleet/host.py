@@ -18,7 +18,7 @@ directories with the simulation's :class:`~simulator.fleet.disk.FastDisk` (no fs
 or power cut is simulated, docs/power-cuts.md) and one
 :class:`~simulator.fleet.verifier.RememberingVerifier` shared by all of them (its servers share
 their key files, manifests and database contents). With ``fast`` false they get the agent's own
-durable disk and verifier, as on a real server (the demo).
+durable disk and verifier, as on a real server.
 """
 
 from __future__ import annotations

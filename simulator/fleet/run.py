@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as daytime
@@ -87,7 +88,7 @@ async def simulate(
         if workers > 0:
             pool = Workers(running, config, workers)
             pool.start()
-            stack.callback(pool.stop)
+            stack.push_async_callback(_stop_workers, pool)
             if not await asyncio.to_thread(pool.wait_ready, ready_timeout):
                 raise RuntimeError(f"the fleet's agents did not all connect within {ready_timeout:g} s")
         elif running:
@@ -99,6 +100,23 @@ async def simulate(
             async with asyncio.timeout(ready_timeout):
                 await up.wait()
         yield Simulation(fleet, settings, protocol, config, len(running))
+
+
+async def _stop_workers(pool: Workers) -> None:
+    """Stop the workers from a thread while this loop runs on: the embedded broker lives in it.
+
+    Each agent says ``offline`` and disconnects as its worker stops; a loop blocked in the join
+    would leave those goodbyes unanswered until each agent's stop timeout. A cancellation during
+    the wait still waits for the workers to end (blocking), so none is left behind.
+    """
+    executor = ThreadPoolExecutor(1, thread_name_prefix="fleet-workers-stop")
+    stopping = executor.submit(pool.stop)
+    try:
+        await asyncio.wrap_future(stopping)
+    finally:
+        executor.shutdown(wait=True)
+        if stopping.cancelled():  # cancelled before its thread took it up
+            pool.stop()
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

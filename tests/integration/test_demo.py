@@ -54,3 +54,19 @@ def test_demo_small_fleet_report_adds_up(tmp_path: Path) -> None:
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert str(tmp_path / "report" / "report.html") in done.stdout
+
+
+def test_demo_default_fleet_outcomes_are_pinned(tmp_path: Path) -> None:
+    """The README's demo (200 servers, its own defaults) ends with the same outcome for every server."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from simulator.cli import main; main()", "demo", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    outcomes = {name: count for name, count in report["outcomes"].items() if count}
+    assert outcomes == {"succeeded": 140, "rejected": 51, "failed": 2, "current": 3, "offline": 4}
