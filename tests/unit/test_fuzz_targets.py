@@ -10,7 +10,6 @@ any escape fails the test.
 from __future__ import annotations
 
 import json
-import math
 import random
 import tomllib
 from typing import Any
@@ -111,19 +110,6 @@ def test_release_metadata_with_any_field_changed_and_signed_again_is_verified_or
     release.check(seed[:2] + json.dumps(document).encode())
 
 
-def toml_value(value: Any) -> str:
-    """``value`` as an inline TOML value (strings as JSON writes them, floats' specials by name)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
 TOML_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)  # TOML holds no lone surrogate
 TOML_VALUES = st.one_of(
     st.booleans(), st.integers(), st.floats(), TOML_TEXT,
@@ -136,7 +122,9 @@ TOML_VALUES = st.one_of(
 @given(st.dictionaries(st.sampled_from([*AgentConfig.model_fields, "extra"]), TOML_VALUES, max_size=8))
 def test_a_config_file_of_any_values_is_loaded_or_refused_in_one_line(values: dict[str, Any]) -> None:
     """A configuration file setting its options to values of any type loads or is refused, never raised."""
-    config.check("".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode())
+    config.check(
+        "".join(f"{key} = {structure.toml_value(value)}\n" for key, value in values.items()).encode()
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in TARGETS if getattr(load(n), "FORMAT", "") == "toml"])

@@ -9,7 +9,6 @@ type, every problem naming the file: never a traceback of another kind.
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 import types
 import typing
@@ -25,6 +24,7 @@ from fleet.campaign.spec import CampaignSpec, CampaignSpecError, parse_networks
 from simulator.fleet.spec import FleetFileError, FleetSpec, parse_toml
 from simulator.scenario.model import STEP_KINDS, Scenario, ScenarioFileError, ServerDecl
 from simulator.scenario.parse import parse_scenario
+from tests.fuzz import structure
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -81,31 +81,9 @@ def documents(keys: list[str], leaves: st.SearchStrategy[Any]) -> st.SearchStrat
     return st.dictionaries(st.sampled_from(keys), trees(keys, leaves), max_size=8)
 
 
-def toml_string(text: str) -> str:
-    """A TOML basic string (JSON's escapes, but a character beyond U+FFFF as itself, DEL escaped)."""
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def toml_value(value: Any) -> str:
-    """``value`` written as an inline TOML value (tables inline, so any nesting is one line)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, date | time):  # datetime is a date
-        return value.isoformat()
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return "{" + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
 def toml_text(document: dict[str, Any]) -> str:
     """A TOML document whose top-level keys are ``document``'s."""
-    return "".join(f"{toml_string(k)} = {toml_value(v)}\n" for k, v in document.items())
+    return structure.dump_toml(document).decode()
 
 
 def typed(annotation: Any, words: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
