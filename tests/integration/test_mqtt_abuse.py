@@ -145,13 +145,13 @@ async def test_a_takeover_storm_is_noticed_and_the_agent_keeps_answering(
         async with running_agent(server, mosquitto.url) as agent:
             usual = agent.takeovers.usual
             assert usual == f"allworx-agent-{topics.site}-{topics.serial}"
-            end = loop.time() + 12.0  # long enough for three takeovers on a loaded machine
+            end = loop.time() + 18.0  # long enough for three takeovers and the answers after them, loaded
             squatter = asyncio.create_task(squat(mosquitto.url, usual, end))
             async with FleetClient.open(BrokerSettings(url=mosquitto.url), default_operator()) as client:
                 while loop.time() < end:
                     sent = loop.time()
                     try:
-                        reply = await client.send(topics.site, topics.serial, "report", {}, timeout=2)
+                        reply = await client.send(topics.site, topics.serial, "report", {}, timeout=5)
                         answered.append((sent, reply["status"] == "accepted"))
                     except TimeoutError:
                         answered.append((sent, False))
@@ -164,7 +164,7 @@ async def test_a_takeover_storm_is_noticed_and_the_agent_keeps_answering(
     assert storm
     assert storm[0]["usual_client_id"] == usual
     assert storm[0]["client_id"] != usual
-    late = [ok for sent, ok in answered if sent > end - 4.0]  # the storm is on, and noticed by then
+    late = [ok for sent, ok in answered if sent > end - 6.0]  # the storm is on, and noticed by then
     assert late
     assert all(late), answered
 
