@@ -7,7 +7,8 @@ servers alike. Topics (besides each server's own, docs/mqtt.md):
   (:meth:`~fleet.campaign.model.Campaign.summary_dict`), republished at most every
   ``publish_interval`` seconds and at the end;
 - ``allworx/campaigns/{id}/servers/{serial}`` (retained, QoS 1): one member's outcome, published
-  when it changed;
+  when its status or phase changed, its progress alone (steps, release) at most every
+  ``progress_interval`` seconds, and every member as it is at the end;
 - ``allworx/campaigns/{id}/log`` (retained, QoS 1): the campaign's events, operator requests among
   them (who, wall clock, campaign clock), in order;
 - ``allworx/campaigns/{id}/state`` (retained, QoS 1): what only the controller reads to resume
@@ -79,6 +80,17 @@ def state_topic(campaign_id: str) -> str:
 def log_topic(campaign_id: str) -> str:
     """The retained campaign log (events and operator requests)."""
     return f"{CAMPAIGNS}/{campaign_id}/log"
+
+
+PROGRESS_INTERVAL = 30.0  # seconds: a running member's progress alone is republished at most this often
+
+
+def member_due(
+    last: tuple[tuple[str, int], float] | None, outcome: tuple[str, int], now: float, interval: float
+) -> bool:
+    """Whether a member document that changed goes out now: its first, a new status or phase
+    (``outcome``), or progress alone once ``interval`` seconds passed since ``last`` went out."""
+    return last is None or last[0] != outcome or now - last[1] >= interval
 
 
 def member_topic(campaign_id: str, serial: str) -> str:
@@ -167,6 +179,7 @@ class Controller:
         on_change: Listener | None = None,
         scope: set[str] | None = None,
         trusted: Mapping[str, bytes] | None = None,
+        progress_interval: float = PROGRESS_INTERVAL,
     ) -> None:
         if client.operator is None:
             raise RuntimeError("the campaign controller needs an operator key")
@@ -182,6 +195,9 @@ class Controller:
         self.trusted = {**(trusted or {}), self.operator.key_id: self.operator.public}
         self._own: Counter[tuple[str, str]] = Counter()  # (serial, command) sent, echo not yet heard
         self._published: dict[str, bytes] = {}  # retained topic -> the payload last published there
+        self.progress_interval = progress_interval
+        # member topic -> (status and phase, loop time) of the member document last published there
+        self._outcomes: dict[str, tuple[tuple[str, int], float]] = {}
         self.states: dict[str, StateDocument] = {}  # serial -> retained state (validated)
         self.online: dict[str, bool] = {}
         self.invalid: dict[str, str] = {}  # topic -> why its retained document was skipped
@@ -384,7 +400,7 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, last_decide + self.tick - loop.time())):
                     self._absorb(await self._next(), campaign)
-        await self.publish(campaign)
+        await self.publish(campaign, final=True)
         self.on_change(campaign)
         return campaign
 
@@ -425,14 +441,27 @@ class Controller:
             return
         campaign.on_reply(serial, name, reply, self.clock.now())
 
-    async def publish(self, campaign: Campaign) -> None:
-        """Publish the retained topics that changed: members, state and log first, the summary last."""
+    async def publish(self, campaign: Campaign, *, final: bool = False) -> None:
+        """Publish the retained topics that changed: members, state and log first, the summary last.
+
+        A member whose status or phase changed is published at once; one whose progress alone
+        changed (its steps, release, last report) at most every ``progress_interval`` seconds, and
+        every member as it is at the end (``final``).
+        """
         cid = campaign.spec.campaign_id
-        documents: list[tuple[str, Any]] = [
-            (member_topic(cid, m.serial), m.as_dict()) for m in campaign.members.values()
-        ]
-        documents += [(state_topic(cid), campaign.core_dict()), (log_topic(cid), campaign.log)]
-        for topic, document in documents:
+        now = asyncio.get_running_loop().time()
+        for member in campaign.members.values():
+            topic = member_topic(cid, member.serial)
+            payload = _compact(member.as_dict())
+            if self._published.get(topic) == payload:
+                continue
+            outcome = (member.status.value, member.phase)
+            if not final and not member_due(self._outcomes.get(topic), outcome, now, self.progress_interval):
+                continue
+            await self.client.link.publish(topic, payload, qos=1, retain=True)
+            self._published[topic] = payload
+            self._outcomes[topic] = (outcome, now)
+        for topic, document in ((state_topic(cid), campaign.core_dict()), (log_topic(cid), campaign.log)):
             payload = _compact(document)
             if self._published.get(topic) != payload:
                 await self.client.link.publish(topic, payload, qos=1, retain=True)
