@@ -165,12 +165,25 @@ def committed_steps(servers: list[Path]) -> int:
     return total
 
 
-async def _campaign(fleet: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
-    """Run the fleet against the broker at ``port`` and one campaign; return its figures."""
+async def run_bench_campaign(settings: Any, clock: Any, args: argparse.Namespace) -> Any:
+    """The benchmark's campaign to ``TARGET`` over ``args.servers`` servers, from this process."""
     from fleet.campaign.controller import Controller
     from fleet.campaign.spec import CampaignSpec
     from fleet.client import FleetClient
     from fleet.operator import default_operator
+
+    async with FleetClient.open(settings, default_operator()) as client:
+        controller = Controller(client, clock, command_timeout=120, concurrency=2000)
+        async with controller.listening("bench"):
+            await controller.settle(expected=args.servers, quiet=10, limit=600)
+            spec = CampaignSpec(campaign_id="bench", target=TARGET, max_in_flight=args.in_flight)
+            campaign = await controller.prepare(spec)
+            await controller.run(campaign, publish_interval=2.0)
+    return campaign
+
+
+async def _campaign(fleet: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """Run the fleet against the broker at ``port`` and one campaign; return its figures."""
     from simulator.fleet.run import simulate
 
     began = time.monotonic()
@@ -181,13 +194,7 @@ async def _campaign(fleet: Any, args: argparse.Namespace, port: int) -> dict[str
         say(f"agents connected after {time.monotonic() - began:.1f} s")
         before = await broker_counts(port)
         cpu0, own0, wall0 = _cpu(), time.process_time(), time.monotonic()
-        async with FleetClient.open(sim.settings, default_operator()) as client:
-            controller = Controller(client, sim.clock(), command_timeout=120, concurrency=2000)
-            async with controller.listening("bench"):
-                await controller.settle(expected=args.servers, quiet=10, limit=600)
-                spec = CampaignSpec(campaign_id="bench", target=TARGET, max_in_flight=args.in_flight)
-                campaign = await controller.prepare(spec)
-                await controller.run(campaign, publish_interval=2.0)
+        campaign = await run_bench_campaign(sim.settings, sim.clock(), args)
         wall = time.monotonic() - wall0
         cpu, own = _cpu() - cpu0, time.process_time() - own0
         await asyncio.sleep(1.5)  # $SYS is refreshed every second

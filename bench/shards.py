@@ -21,7 +21,15 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bench.bench_fleet import TARGET, bench_spec, broker_counts, committed_steps, peak_rss, say
+from bench.bench_fleet import (
+    TARGET,
+    bench_spec,
+    broker_counts,
+    committed_steps,
+    peak_rss,
+    run_bench_campaign,
+    say,
+)
 
 
 def fleet_flags(spec: Any) -> list[str]:
@@ -144,21 +152,10 @@ async def _timed(
     settings: Any, clock: Any, args: argparse.Namespace, port: int, shards: list[Any]
 ) -> dict[str, Any]:
     """The campaign from this process, timed; the shards' CPU and peak RSS."""
-    from fleet.campaign.controller import Controller
-    from fleet.campaign.spec import CampaignSpec
-    from fleet.client import FleetClient
-    from fleet.operator import default_operator
-
     pids = [pid for _, process in shards for pid in tree(process.pid)]
     before = await broker_counts(port)
     cpu0, own0, wall0 = cpu_of(pids), time.process_time(), time.monotonic()
-    async with FleetClient.open(settings, default_operator()) as client:
-        controller = Controller(client, clock, command_timeout=120, concurrency=2000)
-        async with controller.listening("bench"):
-            await controller.settle(expected=args.servers, quiet=10, limit=600)
-            spec = CampaignSpec(campaign_id="bench", target=TARGET, max_in_flight=args.in_flight)
-            campaign = await controller.prepare(spec)
-            await controller.run(campaign, publish_interval=2.0)
+    campaign = await run_bench_campaign(settings, clock, args)
     wall = time.monotonic() - wall0
     agents, own = cpu_of(pids) - cpu0, time.process_time() - own0
     rss = sum(peak_rss(p) for p in pids)
