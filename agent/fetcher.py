@@ -6,7 +6,8 @@ Invariants:
   source: the count passing ``size`` stops the download at once (``IMAGE_TOO_LARGE``).
 - Only a file whose size and SHA-256 match the signed values is renamed from ``<name>.part`` to
   ``<name>``; the rename is atomic (fsync the file, rename, fsync the folder, through the
-  caller's :class:`~agent.fileio.Disk`, durable by default).
+  caller's :class:`~agent.fileio.Disk`, durable by default), and the caller's ``staged`` hook
+  is called on the renamed file at once, nothing run in between.
 - Bad data (:class:`~common.errors.VerificationError`) is never retried and deletes the ``.part``;
   transport trouble (an ``OSError`` from the source) is retried with jittered exponential backoff
   on the injected clock, resuming from the bytes already written. A cancel or a power cut keeps
@@ -166,6 +167,11 @@ class VerifyResult:
     size: int  # bytes found (the file's size; hashing stops at the signed size)
     sha256: str | None  # the digest computed, None when the size already failed
 
+    @classmethod
+    def matching(cls, size: int, sha256: str) -> VerifyResult:
+        """The result for a file found to hold ``size`` bytes hashing to ``sha256``, as signed."""
+        return cls(True, None, f"size {size} and sha256 {sha256} match", size, sha256)
+
 
 def _check_args(part: Path, size: int, sha256: str, limits: Limits) -> None:
     if not part.name.endswith(PART_SUFFIX) or part.name == PART_SUFFIX:
@@ -191,7 +197,7 @@ def _raise_for(result: VerifyResult) -> None:
 
 def _digest_result(size: int, expected: str, actual: str) -> VerifyResult:
     if actual == expected:
-        return VerifyResult(True, None, f"size {size} and sha256 {actual} match", size, actual)
+        return VerifyResult.matching(size, actual)
     return VerifyResult(
         False,
         Reason.IMAGE_DIGEST_MISMATCH,
@@ -460,6 +466,7 @@ async def fetch_image(
     opener: Opener = open_source,
     rng: random.Random | None = None,
     disk: Disk = DURABLE,
+    staged: Callable[[Path], None] | None = None,
 ) -> Path:
     """Download ``source`` into ``part``, verify it against its signed size and digest, and stage it.
 
@@ -476,6 +483,8 @@ async def fetch_image(
         opener: opens the source at an offset (tests inject failing or counting sources).
         rng: the jitter source (seed it for reproducible runs).
         disk: flushes and renames the staged image (durable by default).
+        staged: called with the staged image's path right after its rename: the file holds the
+            bytes this download wrote and hashed (a verifier may remember them).
 
     Returns:
         The staged image's path: ``part`` without ``.part``.
@@ -500,6 +509,8 @@ async def fetch_image(
         _discard(part)
         raise
     _promote(part, final, disk)
+    if staged is not None:
+        staged(final)
     hit("stage.verified")
     if progress is not None:
         progress(size, size)

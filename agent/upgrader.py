@@ -33,7 +33,7 @@ from agent.bootloader import SLOTS
 from agent.clock import Clock
 from agent.documents import LastResult, StepOutcome
 from agent.events import EventSink, Progress, Refused, ResultEvent, Resumed, Transition
-from agent.fetcher import fetch_image, require_verified
+from agent.fetcher import fetch_image
 from agent.fileio import disk_error, fsync_file
 from agent.journal import MAX_PERSISTS, Job
 from agent.limits import DEFAULT_LIMITS, Limits
@@ -372,7 +372,7 @@ class Upgrader:
         final = self._staged_path(build)
         if final.exists():
             try:
-                require_verified(final, manifest.size, manifest.sha256)
+                self.server.verifier.image(final, manifest.size, manifest.sha256)
                 return final
             except VerificationError as exc:  # a corrupted Update Area: discard, fetch again
                 log.warning("staged_image_discarded", build=build, reason=exc.reason.value)
@@ -392,6 +392,7 @@ class Upgrader:
             progress=progress,
             cancel=self.cancel,
             disk=self.server.disk,
+            staged=lambda path: self.server.verifier.image_verified(path, manifest.size, manifest.sha256),
         )
 
     async def _on_staging(self, job: Job) -> Event:
@@ -435,14 +436,15 @@ class Upgrader:
         manifest = await self._manifest(job.build)
         await asyncio.to_thread(shutil.copyfile, staged, tmp)
         crashpoints.hit("slot.write")
-        try:  # never write a corrupt image into a slot: what was copied is verified
-            require_verified(tmp, manifest.size, manifest.sha256)
+        try:  # never write a corrupt image into a slot: what was copied is verified (a new file: hashed)
+            self.server.verifier.image(tmp, manifest.size, manifest.sha256)
         except VerificationError:
             tmp.unlink(missing_ok=True)
             staged.unlink(missing_ok=True)  # a retry downloads it again
             raise
         fsync_file(tmp, self.server.disk)
         self.server.disk.replace(tmp, slot / "image.img")
+        self.server.verifier.image_verified(slot / "image.img", manifest.size, manifest.sha256)
         self.server.disk.fsync_dir(slot)
         self.server.write_slot_info(job.new_slot, SlotInfo(job.release, job.build, job.db_schema))
         crashpoints.hit("slot.written")
@@ -476,7 +478,9 @@ class Upgrader:
                 f"slot {job.new_slot} does not hold {job.build}", reason=Reason.BOOT_CHECK_FAILED
             )
         manifest = await self._manifest(job.build)
-        require_verified(self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256)
+        self.server.verifier.image(
+            self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256
+        )
         if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
             raise AllworxError(
                 "the database does not open in the release's schema", reason=Reason.BOOT_CHECK_FAILED

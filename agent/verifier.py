@@ -1,6 +1,6 @@
 """What the agent verifies, as one interface given to it at construction: signatures, release
-targets (through the release repository's TUF metadata), the trust store, installed keys and
-database files.
+targets (through the release repository's TUF metadata), the trust store, installed keys,
+database files and release images.
 
 Invariant: the agent's default, :data:`DURABLE_VERIFIER`, verifies everything from the files as
 they are at each call and keeps nothing between calls: a file damaged after a good verification
@@ -16,13 +16,15 @@ from typing import Protocol
 
 from agent import crypto
 from agent.database import DatabaseVerifier, Recompute
+from agent.fetcher import VerifyResult, require_verified
 from agent.keys import KeyCheck, TrustStore, check_key, installed_keys, load_trust
 from agent.manifest import Manifest
 from agent.releasetrust import release_target
 
 
 class Verifier(DatabaseVerifier, Protocol):
-    """Signatures, release targets, trust, keys, and database files (:class:`DatabaseVerifier`)."""
+    """Signatures, release targets, trust, keys, database files (:class:`DatabaseVerifier`) and
+    release images."""
 
     def signature(self, public: bytes, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is ``public``'s Ed25519 signature of ``message``; never raises."""
@@ -50,6 +52,23 @@ class Verifier(DatabaseVerifier, Protocol):
     ) -> list[KeyCheck]:
         """Every key file in ``folder`` verified for server ``serial`` at ``now`` (a date: all its day);
         never raises."""
+
+    def image(self, path: Path, size: int, sha256: str) -> VerifyResult:
+        """Check the image file at ``path`` as it is now against its signed ``size`` and ``sha256``.
+
+        Returns:
+            The passing :class:`~agent.fetcher.VerifyResult`.
+
+        Raises:
+            DigestError: the digest differs (``IMAGE_DIGEST_MISMATCH``).
+            VerificationError: the size differs (``IMAGE_TOO_LARGE`` or ``IMAGE_TRUNCATED``).
+            OSError: the file cannot be opened or read.
+        """
+
+    def image_verified(self, path: Path, size: int, sha256: str) -> None:
+        """Told that the file at ``path`` holds exactly the ``size`` bytes hashing to the signed
+        ``sha256``, nothing having run since that could change it: the caller hashed the bytes
+        itself as it wrote them (a download), or :meth:`image` just verified the file, since renamed."""
 
 
 class DurableVerifier(Recompute):
@@ -84,6 +103,19 @@ class DurableVerifier(Recompute):
     ) -> list[KeyCheck]:
         """Parse and check every key file (:func:`agent.keys.check_key`)."""
         return [check_key(key, trust, serial, now, check=self.signature) for key in installed_keys(folder)]
+
+    def image(self, path: Path, size: int, sha256: str) -> VerifyResult:
+        """Hash the file as it is now (:func:`agent.fetcher.require_verified`).
+
+        Raises:
+            DigestError: the digest differs (``IMAGE_DIGEST_MISMATCH``).
+            VerificationError: the size differs (``IMAGE_TOO_LARGE`` or ``IMAGE_TRUNCATED``).
+            OSError: the file cannot be opened or read.
+        """
+        return require_verified(path, size, sha256)
+
+    def image_verified(self, path: Path, size: int, sha256: str) -> None:
+        """Keep nothing: the next check hashes the file again."""
 
 
 DURABLE_VERIFIER: Verifier = DurableVerifier()

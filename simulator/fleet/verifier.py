@@ -15,13 +15,19 @@ each verified fact, keyed by every input of the verdict, so a changed input is s
 - a database digest, by the file's path, device, inode, size and modification time once this
   process published it verified, and by the SHA-256 of its bytes (read while the file did not
   change, with no journal beside it) once it was computed;
-- the ready check of a database this process published, while that file is unchanged.
+- the ready check of a database this process published, while that file is unchanged;
+- an image that matched its signed size and SHA-256, by the file's key (path, device, inode, size,
+  modification time) and the digest: once hashed here while its key did not change, or once the
+  agent says it hashed the file's bytes itself (the download it just staged) or just had it
+  verified here and renamed it (the slot image). So a staged image is checked again, and the slot
+  image boot-checked, without hashing; a copy (the slot's temp file) is a new file, hashed.
 
 Invariant: a remembered fact is exactly what a fresh verification of the same inputs returns, and
 a failure is never remembered; forgetting (the memories are bounded, least recently used first)
 only costs a verification again. The one input a memory by file key cannot see is a change that
 keeps size and modification time; a copy made from such a file then fails its own verification,
-safely. Real servers use the agent's :data:`agent.verifier.DURABLE_VERIFIER`, which keeps nothing.
+safely (a slot image so changed after its copy was verified passes the boot check). Real servers
+use the agent's :data:`agent.verifier.DURABLE_VERIFIER`, which keeps nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Generic, TypeVar
 
 from agent.database import RecordDigest
 from agent.database.engine import FileKey, Read, file_key, read_stable
+from agent.fetcher import VerifyResult
 from agent.keys import KeyCheck, SignedKey, TrustStore, check_key, installed_keys, rejudge, utc_day
 from agent.manifest import Manifest
 from agent.releasetrust import METADATA_DIR, PINNED_ROOT, is_remote
@@ -125,8 +132,8 @@ ChecksKey = tuple[bytes, TrustStore, str, date]
 class RememberingVerifier(DurableVerifier):
     """A :class:`agent.verifier.Verifier` for one fleet host process, shared by all its agents.
 
-    Each memory holds about one entry per server of a host (the database digests by file) or per
-    distinct content (signatures, manifests, database contents).
+    Each memory holds about one entry per server of a host (the database digests by file, two for
+    the images: staged and slot) or per distinct content (signatures, manifests, database contents).
     """
 
     def __init__(self, servers: int = 20_000) -> None:
@@ -137,6 +144,7 @@ class RememberingVerifier(DurableVerifier):
         self.parsed: Memo[Path, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
         self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
         self.by_content: Memo[bytes, RecordDigest] = Memo(1_024)
+        self.images: Memo[FileKey, str] = Memo(2 * servers)
 
     def signature(self, public: bytes, message: bytes, signature: bytes) -> bool:
         """Whether the signature is valid: remembered when it was, verified otherwise."""
@@ -251,3 +259,26 @@ class RememberingVerifier(DurableVerifier):
     def _recall(self, path: Path) -> tuple[RecordDigest, int] | None:
         key = file_key(path)
         return self.by_file.get(key) if key is not None else None
+
+    def image(self, path: Path, size: int, sha256: str) -> VerifyResult:
+        """The passing result remembered for this very file and digest, or the file hashed and,
+        when it matched and kept its key meanwhile, remembered.
+
+        Raises:
+            DigestError: the digest differs (``IMAGE_DIGEST_MISMATCH``).
+            VerificationError: the size differs (``IMAGE_TOO_LARGE`` or ``IMAGE_TRUNCATED``).
+            OSError: the file cannot be opened or read.
+        """
+        key = file_key(path)
+        if key is not None and key[3] == size and self.images.get(key) == sha256:
+            return VerifyResult.matching(size, sha256)
+        result = super().image(path, size, sha256)  # raises on a mismatch: nothing remembered
+        if key is not None and file_key(path) == key:
+            self.images.put(key, sha256)
+        return result
+
+    def image_verified(self, path: Path, size: int, sha256: str) -> None:
+        """Remember the file, by its key now, as holding the signed bytes."""
+        key = file_key(path)
+        if key is not None and key[3] == size:
+            self.images.put(key, sha256)
