@@ -27,7 +27,7 @@ from common.reasons import Reason
 
 
 class Disk(Protocol):
-    """How written bytes reach stable storage and how a new file takes an old one's name."""
+    """How written bytes reach stable storage, how a new file takes an old one's name and how a file goes."""
 
     def fsync(self, fd: int) -> None:
         """Flush an open file's bytes to stable storage.

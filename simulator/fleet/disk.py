@@ -13,10 +13,10 @@ old bytes under the temp name, which nothing reads and the next write overwrites
 files of :func:`agent.fileio.write_atomic` keep two inodes that swap names: the temp file is
 rewritten in place (:meth:`~FastDisk.write_temp`), exchanged with the target, and keeps the old
 file under the temp name (:meth:`~FastDisk.replace_temp`); a removed file is renamed to its temp
-name (:meth:`~FastDisk.remove`). Creating, allocating and freeing a file costs the kernel about ten
-times what rewriting one in place does. A reader that opened the target before a write holds the
-old inode, which the write after the next one rewrites: read a file whole at once (every reader
-in the agent does).
+name (:meth:`~FastDisk.remove`): creating, allocating and freeing a file costs the kernel about
+eight times what rewriting one in place does. A reader sees the old file or the new one whole,
+unless it holds the file open across two later writes (the second rewrites the inode it holds);
+every reader in the agent reads a file whole at once.
 """
 
 from __future__ import annotations
