@@ -379,10 +379,10 @@ class _Download:
             )
 
     def _open_part(self) -> io.BufferedRandom:
-        self.part.touch()
-        out = self.part.open("r+b")
+        out = os.fdopen(os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666), "r+b")
+        if os.fstat(out.fileno()).st_size != self.done:  # bytes a failed write left beyond what is hashed
+            os.ftruncate(out.fileno(), self.done)  # only then: ext4 writes a file cut to nothing out at close
         out.seek(self.done)
-        out.truncate()  # drop any bytes a failed write left beyond what is hashed
         return out
 
     def _read(self, src: Source) -> int:

@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -26,7 +27,7 @@ from common.reasons import Reason
 
 
 class Disk(Protocol):
-    """How written bytes reach stable storage and how a new file takes an old one's name."""
+    """How written bytes reach stable storage, how a new file takes an old one's name and how a file goes."""
 
     def fsync(self, fd: int) -> None:
         """Flush an open file's bytes to stable storage.
@@ -47,6 +48,31 @@ class Disk(Protocol):
 
         Raises:
             OSError: the rename failed.
+        """
+
+    def write_temp(self, tmp: Path, data: bytes, point: str | None) -> None:
+        """Make the temp file ``tmp`` (:func:`temp_path`) hold exactly ``data`` and flush it,
+        hitting crash point ``point`` when half of ``data`` is written (:func:`write_halves`).
+
+        Raises:
+            OSError: the file cannot be opened, written or flushed.
+            PowerCut: an injector cut the power at ``point``.
+        """
+
+    def replace_temp(self, tmp: Path, dst: Path) -> None:
+        """Atomically make ``dst`` name the file :meth:`write_temp` wrote at ``tmp``: a reader sees
+        the old file or the new. Afterwards ``tmp`` is gone or names a file that nothing reads.
+
+        Raises:
+            OSError: the rename failed.
+        """
+
+    def remove(self, path: Path) -> None:
+        """Remove the file at ``path`` (nothing when there is none); the folder is not flushed.
+        Afterwards ``path`` names nothing; its temp name (:func:`temp_path`) may name the old file.
+
+        Raises:
+            OSError: the removal failed.
         """
 
 
@@ -81,8 +107,64 @@ class DurableDisk:
         """
         os.replace(src, dst)
 
+    def write_temp(self, tmp: Path, data: bytes, point: str | None) -> None:
+        """Create (or truncate) ``tmp``, write ``data`` into it and flush it (:meth:`fsync`).
+
+        Raises:
+            OSError: the file cannot be opened, written or flushed.
+            PowerCut: an injector cut the power at ``point``.
+        """
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            write_halves(fd, data, point)
+            self.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replace_temp(self, tmp: Path, dst: Path) -> None:
+        """Rename ``tmp`` over ``dst`` (:meth:`replace`): ``tmp`` is gone.
+
+        Raises:
+            OSError: the rename failed.
+        """
+        self.replace(tmp, dst)
+
+    def remove(self, path: Path) -> None:
+        """Unlink ``path`` (nothing when there is none).
+
+        Raises:
+            OSError: the removal failed.
+        """
+        path.unlink(missing_ok=True)
+
 
 DURABLE: Disk = DurableDisk()
+
+
+def temp_path(path: Path) -> Path:
+    """The temp file :func:`write_atomic` writes before it renames it to ``path``: ``.<name>.tmp``."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_halves(fd: int, data: bytes, point: str | None) -> None:
+    """Write ``data`` at the open file's position, hitting crash point ``point`` (when given) after
+    the first half, so that a cut there leaves a torn file.
+
+    Raises:
+        OSError: a write failed.
+        PowerCut: an injector cut the power at ``point``.
+    """
+    half = len(data) // 2
+    _write_all(fd, data[:half])
+    if point is not None:
+        crashpoints.hit(point)
+    _write_all(fd, data[half:])
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def fsync_file(path: Path | str, disk: Disk = DURABLE) -> None:
@@ -109,38 +191,38 @@ def write_atomic(
 ) -> None:
     """Replace ``path`` with ``data`` atomically, optionally hitting crash point ``point`` mid-way.
 
-    The temp file is ``.<name>.tmp`` beside ``path``: a cut at ``point`` (in the middle of writing
-    it) leaves it torn next to an intact ``path``; readers never look at it, and the next write
-    truncates it. ``shared``: several processes may write ``path`` at once, so each writes a temp
-    file of its own (``.<name>-<random>.tmp``, removed on failure).
+    The temp file is ``.<name>.tmp`` beside ``path`` (:func:`temp_path`), written and renamed by
+    ``disk`` (:meth:`Disk.write_temp`, :meth:`Disk.replace_temp`): a cut at ``point`` (in the middle
+    of writing it) leaves it torn next to an intact ``path``; readers never look at it, and the next
+    write rewrites it whole. ``shared``: several processes may write ``path`` at once, so each writes
+    a temp file of its own (``.<name>-<random>.tmp``, created anew, flushed through ``disk`` and
+    renamed with :meth:`Disk.replace`; removed on failure).
 
     Raises:
         StoreError: the disk refused (reason NO_SPACE when it is full).
     """
+    temp, fd = temp_path(path), -1
+    if shared:
+        try:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+        except OSError as exc:
+            raise disk_error(exc, f"cannot write {path}") from exc
+        temp = Path(name)
     try:
         if shared:
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-            tmp = Path(name)
-            handle = os.fdopen(fd, "wb")
+            try:
+                write_halves(fd, data, point)
+                disk.fsync(fd)
+            finally:
+                os.close(fd)
+            disk.replace(temp, path)
         else:
-            tmp = path.with_name(f".{path.name}.tmp")
-            handle = tmp.open("wb")
-    except OSError as exc:
-        raise disk_error(exc, f"cannot write {path}") from exc
-    try:
-        with handle:
-            half = len(data) // 2
-            handle.write(data[:half])
-            if point is not None:
-                handle.flush()
-                crashpoints.hit(point)
-            handle.write(data[half:])
-            handle.flush()
-            disk.fsync(handle.fileno())
-        disk.replace(tmp, path)
+            disk.write_temp(temp, data, point)
+            disk.replace_temp(temp, path)
         disk.fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
         raise disk_error(exc, f"cannot write {path}") from exc
 
 

@@ -140,8 +140,8 @@ class Journal:
         write_atomic(self.path, line[1:], point="journal.write", disk=self.disk)
 
     def clear(self) -> None:
-        """Remove the journal: the server is idle."""
-        self.path.unlink(missing_ok=True)
+        """Remove the journal (through the disk): the server is idle."""
+        self.disk.remove(self.path)
         self.disk.fsync_dir(self.path.parent)
 
 

@@ -408,7 +408,7 @@ class Upgrader:
     async def _on_preparing_db(self, job: Job) -> Event:
         src, dst = self.server.db_path(job.old_slot), self.server.db_path(job.new_slot)
         self.server.slot_dir(job.new_slot).mkdir(parents=True, exist_ok=True)
-        (self.server.slot_dir(job.new_slot) / "release.json").unlink(missing_ok=True)
+        self.server.disk.remove(self.server.slot_dir(job.new_slot) / "release.json")
 
         def progress(done: int, total: int) -> None:
             self.on_event(Progress.database(job.build, done, total))
@@ -499,7 +499,7 @@ class Upgrader:
         crashpoints.hit("rollback")
         self.server.bootloader.rollback()
         if job.new_slot in SLOTS and job.new_slot != self.server.active_slot():
-            (self.server.slot_dir(job.new_slot) / "release.json").unlink(missing_ok=True)
+            self.server.disk.remove(self.server.slot_dir(job.new_slot) / "release.json")
         return Event.ROLLED_BACK
 
 

@@ -67,14 +67,19 @@ def test_a_server_directory_opened_with_its_defaults_is_durable(root: Path) -> N
 
 
 class RecordingDisk(DurableDisk):
-    """The durable disk, counting its flushes."""
+    """The durable disk, counting its flushes and recording what it removes."""
 
     def __init__(self) -> None:
         self.fsyncs = 0
+        self.removed: list[str] = []
 
     def fsync(self, fd: int) -> None:
         self.fsyncs += 1
         super().fsync(fd)
+
+    def remove(self, path: Path) -> None:
+        self.removed.append(path.relative_to(path.parents[1]).as_posix())
+        super().remove(path)
 
 
 async def test_the_daemon_writes_through_its_server_directorys_disk(root: Path) -> None:
@@ -133,6 +138,17 @@ def test_an_upgrade_by_the_cli_flushes_every_persisted_state(
     assert min(saves) >= 1
     assert calls["replace"] >= 1
     assert calls["fsync_dir"] >= calls["replace"]
+
+
+async def test_an_upgrade_removes_its_files_through_the_server_directorys_disk(root: Path) -> None:
+    """The new slot's descriptor (before the database is prepared) and the journal (at the end) are
+    removed by the disk the server directory was given, as they are written by it."""
+    disk = RecordingDisk()
+    upgrader = Upgrader(ServerDir(root, disk=disk), default_catalog(), SimClock(NOW, speed=float("inf")))
+    result = await upgrader.upgrade(TARGET)
+    assert [step.outcome for step in result.steps] == ["committed"]
+    assert disk.removed == ["b/release.json", "box/journal.json"]
+    assert not (root / "journal.json").exists()
 
 
 def _damage_new_database(root: Path) -> Any:

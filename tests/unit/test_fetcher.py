@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
 import random
 import tempfile
 from collections.abc import Callable
@@ -199,6 +200,23 @@ async def test_resume_hashes_existing_part_and_continues(tmp_path: Path) -> None
     assert final.read_bytes() == DATA
     assert opener.opens == [cut]
     assert opener.bytes_read == len(DATA) - cut
+
+
+async def test_a_part_is_never_cut_when_it_holds_only_hashed_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new or resumed .part is not truncated (ext4 writes a file cut to nothing out at its close,
+    and its unlink then waits for the disk)."""
+    cuts: list[int] = []
+    real = os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda fd, size: cuts.append(size) or real(fd, size))
+    source, part, digest = _image(tmp_path, DATA)
+    final = await fetch_image(source, part, size=len(DATA), sha256=digest, clock=FakeClock(), limits=FAST)
+    final.unlink()
+    part.write_bytes(DATA[: 2 * CHUNK])
+    final = await fetch_image(source, part, size=len(DATA), sha256=digest, clock=FakeClock(), limits=FAST)
+    assert final.read_bytes() == DATA
+    assert cuts == []
 
 
 async def test_resume_from_corrupt_part_fails_digest_and_discards_it(tmp_path: Path) -> None:

@@ -93,3 +93,35 @@ def test_a_bounded_read_refuses_a_file_past_its_limit(tmp_path: Path) -> None:
     assert read_bounded(path, 100) == b"x" * 100
     with pytest.raises(StoreError, match="larger than 99 bytes"):
         read_bounded(path, 99)
+
+
+def test_a_durable_write_starts_the_temp_anew_and_leaves_none(tmp_path: Path) -> None:
+    """A torn temp file left by a cut is truncated by the next write, which leaves no temp behind."""
+    path = tmp_path / "boot.json"
+    write_atomic(path, b'{"active": "a"}')
+    (tmp_path / ".boot.json.tmp").write_bytes(b'{"active": "b", "torn": "and longer than the next"')
+    write_atomic(path, b'{"active": "b"}')
+    assert path.read_bytes() == b'{"active": "b"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot.json"]
+
+
+def test_a_durable_write_cut_mid_way_leaves_half_the_new_document_in_the_temp(tmp_path: Path) -> None:
+    """The crash point fires with half of the new document in the temp file; the target stays whole."""
+    path = tmp_path / "boot.json"
+    write_atomic(path, b'{"active": "a", "pad": "an older and longer document"}')
+    new = b'{"active": "b", "pad": "the new one"}'
+    fault = FaultAt("boot.switch")
+    with injecting(fault), pytest.raises(PowerCut):
+        write_atomic(path, new, point="boot.switch")
+    assert fault.fired
+    assert path.read_bytes() == b'{"active": "a", "pad": "an older and longer document"}'
+    assert (tmp_path / ".boot.json.tmp").read_bytes() == new[: len(new) // 2]
+
+
+def test_the_durable_disk_removes_a_file_outright(tmp_path: Path) -> None:
+    """Removing unlinks the file and keeps nothing under its temp name; a missing file is no error."""
+    path = tmp_path / "journal.json"
+    write_atomic(path, b"{}")
+    DURABLE.remove(path)
+    DURABLE.remove(path)
+    assert list(tmp_path.iterdir()) == []
