@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -92,12 +93,12 @@ class ServerDir:
         self._identity = self._last_result = self._phone_firmware = self._committed = None
 
     # --- layout ---------------------------------------------------------------------------
-    @property
+    @cached_property
     def keys_dir(self) -> Path:
         """Installed key files."""
         return self.root / "keys"
 
-    @property
+    @cached_property
     def trust_dir(self) -> Path:
         """The pinned vendor root and the revocation list."""
         return self.root / "trust"

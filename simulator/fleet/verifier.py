@@ -121,19 +121,20 @@ class Fingerprints:
 
     def __init__(self, size: int, settle: float = SETTLE) -> None:
         self.settle_ns = int(settle * 1e9)
-        self._known: Memo[tuple[Path, str], tuple[Listing, bytes]] = Memo(size)
+        self._known: Memo[tuple[str, str], tuple[Listing, bytes]] = Memo(size)  # by the folder's path text
 
     def digest(self, folder: Path, suffix: str = "") -> bytes:
         """The :func:`fingerprint` of ``folder``'s files ending with ``suffix``."""
         started = time.time_ns()
         listing = _listing(folder, suffix)
-        known = self._known.get((folder, suffix))
+        name = (str(folder), suffix)  # a str hashes and compares faster than a Path
+        known = self._known.get(name)
         if known is not None and known[0] == listing:
             return known[1]
         digest = fingerprint(folder, suffix)
         settled = started - self.settle_ns
         if all(entry[4] < settled and entry[5] < settled for entry in listing):
-            self._known.put((folder, suffix), (listing, digest))
+            self._known.put(name, (listing, digest))
         return digest
 
 
@@ -198,9 +199,9 @@ class RememberingVerifier(DurableVerifier):
         self.signatures: Memo[bytes, bool] = Memo(32_768)
         self.releases: Memo[ReleaseKey, Manifest] = Memo(512)
         self.folders = Fingerprints(2 * servers)  # a server's trust and keys folders
-        self.trusts: Memo[Path, tuple[bytes, TrustStore]] = Memo(servers)
-        self.checks: Memo[Path, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
-        self.parsed: Memo[Path, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
+        self.trusts: Memo[str, tuple[bytes, TrustStore]] = Memo(servers)  # by the folder's path text
+        self.checks: Memo[str, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
+        self.parsed: Memo[str, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
         self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
         self.by_content: Memo[bytes, RecordDigest] = Memo(1_024)
 
@@ -242,11 +243,11 @@ class RememberingVerifier(DurableVerifier):
             VerificationError: the stored revocation list is malformed or not signed by the root.
         """
         digest = self.folders.digest(folder)
-        found = self.trusts.get(folder)
+        found = self.trusts.get(str(folder))
         if found is not None and found[0] == digest:
             return found[1]
         trust = super().trust(folder)
-        self.trusts.put(folder, (digest, trust))
+        self.trusts.put(str(folder), (digest, trust))
         return trust
 
     def key_checks(
@@ -260,20 +261,20 @@ class RememberingVerifier(DurableVerifier):
         """
         digest = self.folders.digest(folder, ".key")
         inputs = (digest, trust, serial, utc_day(now))
-        found = self.checks.get(folder)
+        found = self.checks.get(str(folder))
         if found is None or found[0] != inputs:
             keys = self._parsed(folder, digest)
             found = (inputs, tuple(check_key(key, trust, serial, now, check=self.signature) for key in keys))
-            self.checks.put(folder, found)
+            self.checks.put(str(folder), found)
         return [rejudge(check, now) for check in found[1]]
 
     def _parsed(self, folder: Path, digest: bytes) -> tuple[SignedKey, ...]:
         """The keys of ``folder`` (:func:`agent.keys.installed_keys`), remembered by its key files' digest."""
-        known = self.parsed.get(folder)
+        known = self.parsed.get(str(folder))
         if known is not None and known[0] == digest:
             return known[1]
         keys = tuple(installed_keys(folder))
-        self.parsed.put(folder, (digest, keys))
+        self.parsed.put(str(folder), (digest, keys))
         return keys
 
     def database_digest(
