@@ -9,9 +9,11 @@ never read as a default. Every read of the trust store and the key checks goes t
 (always fsync; verify from the files on every call).
 
 Memory: a :class:`ServerDir` keeps the identity (which no one writes once the server is built), the
-last result and the offered phone firmware (which only this object writes) once read or written;
-:meth:`ServerDir.check_state`, the guard before anything changes the server, forgets them and reads
-every file again, and so does each upgrade step before it is judged.
+last result and the offered phone firmware (which only this object writes) once read or written, and
+the committed slot's descriptor for as long as the bootloader names the same active slot (read on
+every call) and no descriptor was written through this object; :meth:`ServerDir.check_state`, the
+guard before anything changes the server, forgets them and reads every file again, and so does each
+upgrade step before it is judged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -83,18 +86,19 @@ class ServerDir:
         self._identity: Identity | None = None
         self._last_result: tuple[LastResult | None] | None = None  # (the value,) once known
         self._phone_firmware: tuple[str | None] | None = None
+        self._committed: tuple[str, SlotInfo] | None = None  # (the active slot, its descriptor) once read
 
     def forget(self) -> None:
         """Drop what this object remembers of the files: the next reads go to the disk."""
-        self._identity = self._last_result = self._phone_firmware = None
+        self._identity = self._last_result = self._phone_firmware = self._committed = None
 
     # --- layout ---------------------------------------------------------------------------
-    @property
+    @cached_property
     def keys_dir(self) -> Path:
         """Installed key files."""
         return self.root / "keys"
 
-    @property
+    @cached_property
     def trust_dir(self) -> Path:
         """The pinned vendor root and the revocation list."""
         return self.root / "trust"
@@ -204,14 +208,21 @@ class ServerDir:
         return self.bootloader.env().active
 
     def committed(self) -> SlotInfo:
-        """The committed release.
+        """The committed release (the bootloader is read each time; the active slot's descriptor once
+        while that slot stays active, until :meth:`forget` or a descriptor is written).
 
         Raises:
-            StoreError: the active slot holds no release (a bricked server).
+            StoreError: the active slot holds no release (a bricked server), or the bootloader
+                environment or the descriptor is unreadable (``STATE_INVALID``).
         """
-        info = self.slot_info(self.active_slot())
+        active = self.active_slot()
+        known = self._committed
+        if known is not None and known[0] == active:
+            return known[1]
+        info = self.slot_info(active)
         if info is None:
             raise StoreError(f"{self.root}: the active slot holds no release")
+        self._committed = (active, info)
         return info
 
     def facts(self) -> ServerFacts:
@@ -303,6 +314,7 @@ class ServerDir:
 
     def write_slot_info(self, slot: str, info: SlotInfo) -> None:
         """Record what ``slot`` holds."""
+        self._committed = None
         write_json(
             self.slot_dir(slot) / "release.json",
             {"version": info.version, "build": info.build, "db_schema": info.db_schema},

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -29,8 +30,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.client import MQTT_ERR_SUCCESS
+from aiomqtt.exceptions import MqttCodeError, MqttConnectError
+from paho.mqtt.client import MQTT_ERR_SUCCESS, MQTTv5
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -218,7 +219,15 @@ PENDING_CALLS_WARNING = 20_000  # unacknowledged publishes on one link before ai
 
 
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, with paho's housekeeping run every ``misc_interval`` seconds, not every one.
+    """aiomqtt's client with a cheaper QoS 1 publish, and paho's housekeeping every ``misc_interval`` s.
+
+    A publish waits for its PUBACK on a plain future that paho's ``on_publish`` resolves, bounded by
+    a timer, instead of aiomqtt's event, ``asyncio.wait_for`` and the task it starts for each wait;
+    a plain future never loses a cancellation. The errors are aiomqtt's: ``MqttCodeError`` when paho
+    refuses the publish (not connected), ``MqttError("Operation timed out")`` past the timeout. A
+    publish still waiting when the connection ends fails at once (aiomqtt would wait the timeout).
+    A PUBACK of success (two bytes: no reason code, no properties) reaches ``on_publish`` with shared
+    reason and properties objects instead of new ones for each (:func:`_fast_puback`).
 
     The housekeeping (``loop_misc``) sends the keep-alive PINGREQ and notices a silent broker; a
     tenth of the keep-alive is precise enough for both, and costs a process hosting many idle
@@ -228,6 +237,53 @@ class _Client(aiomqtt.Client):
     misc_interval = 1.0
     disconnect_reason: int | None = None  # the reason code of the broker's DISCONNECT (MQTT 5), if any
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[None]] = {}  # message id -> the publish waiting for it
+        _fast_puback(self._client)
+
+    async def publish(  # type: ignore[override]  # reason: aiomqtt's decorated signature, narrowed
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  # reason: aiomqtt's keyword, applied by a timer
+    ) -> None:
+        """Publish; at QoS 1 and 2 wait for the broker's acknowledgement (aiomqtt's errors).
+
+        Raises:
+            MqttCodeError: paho refused the publish (the client is not connected).
+            MqttError: no acknowledgement within ``timeout`` (the client's by default), or the
+                connection ended first.
+        """
+        info = self._client.publish(topic, payload, qos, retain, properties)
+        if info.rc != MQTT_ERR_SUCCESS:
+            cause = self._disconnected.exception() if self._disconnected.done() else None
+            raise MqttCodeError(info.rc, "Could not publish message") from cause
+        if info.is_published():  # QoS 0 written at once
+            return
+        mid, ack = info.mid, self._loop.create_future()
+        self._acks[mid] = ack
+        seconds = self.timeout if timeout is None else timeout
+        timer = self._loop.call_later(seconds, _expire, ack) if seconds != math.inf else None
+        try:
+            await ack
+        finally:
+            if self._acks.get(mid) is ack:
+                del self._acks[mid]
+            if timer is not None:
+                timer.cancel()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        ack = self._acks.pop(mid, None)
+        if ack is None:
+            super()._on_publish(client, userdata, mid, reason_code, properties)
+        elif not ack.done():
+            ack.set_result(None)
+
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
     ) -> None:
@@ -236,6 +292,33 @@ class _Client(aiomqtt.Client):
                 reason_code.value
             )  # the first: paho may report the socket's close after it
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
+        acks, self._acks = self._acks, {}
+        for ack in acks.values():  # no PUBACK comes on a connection that ended
+            if not ack.done():
+                ack.set_exception(aiomqtt.MqttError("Disconnected before the broker acknowledged"))
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        """paho has bytes to send: on the event loop's thread they are written on the loop's next turn.
+
+        aiomqtt registers a writer for each publish (two epoll changes, and a wake-up of the loop
+        through its self-pipe, to write what the socket would have taken at once); the socket is
+        registered only when it cannot take everything. paho calls this from the connect executor's
+        thread too: that call goes to aiomqtt's thread-safe registration.
+        """
+        if asyncio._get_running_loop() is not self._loop:  # the connect executor's thread
+            super()._on_socket_register_write(client, userdata, sock)
+            return
+        self._loop.call_soon(self._write_now, client, sock)
+
+    def _write_now(self, client: Any, sock: Any) -> None:
+        try:
+            client.loop_write()
+        except Exception as exc:  # as aiomqtt's writer: any error ends the link
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+            return
+        if client.want_write() and client.socket() is sock:  # the socket is full: write when it drains
+            super()._on_socket_register_write(client, None, sock)
 
     def take_ready(self) -> aiomqtt.Message | None:
         """A message already received, or None: a flood is read in one pass, without aiomqtt setting
@@ -254,7 +337,7 @@ class _Client(aiomqtt.Client):
         fut: Awaitable[T],
         timeout: float | None,  # noqa: ASYNC109  # reason: aiomqtt's signature; its wait applies it
     ) -> T:
-        """aiomqtt's bounded wait for a reply (CONNACK, PUBACK, SUBACK), never losing a cancellation.
+        """aiomqtt's bounded wait for a reply (CONNACK, SUBACK), never losing a cancellation.
 
         Python 3.11's ``asyncio.wait_for`` returns the result, and drops the cancellation, when a task
         is cancelled just as the reply arrives (measured: about one QoS 1 publish in a thousand
@@ -267,6 +350,51 @@ class _Client(aiomqtt.Client):
         if task is not None and task.cancelling() > requested:
             raise asyncio.CancelledError
         return result
+
+
+def _expire(ack: asyncio.Future[None]) -> None:
+    """A publish's timer: no acknowledgement in time (aiomqtt's error and words)."""
+    if not ack.done():
+        ack.set_exception(aiomqtt.MqttError("Operation timed out"))
+
+
+_PUBACK_REASONS = {  # the successes a broker answers a publish with, decoded once
+    code: ReasonCode(PacketTypes.PUBACK, identifier=code)
+    for code in (0x00, 0x10)  # success; success, but no subscriber matched (Mosquitto says so)
+}
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]  # reason: paho is untyped here
+
+
+def _fast_puback(paho: Any) -> None:
+    """Have ``paho`` hand a PUBACK of success to ``on_publish`` without decoding objects for it.
+
+    paho 2.x decodes every PUBACK into a new ``ReasonCode`` and MQTT 5 ``Properties`` (most of the
+    cost of reading it). A PUBACK without properties (the message id, then a reason code when it
+    is not 0, then a properties length of 0 when given) whose reason is one of
+    :data:`_PUBACK_REASONS` means the same each time: the shared reason and :data:`_NO_PROPERTIES`
+    go to ``on_publish`` instead. Any other acknowledgement goes to paho's own handler.
+
+    This replaces paho's private ``_handle_pubackcomp`` on the instance, and reads its
+    ``_in_packet``, ``_out_message_mutex``, ``_out_messages`` and ``_do_on_publish``; a test
+    against Mosquitto checks that the PUBACKs take this way and that paho's bookkeeping ends as its
+    own handler leaves it.
+    """
+    original = paho._handle_pubackcomp  # the one paho hook for a PUBACK
+    longest = 4 if paho._protocol == MQTTv5 else 2  # 3.1.1: the message id alone
+
+    def handle(cmd: str) -> Any:  # paho's MQTTErrorCode
+        packet = paho._in_packet["packet"]  # the packet being handled
+        size = len(packet)
+        reason = _PUBACK_REASONS.get(packet[2] if size > 2 else 0)
+        if cmd != "PUBACK" or size > longest or (size == 4 and packet[3]) or reason is None:
+            return original(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with paho._out_message_mutex:
+            if mid in paho._out_messages:
+                return paho._do_on_publish(mid, reason, _NO_PROPERTIES)
+        return MQTT_ERR_SUCCESS
+
+    paho._handle_pubackcomp = handle
 
 
 def misc_interval(keepalive: int) -> float:

@@ -1,8 +1,9 @@
 """The retained ``state`` document, built from the persisted server state.
 
-Invariant: the state document is computed from the server directory at publish time (never
-cached), so it always reflects the latest persisted state; its core is exactly the
-``allworx-agent status`` document.
+Invariant: the state document is computed at publish time (the document itself is never kept)
+from the server directory, through its :class:`~agent.store.ServerDir`, whose memories every write
+through it updates (:mod:`agent.store`), so it always reflects the latest persisted state; its
+core is exactly the ``allworx-agent status`` document.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ each verified fact, keyed by every input of the verdict, so a changed input is s
   server's ``trust/tuf`` keeps what it held (remote repositories are always refreshed);
 - a trust store and the key checks of a server, by a :func:`fingerprint` of the files they were
   read from (names and bytes), and for key checks also the trust store, serial and day; the
-  parsed keys of a server by the fingerprint alone (a new day checks them again, unparsed);
+  parsed keys of a server by the fingerprint alone (a new day checks them again, unparsed); the
+  fingerprint of a folder is read again only when a file's status says it may have changed
+  (:class:`Fingerprints`: as safe as reading the bytes, for the reason given there);
 - a database digest, by the file's path, device, inode, size and modification time once this
   process published it verified, and by the SHA-256 of its bytes (read while the file did not
   change, with no journal beside it) once it was computed;
@@ -99,6 +101,70 @@ def fingerprint(folder: Path, suffix: str = "") -> bytes:
     return digest.digest()
 
 
+SETTLE = 0.1  # seconds since its last change after which a file's status alone vouches for its bytes:
+# ten of the kernel's coarsest timestamp ticks (10 ms at HZ=100)
+
+Listing = tuple[tuple[str, int, int, int, int, int], ...]
+
+
+class Fingerprints:
+    """The :func:`fingerprint` of folders, each read again only when its files' status changed.
+
+    A folder's fingerprint is kept with the status of each of its files (name, device, inode,
+    size, modification and change times in ns) as listed just before the bytes were read, and only
+    when every one of those files had last changed at least :data:`SETTLE` before that listing; it
+    is returned while a new listing finds exactly the same.
+
+    Why this is as safe as reading the bytes: the kernel sets a file's change time (ctime) to the
+    current time on every change of its bytes or status (write, truncate, utime, chmod, rename, and
+    the creation of the inode), and no call sets it to another value. A change after the listing
+    happens later than the listing, so its ctime is later than the kept one by more than
+    :data:`SETTLE` minus one timestamp tick, and differs; a new or removed file changes the names.
+    A file changed within :data:`SETTLE` of a listing (a later change could get the same ctime,
+    within one tick) keeps its folder from being kept: it is read again on every call until it
+    settled (as git treats a "racily clean" file). The one assumption beyond the kernel's: the wall
+    clock does not step back by more than :data:`SETTLE` while a fingerprint is kept.
+    """
+
+    def __init__(self, size: int, settle: float = SETTLE) -> None:
+        self.settle_ns = int(settle * 1e9)
+        self._known: Memo[tuple[str, str], tuple[Listing, bytes]] = Memo(size)  # by the folder's path text
+
+    def digest(self, folder: Path, suffix: str = "") -> bytes:
+        """The :func:`fingerprint` of ``folder``'s files ending with ``suffix``."""
+        started = time.time_ns()
+        listing = _listing(folder, suffix)
+        name = (str(folder), suffix)  # a str hashes and compares faster than a Path
+        known = self._known.get(name)
+        if known is not None and known[0] == listing:
+            return known[1]
+        digest = fingerprint(folder, suffix)
+        settled = started - self.settle_ns
+        if all(entry[4] < settled and entry[5] < settled for entry in listing):
+            self._known.put(name, (listing, digest))
+        return digest
+
+
+def _listing(folder: Path, suffix: str) -> Listing:
+    """The status of the regular files in ``folder`` ending with ``suffix``, by name."""
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.name.endswith(suffix):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except FileNotFoundError:  # removed meanwhile, as if it were never there
+                    continue
+                found.append((entry.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    return tuple(sorted(found))
+
+
 def _read(path: str) -> bytes | None:
     """The bytes of the file at ``path`` (opened non-blocking: a FIFO put there meanwhile reads as
     empty), or None when it is gone or no longer a file."""
@@ -139,9 +205,10 @@ class RememberingVerifier(DurableVerifier):
     def __init__(self, servers: int = 20_000) -> None:
         self.signatures: Memo[bytes, bool] = Memo(32_768)
         self.releases: Memo[ReleaseKey, Manifest] = Memo(512)
-        self.trusts: Memo[Path, tuple[bytes, TrustStore]] = Memo(servers)
-        self.checks: Memo[Path, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
-        self.parsed: Memo[Path, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
+        self.folders = Fingerprints(2 * servers)  # a server's trust and keys folders
+        self.trusts: Memo[str, tuple[bytes, TrustStore]] = Memo(servers)  # by the folder's path text
+        self.checks: Memo[str, tuple[ChecksKey, tuple[KeyCheck, ...]]] = Memo(servers)
+        self.parsed: Memo[str, tuple[bytes, tuple[SignedKey, ...]]] = Memo(servers)
         self.by_file: Memo[FileKey, tuple[RecordDigest, int]] = Memo(servers)
         self.by_content: Memo[bytes, RecordDigest] = Memo(1_024)
         self.images: Memo[FileKey, str] = Memo(2 * servers)
@@ -183,12 +250,12 @@ class RememberingVerifier(DurableVerifier):
             StoreError: the root is missing or malformed, or the revocation list unreadable.
             VerificationError: the stored revocation list is malformed or not signed by the root.
         """
-        digest = fingerprint(folder)
-        found = self.trusts.get(folder)
+        digest = self.folders.digest(folder)
+        found = self.trusts.get(str(folder))
         if found is not None and found[0] == digest:
             return found[1]
         trust = super().trust(folder)
-        self.trusts.put(folder, (digest, trust))
+        self.trusts.put(str(folder), (digest, trust))
         return trust
 
     def key_checks(
@@ -200,22 +267,22 @@ class RememberingVerifier(DurableVerifier):
         A new day (a simulated one passes in seconds) checks the keys again as parsed from the
         same files, without reading them again; changed files are parsed again.
         """
-        digest = fingerprint(folder, ".key")
+        digest = self.folders.digest(folder, ".key")
         inputs = (digest, trust, serial, utc_day(now))
-        found = self.checks.get(folder)
+        found = self.checks.get(str(folder))
         if found is None or found[0] != inputs:
             keys = self._parsed(folder, digest)
             found = (inputs, tuple(check_key(key, trust, serial, now, check=self.signature) for key in keys))
-            self.checks.put(folder, found)
+            self.checks.put(str(folder), found)
         return [rejudge(check, now) for check in found[1]]
 
     def _parsed(self, folder: Path, digest: bytes) -> tuple[SignedKey, ...]:
         """The keys of ``folder`` (:func:`agent.keys.installed_keys`), remembered by its key files' digest."""
-        known = self.parsed.get(folder)
+        known = self.parsed.get(str(folder))
         if known is not None and known[0] == digest:
             return known[1]
         keys = tuple(installed_keys(folder))
-        self.parsed.put(folder, (digest, keys))
+        self.parsed.put(str(folder), (digest, keys))
         return keys
 
     def database_digest(
