@@ -7,7 +7,9 @@ terminal's progress view, or the MQTT daemon, which stamps it (``seq``, ``at``:
 module sits below the MQTT shell: the upgrader emits typed events without importing ``agent.mqtt``.
 
 Invariant: every event names its kind in ``type`` (:data:`AgentEvent` is discriminated by it), and
-each kind's fields are fixed by its model; the JSON of each is that of :mod:`agent.documents`.
+each kind's fields are fixed by its model; the JSON of each is that of :mod:`agent.documents`. An
+event made without validation (:meth:`Transition.of`) is the event the validating constructor makes
+of the same values.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pydantic.json_schema import SkipJsonSchema
 
 from agent.documents import UpgradeReport, Wire
 from agent.machine import State
+
+_new = object.__new__
+_set = object.__setattr__  # a model is frozen: its slots are set past pydantic's __setattr__
 
 
 class _StepEvent(Wire):
@@ -40,6 +45,20 @@ class Transition(_StepEvent):
 
     type: Literal["transition"] = "transition"
     state: State
+
+    @classmethod
+    def of(cls, *, job_id: str, release: str, build: str, step: int, steps: int, state: State) -> Self:
+        """The transition of a step to ``state``, made of values that already have their types (the
+        upgrader's journal): the event ``Transition(...)`` makes of them, without validating them again."""
+        # what ``model_construct`` does (its generic walk costs more than validating), for these fields
+        event = _new(cls)
+        fields = {"job_id": job_id, "release": release, "build": build, "step": step, "steps": steps}
+        fields["type"], fields["state"] = "transition", state  # in the model's order
+        _set(event, "__dict__", fields)
+        _set(event, "__pydantic_fields_set__", {"job_id", "release", "build", "step", "steps", "state"})
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
 
 
 class Resumed(_StepEvent):

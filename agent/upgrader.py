@@ -311,7 +311,7 @@ class Upgrader:
 
     def _transition(self, job: Job, state: State) -> None:
         self.on_event(
-            Transition(
+            Transition.of(  # the job's values have their types (made here, or read through its model)
                 job_id=job.job_id,
                 release=job.release,
                 build=job.build,
