@@ -29,7 +29,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -50,6 +52,8 @@ def encode(record: EventRecord) -> bytes:
 def encode_stamped(event: AgentEvent, at: datetime, seq: int) -> bytes:
     """:func:`encode` of the record of ``event`` at ``at`` numbered ``seq``, made from the event's
     own JSON: a record's flat form is the event's fields beside ``at`` and ``seq``."""
+    if type(event) is Transition:  # most of a step's events
+        return _transition_line(event.__dict__, at.isoformat(), seq)
     omittable = PLAIN_EVENTS.get(type(event))
     if omittable is None:
         flat = event.wire()
@@ -69,6 +73,21 @@ PLAIN_EVENTS: dict[type[BaseModel], frozenset[str]] = {
 """Events whose JSON is their fields as they are, but the omittable ones (their value here) that are
 None, which are left out: strings, numbers, string enums, null and tuples of strings, none renamed
 or serialised their own way. Their pydantic dump is skipped (a step's events are all of these)."""
+
+
+_text = encode_basestring_ascii  # the encoder's spelling of a string (ASCII, escaped)
+_integer = int.__repr__  # the encoder's spelling of an integer
+
+
+def _transition_line(fields: dict[str, Any], at: str, seq: int) -> bytes:
+    """:func:`encode_stamped` of a transition (``fields``: its ``__dict__``) written out key by key, in
+    sorted order, each value spelt as the encoder spells it: its strings, integers and state (a string
+    enum) give the encoder's bytes, at a third of its cost."""
+    return (
+        f'{{"at":{_text(at)},"build":{_text(fields["build"])},"job_id":{_text(fields["job_id"])},'
+        f'"release":{_text(fields["release"])},"seq":{_integer(seq)},"state":{_text(fields["state"])},'
+        f'"step":{_integer(fields["step"])},"steps":{_integer(fields["steps"])},"type":"transition"}}'
+    ).encode()
 
 
 def encode_batch(serial: str, site: str, records: Sequence[bytes]) -> bytes:
