@@ -82,7 +82,7 @@ _integer = int.__repr__  # the encoder's spelling of an integer
 def _transition_line(fields: dict[str, Any], at: str, seq: int) -> bytes:
     """:func:`encode_stamped` of a transition (``fields``: its ``__dict__``) written out key by key, in
     sorted order, each value spelt as the encoder spells it: its strings, integers and state (a string
-    enum) give the encoder's bytes, at a third of its cost."""
+    enum) give the encoder's bytes, at about half its cost."""
     return (
         f'{{"at":{_text(at)},"build":{_text(fields["build"])},"job_id":{_text(fields["job_id"])},'
         f'"release":{_text(fields["release"])},"seq":{_integer(seq)},"state":{_text(fields["state"])},'
