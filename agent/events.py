@@ -6,8 +6,13 @@ terminal's progress view, or the MQTT daemon, which stamps it (``seq``, ``at``:
 (:class:`agent.mqtt.messages.EventBatch`, with ``schema``, ``serial`` and ``site``). This
 module sits below the MQTT shell: the upgrader emits typed events without importing ``agent.mqtt``.
 
+A sink that thins progress may also answer, before a progress event is made, whether it would keep
+it (:data:`ProgressDue`): the upgrader then makes no event that would be dropped.
+
 Invariant: every event names its kind in ``type`` (:data:`AgentEvent` is discriminated by it), and
-each kind's fields are fixed by its model; the JSON of each is that of :mod:`agent.documents`.
+each kind's fields are fixed by its model; the JSON of each is that of :mod:`agent.documents`. An
+event made without validation (:meth:`Transition.of`) is the event the validating constructor makes
+of the same values.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from pydantic.json_schema import SkipJsonSchema
 
 from agent.documents import UpgradeReport, Wire
 from agent.machine import State
+
+_new = object.__new__
+_set = object.__setattr__  # a model is frozen: its slots are set past pydantic's __setattr__
 
 
 class _StepEvent(Wire):
@@ -40,6 +48,20 @@ class Transition(_StepEvent):
 
     type: Literal["transition"] = "transition"
     state: State
+
+    @classmethod
+    def of(cls, *, job_id: str, release: str, build: str, step: int, steps: int, state: State) -> Self:
+        """The transition of a step to ``state``, made of values that already have their types (the
+        upgrader's journal): the event ``Transition(...)`` makes of them, without validating them again."""
+        # what ``model_construct`` does (its generic walk costs more than validating), for these fields
+        event = _new(cls)
+        fields = {"job_id": job_id, "release": release, "build": build, "step": step, "steps": steps}
+        fields["type"], fields["state"] = "transition", state  # in the model's order
+        _set(event, "__dict__", fields)
+        _set(event, "__pydantic_fields_set__", {"job_id", "release", "build", "step", "steps", "state"})
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
 
 
 class Resumed(_StepEvent):
@@ -86,15 +108,16 @@ class Progress(Wire):
     @classmethod
     def download(cls, build: str, done: int, total: int) -> Self:
         """``done`` of ``total`` bytes of ``build``'s image downloaded."""
-        return cls(phase="download", build=build, bytes=done, total=total, percent=_percent(done, total))
+        return cls(phase="download", build=build, bytes=done, total=total, percent=percent_of(done, total))
 
     @classmethod
     def database(cls, build: str, done: int, total: int) -> Self:
         """``done`` of ``total`` rows of ``build``'s database built."""
-        return cls(phase="database", build=build, rows=done, total=total, percent=_percent(done, total))
+        return cls(phase="database", build=build, rows=done, total=total, percent=percent_of(done, total))
 
 
-def _percent(done: int, total: int) -> float:
+def percent_of(done: int, total: int) -> float:
+    """``done`` of ``total`` as a progress event's ``percent`` (one decimal; 0 of 0 is 0%)."""
     return round(100 * done / max(total, 1), 1)
 
 
@@ -146,3 +169,7 @@ AgentEvent = Annotated[
 ]
 """Any event, told apart by ``type``."""
 EventSink = Callable[[AgentEvent], None]
+ProgressDue = Callable[[str, int, int], bool]
+"""Whether a progress event of a job (its build), ``done`` of ``total``, would be kept by the sink: asked
+before the event is made, from whichever thread reports the progress (the database is built in a
+worker thread), and answered without waiting."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from agent import crashpoints, database
 from agent.bootloader import SLOTS
 from agent.clock import Clock
 from agent.documents import LastResult, StepOutcome
-from agent.events import EventSink, Progress, Refused, ResultEvent, Resumed, Transition
+from agent.events import EventSink, Progress, ProgressDue, Refused, ResultEvent, Resumed, Transition
 from agent.fetcher import fetch_image
 from agent.fileio import disk_error, fsync_file
 from agent.journal import MAX_PERSISTS, Job
@@ -74,6 +75,7 @@ class Upgrader:
         limits: Limits = DEFAULT_LIMITS,
         timing: Timing | None = None,
         on_event: EventSink | None = None,
+        progress_due: ProgressDue | None = None,
         cancel: asyncio.Event | None = None,
     ) -> None:
         self.server = server
@@ -83,6 +85,8 @@ class Upgrader:
         self.limits = limits
         self.timing = timing or Timing()
         self.on_event = on_event or (lambda _event: None)
+        # whether the sink keeps a progress report, asked before its event is made (default: all)
+        self.progress_due = progress_due or (lambda _build, _done, _total: True)
         self.cancel = cancel or asyncio.Event()
         self._manifests: dict[str, Manifest] = {}  # verified targets of this request, by build
 
@@ -311,7 +315,7 @@ class Upgrader:
 
     def _transition(self, job: Job, state: State) -> None:
         self.on_event(
-            Transition(
+            Transition.of(  # the job's values have their types (made here, or read through its model)
                 job_id=job.job_id,
                 release=job.release,
                 build=job.build,
@@ -320,6 +324,12 @@ class Upgrader:
                 state=state,
             )
         )
+
+    def _progress(self, make: Callable[[str, int, int], Progress], build: str, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` of ``build`` (``make``: the phase's event), unless the sink
+        would drop it (:attr:`progress_due`): then no event is made (any thread)."""
+        if self.progress_due(build, done, total):
+            self.on_event(make(build, done, total))
 
     # --- handlers (one per state) -----------------------------------------------------------------
     async def _manifest(self, build: str) -> Manifest:
@@ -380,7 +390,7 @@ class Upgrader:
         self.server.update_area.mkdir(exist_ok=True)
 
         def progress(done: int, total: int) -> None:
-            self.on_event(Progress.download(build, done, total))
+            self._progress(Progress.download, build, done, total)
 
         return await fetch_image(
             image_location(self.repo, build),
@@ -411,7 +421,7 @@ class Upgrader:
         self.server.disk.remove(self.server.slot_dir(job.new_slot) / "release.json")
 
         def progress(done: int, total: int) -> None:
-            self.on_event(Progress.database(job.build, done, total))
+            self._progress(Progress.database, job.build, done, total)
 
         # rule DB-1: a complete new build, verified; rule DB-2: a migrated (or plain) verified copy,
         # the original being the rollback copy

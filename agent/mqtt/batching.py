@@ -11,7 +11,8 @@ Invariants:
   later than that;
 - the events left of a batch not sent whole keep its deadline and its urgency (none is younger);
 - of a job's progress events, 0% and 100% are always kept, any other at most one per ``interval``
-  seconds after the last one kept.
+  seconds after the last one kept; :meth:`ProgressThinner.due` answers, before an event is made,
+  what :meth:`ProgressThinner.keep` would answer for it at the same instant.
 """
 
 from __future__ import annotations
@@ -103,11 +104,19 @@ class ProgressThinner:
         self.interval = interval
         self._last: dict[str, float] = {}  # job (its build) -> when its last progress was kept
 
+    def due(self, build: str, percent: float, now: float) -> bool:
+        """Whether a progress event of ``build`` at ``percent``, emitted at ``now``, would be kept
+        (asked before the event is made; nothing is counted: :meth:`keep` counts the one made).
+
+        Only reads, so it may be asked from another thread than :meth:`keep`'s."""
+        if percent in {0, 100}:
+            return True
+        last = self._last.get(build)
+        return last is None or now - last >= self.interval
+
     def keep(self, event: Progress, now: float) -> bool:
         """Whether ``event``, emitted at ``now``, is kept (and then counted as the job's last)."""
-        last = self._last.get(event.build)
-        ends = event.percent in {0, 100}
-        if not ends and last is not None and now - last < self.interval:
+        if not self.due(event.build, event.percent, now):
             return False
         self._last[event.build] = now
         return True

@@ -13,7 +13,8 @@ Invariants:
 - events are published in batches (:class:`agent.mqtt.messages.EventBatch`), when the
   :class:`agent.mqtt.batching.Batcher` says: at once after an event that ends or decides
   something, else within ``batch_interval`` or at ``batch_size`` events; progress is thinned
-  (:class:`agent.mqtt.batching.ProgressThinner`) before it is recorded;
+  (:class:`agent.mqtt.batching.ProgressThinner`) before it is recorded, and a progress report the
+  thinner would drop is dropped before its event is made or leaves the thread that reported it;
 - at most one upgrade runs at a time; a second ``upgrade`` is rejected ``UPGRADE_IN_PROGRESS``;
 - on start, an upgrade interrupted by a kill or power cut is recovered (``Upgrader.recover``);
 - the retained state is republished on every (re)connection and after persisted transitions, at
@@ -39,7 +40,7 @@ from typing import Any
 import structlog
 
 from agent.clock import Clock, SystemClock, exponential_backoff
-from agent.events import AgentEvent, Progress, ResultEvent, Resumed, Transition
+from agent.events import AgentEvent, Progress, ResultEvent, Resumed, Transition, percent_of
 from agent.limits import DEFAULT_LIMITS, Limits
 from agent.lock import ServerLock
 from agent.mqtt.batching import BATCH_INTERVAL, BATCH_SIZE, Batcher, BatchPolicy, ProgressThinner, urgent
@@ -262,6 +263,7 @@ class Agent:
             self.catalog,
             self.clock,
             on_event=self.on_upgrade_event,
+            progress_due=self.progress_due,
             cancel=self._cancel,
             timing=self.options.timing,
             limits=self.options.limits,
@@ -303,6 +305,11 @@ class Agent:
         self._state_dirty.set()
         if urgent:
             self._state_urgent.set()
+
+    def progress_due(self, build: str, done: int, total: int) -> bool:
+        """The upgrader's check before it makes a progress event (from any thread): whether the
+        thinner would keep one of ``build``, ``done`` of ``total``, now (:meth:`on_upgrade_event` decides)."""
+        return self._thinner.due(build, percent_of(done, total), self.wall.monotonic())
 
     def on_upgrade_event(self, event: AgentEvent) -> None:
         """The upgrader's event sink: thin progress, then write the event to the outbox."""

@@ -121,8 +121,14 @@ async def host_agents(
             ready()
 
 
-def quiet_logs() -> None:
-    """Log errors only: a fleet's thousands of agents report on MQTT, not on a terminal."""
+def quiet_logs(*, once: bool = False) -> None:
+    """Log errors only: a fleet's thousands of agents report on MQTT, not on a terminal.
+
+    ``once``: the process configures its logging here and never again (a host's worker), so each
+    logger is put together on its first use rather than at every call (a log call the level drops
+    then costs next to nothing). Not where logging may be configured again later (a command run in
+    a test that captures logs): a logger already used would keep this configuration.
+    """
     import logging
 
     import structlog
@@ -130,7 +136,9 @@ def quiet_logs() -> None:
     from agent.logs import configure_logging
 
     configure_logging()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR), cache_logger_on_first_use=once
+    )
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.CRITICAL)
 
@@ -193,7 +201,7 @@ def _worker(dirs: list[str], config: HostConfig, ready: Any) -> None:
     """Worker-process entry: host ``dirs`` until SIGTERM (its own, or its parent's end)."""
     parent = multiprocessing.parent_process()
     die_with_parent(parent.pid if parent is not None else None)
-    quiet_logs()
+    quiet_logs(once=True)  # this process only hosts agents: nothing configures logging again
 
     async def main() -> None:
         task = asyncio.current_task()

@@ -204,3 +204,33 @@ def test_progress_is_thinned_per_job() -> None:
     assert thinner.keep(progress(10, "7.2.0.3"), 0.1)
     assert not thinner.keep(progress(20, "7.1.0.1"), 0.5)
     assert thinner.keep(progress(30, "7.1.0.1"), 1.0)
+
+
+def test_asking_whether_progress_is_due_counts_nothing() -> None:
+    """``due`` tells before an event is made whether it would be kept; only ``keep`` starts the interval."""
+    thinner = ProgressThinner(1.0)
+    assert thinner.due("7.1.0.1", 10.0, 0.0)
+    assert thinner.due("7.1.0.1", 20.0, 0.1)
+    assert thinner.keep(progress(20), 0.1)
+    assert not thinner.due("7.1.0.1", 40.0, 0.5)
+    assert thinner.due("7.1.0.1", 40.0, 1.1)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.0, 0.5, 33.3, 99.9, 100.0]), st.floats(min_value=0, max_value=0.6)),
+        max_size=40,
+    )
+)
+def test_due_answers_what_keep_answers_and_always_for_the_ends(reports: list[tuple[float, float]]) -> None:
+    """For any run of reports, ``due`` at each instant answers what ``keep`` then does, and 0% and 100%
+    are always due."""
+    thinner = ProgressThinner(1.0)
+    now = 0.0
+    for percent, pause in reports:
+        now += pause
+        due = thinner.due("7.1.0.1", percent, now)
+        event = Progress(phase="download", build="7.1.0.1", bytes=1, total=1, percent=percent)
+        assert thinner.keep(event, now) is due
+        if percent in {0, 100}:
+            assert due

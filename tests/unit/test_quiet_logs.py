@@ -1,0 +1,57 @@
+"""A fleet host's quiet logging: errors only, and in a host's worker each logger put together once."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from simulator.fleet.host import quiet_logs
+
+WORKER = """
+import logging, structlog
+from simulator.fleet.host import quiet_logs
+quiet_logs(once=True)
+log = structlog.get_logger("agent.test")
+log.info("dropped_info")
+log.error("kept_error", n=1)
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+log.info("after_reconfiguring")
+"""
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    """Give the test's logging configuration back afterwards."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_a_workers_loggers_are_put_together_once_and_log_errors_only() -> None:
+    """With ``once``, errors still reach stderr, info does not, and a logger already used keeps its
+    configuration (it is not rebuilt at every call)."""
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "kept_error" in done.stderr
+    assert "dropped_info" not in done.stderr
+    assert "after_reconfiguring" not in done.stderr
+
+
+@pytest.mark.usefixtures("restored")
+def test_quiet_logs_by_default_leave_logging_reconfigurable() -> None:
+    """Without ``once`` (a command a test may run in its own process), a logger already used follows a
+    later configuration: a lower level set afterwards lets its info lines through."""
+    quiet_logs()
+    log = structlog.get_logger("agent.test")
+    log.info("before_reconfiguring")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    with capture_logs() as logs:
+        log.info("captured_info")
+    assert [entry["event"] for entry in logs] == ["captured_info"]
