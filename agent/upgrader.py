@@ -444,7 +444,10 @@ class Upgrader:
         slot, staged = self.server.slot_dir(job.new_slot), self._staged_path(job.build)
         tmp = self.server.path("slots", job.new_slot, ".image.img.tmp")
         manifest = await self._manifest(job.build)
-        await asyncio.to_thread(shutil.copyfile, staged, tmp)
+        if manifest.size <= self.limits.chunk_size:  # one chunk: a thread's hand-off costs more than the copy
+            shutil.copyfile(staged, tmp)
+        else:
+            await asyncio.to_thread(shutil.copyfile, staged, tmp)
         crashpoints.hit("slot.write")
         try:  # never write a corrupt image into a slot: what was copied is verified (a new file: hashed)
             self.server.verifier.image(tmp, manifest.size, manifest.sha256)
