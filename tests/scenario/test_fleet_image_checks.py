@@ -5,6 +5,8 @@ copy), a real server at every check, and both catch a staged image damaged befor
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from agent import fetcher
 from agent.clock import SimClock
 from agent.crashpoints import Injector, injecting
 from agent.fetcher import VerifyResult, verify_file
+from agent.limits import Limits
 from agent.releasetrust import image_location
 from agent.store import ServerDir
 from agent.upgrader import Upgrader
@@ -140,3 +143,28 @@ async def test_a_staged_image_damaged_unseen_fails_the_slot_copys_own_check(root
     assert step.refusal is not None
     assert step.refusal.reason is Reason.IMAGE_DIGEST_MISMATCH
     assert ServerDir(root).committed().version == SOURCE
+
+
+@pytest.mark.parametrize(
+    ("chunk", "on_loop"), [(1 << 20, True), (64 * 1024, False)], ids=["one-chunk", "larger"]
+)
+async def test_an_image_of_one_chunk_is_copied_into_the_slot_on_the_loop(
+    root: Path, chunk: int, on_loop: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image no larger than one download chunk is copied into the slot on the event loop's own
+    thread (a worker thread's hand-off costs more than such a copy); a larger one in a worker thread."""
+    threads: list[bool] = []
+    copy = shutil.copyfile
+
+    def recording(src: Path, dst: Path) -> object:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return copy(src, dst)
+
+    monkeypatch.setattr(shutil, "copyfile", recording)
+    upgrader = Upgrader(
+        _server(root, "fleet"), default_catalog(), SimClock(NOW, speed=float("inf")),
+        limits=Limits(chunk_size=chunk, bandwidth=None),
+    )  # fmt: skip
+    result = await upgrader.upgrade(TARGET)
+    assert [step.outcome for step in result.steps] == ["committed"]
+    assert threads == [on_loop]
