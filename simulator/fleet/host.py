@@ -66,6 +66,7 @@ class HostConfig:
     keepalive: int = 60  # seconds
     progress_interval: float = 2.0  # real seconds between two progress events of one phase
     state_interval: float = 2.0  # real seconds between two retained-state publishes of one agent
+    batch_interval: float = 2.0  # real seconds an event may wait for others to share its message
     cursor_interval: float = 2.0  # real seconds between two outbox cursor writes of one agent
     limits: Limits = DEFAULT_LIMITS  # each agent's download limits (the link's bandwidth, on the sim clock)
     fast: bool = True  # the simulation's disk and verifier (False: the agent's durable ones)
@@ -76,6 +77,23 @@ def anchored_clock(start: datetime, speed: float, epoch: float) -> SimClock:
     if speed == float("inf"):
         return SimClock(start, speed)
     return SimClock(start + timedelta(seconds=max(0.0, time.time() - epoch) * speed), speed)
+
+
+def agent_options(config: HostConfig) -> AgentOptions:
+    """The options every agent of a host runs with: the host's intervals, limits and protocol."""
+    return AgentOptions(
+        broker=BrokerSettings(
+            url=config.broker, keepalive=config.keepalive, timeout=60.0, connect_timeout=30.0
+        ),
+        progress_interval=config.progress_interval,
+        state_interval=config.state_interval,
+        batch_interval=config.batch_interval,
+        cursor_interval=config.cursor_interval,
+        timing=Timing(),
+        protocol=Protocol(config.protocol) if config.protocol else None,
+        limits=config.limits,
+        lock_server=False,  # the fleet folder is held (``in_use``); a lock each would cost a descriptor each
+    )
 
 
 async def host_agents(
@@ -95,18 +113,7 @@ async def host_agents(
     """
     clock = anchored_clock(config.start, config.speed, config.epoch)
     catalog = default_catalog()
-    options = AgentOptions(
-        broker=BrokerSettings(
-            url=config.broker, keepalive=config.keepalive, timeout=60.0, connect_timeout=30.0
-        ),
-        progress_interval=config.progress_interval,
-        state_interval=config.state_interval,
-        cursor_interval=config.cursor_interval,
-        timing=Timing(),
-        protocol=Protocol(config.protocol) if config.protocol else None,
-        limits=config.limits,
-        lock_server=False,  # the fleet folder is held (``in_use``); a lock each would cost a descriptor each
-    )
+    options = agent_options(config)
     if config.fast:
         disk, verifier = FastDisk(), RememberingVerifier()
         servers = [ServerDir(path, disk=disk, verifier=verifier) for path in dirs]

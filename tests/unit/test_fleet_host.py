@@ -1,5 +1,5 @@
-"""A fleet host's worker process: quiet logging (errors only, each logger put together once), and its
-heap settled once its agents run."""
+"""A fleet host: the options its agents run with, its quiet logging (errors only, in a worker each logger
+put together once), and a worker's heap settled once its agents run."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from simulator.fleet.host import quiet_logs
+from simulator.fleet.host import HostConfig, agent_options, quiet_logs
 
 WORKER = """
 import logging, structlog
@@ -69,3 +71,15 @@ def test_a_workers_heap_is_settled_once_its_agents_run() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert int(done.stdout) >= 10000
+
+
+def test_a_hosts_agents_batch_their_events_and_state_every_2_s_by_default() -> None:
+    """A fleet's agents wait up to 2 s of real time for an event's company and between two retained
+    states (a step of simulated hours runs in seconds there); an urgent event still goes at once."""
+    config = HostConfig(
+        broker="mqtt://127.0.0.1:1883", start=datetime(2024, 3, 1, tzinfo=UTC), speed=3600.0, epoch=0.0
+    )
+    options = agent_options(config)
+    assert options.batch_interval == 2.0
+    assert options.state_interval == 2.0
+    assert agent_options(replace(config, batch_interval=0.5)).batch_interval == 0.5
