@@ -87,21 +87,12 @@ class ServerDir:
         self._last_result: tuple[LastResult | None] | None = None  # (the value,) once known
         self._phone_firmware: tuple[str | None] | None = None
         self._committed: tuple[str, SlotInfo] | None = None  # (the active slot, its descriptor) once read
-        self._paths: dict[tuple[str, ...], Path] = {}
 
     def forget(self) -> None:
         """Drop what this object remembers of the files: the next reads go to the disk."""
         self._identity = self._last_result = self._phone_firmware = self._committed = None
 
     # --- layout ---------------------------------------------------------------------------
-    def path(self, *parts: str) -> Path:
-        """``root / parts[0] / parts[1] ...``, made once per object (a path never changes; an
-        upgrade step asks for the same few many times)."""
-        found = self._paths.get(parts)
-        if found is None:
-            found = self._paths[parts] = self.root.joinpath(*parts)
-        return found
-
     @cached_property
     def keys_dir(self) -> Path:
         """Installed key files."""
@@ -115,15 +106,15 @@ class ServerDir:
     @property
     def update_area(self) -> Path:
         """Where staged images wait (the vendor's *Update Area*)."""
-        return self.path("update")
+        return self.root / "update"
 
     def slot_dir(self, slot: str) -> Path:
         """The folder of release slot ``slot``."""
-        return self.path("slots", slot)
+        return self.root / "slots" / slot
 
     def db_path(self, slot: str) -> Path:
         """The database of slot ``slot``."""
-        return self.path("slots", slot, "pbx.db")
+        return self.slot_dir(slot) / "pbx.db"
 
     # --- reads ----------------------------------------------------------------------------
     def check_exists(self) -> None:
@@ -142,7 +133,7 @@ class ServerDir:
         return self._identity
 
     def _read_identity(self) -> Identity:
-        path = self.path("identity.json")
+        path = self.root / "identity.json"
         try:
             data = read_bounded(path)
         except FileNotFoundError as exc:
@@ -175,7 +166,7 @@ class ServerDir:
             StoreError: (``STATE_INVALID``) the descriptor is unreadable or a value is out of
                 range: a damaged descriptor is never read as an empty slot.
         """
-        path = self.path("slots", slot, "release.json")
+        path = self.slot_dir(slot) / "release.json"
         try:
             raw = read_json(path)
         except StoreError as exc:
@@ -325,24 +316,24 @@ class ServerDir:
         """Record what ``slot`` holds."""
         self._committed = None
         write_json(
-            self.path("slots", slot, "release.json"),
+            self.slot_dir(slot) / "release.json",
             {"version": info.version, "build": info.build, "db_schema": info.db_schema},
             disk=self.disk,
         )
 
     def offer_phone_firmware(self, version: str, release: str) -> None:
         """Rule PHONE-1: the booted release's phone firmware is offered to the phones, no key check."""
-        self.path("phones").mkdir(exist_ok=True)
+        phones = self.root / "phones"
+        phones.mkdir(exist_ok=True)
         self._phone_firmware = None
-        offered = {"firmware": version, "release": release}
-        write_json(self.path("phones", "offered.json"), offered, disk=self.disk)
+        write_json(phones / "offered.json", {"firmware": version, "release": release}, disk=self.disk)
         self._phone_firmware = (version,)
 
     def offered_phone_firmware(self) -> str | None:
         """The phone firmware version currently offered to phones."""
         if self._phone_firmware is None:
             try:
-                found: str | None = str(read_json(self.path("phones", "offered.json"))["firmware"])
+                found: str | None = str(read_json(self.root / "phones" / "offered.json")["firmware"])
             except (StoreError, KeyError, TypeError):
                 found = None
             self._phone_firmware = (found,)
@@ -351,7 +342,7 @@ class ServerDir:
     def last_result(self) -> LastResult | None:
         """The last upgrade outcome recorded on this server (None when none, or unreadable)."""
         if self._last_result is None:
-            path = self.path("last_result.json")
+            path = self.root / "last_result.json"
             try:
                 found = LastResult.model_validate(read_json(path)) if path.exists() else None
             except (StoreError, ValidationError):
@@ -362,7 +353,7 @@ class ServerDir:
     def record_result(self, result: LastResult) -> None:
         """Remember the last upgrade outcome."""
         self._last_result = None
-        write_json(self.path("last_result.json"), result.wire(), disk=self.disk)
+        write_json(self.root / "last_result.json", result.wire(), disk=self.disk)
         self._last_result = (result,)
 
 

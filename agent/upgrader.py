@@ -375,7 +375,7 @@ class Upgrader:
         return patch.release if patch is not None else None
 
     def _staged_path(self, build: str) -> Path:
-        return self.server.path("update", f"{build}.img")
+        return self.server.update_area / f"{build}.img"
 
     async def _fetch(self, build: str) -> Path:
         manifest = await self._manifest(build)
@@ -418,7 +418,7 @@ class Upgrader:
     async def _on_preparing_db(self, job: Job) -> Event:
         src, dst = self.server.db_path(job.old_slot), self.server.db_path(job.new_slot)
         self.server.slot_dir(job.new_slot).mkdir(parents=True, exist_ok=True)
-        self.server.disk.remove(self.server.path("slots", job.new_slot, "release.json"))
+        self.server.disk.remove(self.server.slot_dir(job.new_slot) / "release.json")
 
         def progress(done: int, total: int) -> None:
             self._progress(Progress.database, job.build, done, total)
@@ -442,7 +442,7 @@ class Upgrader:
 
     async def _on_writing_slot(self, job: Job) -> Event:
         slot, staged = self.server.slot_dir(job.new_slot), self._staged_path(job.build)
-        tmp = self.server.path("slots", job.new_slot, ".image.img.tmp")
+        tmp = slot / ".image.img.tmp"
         manifest = await self._manifest(job.build)
         if manifest.size <= self.limits.chunk_size:  # one chunk: a thread's hand-off costs more than the copy
             shutil.copyfile(staged, tmp)
@@ -456,9 +456,8 @@ class Upgrader:
             staged.unlink(missing_ok=True)  # a retry downloads it again
             raise
         fsync_file(tmp, self.server.disk)
-        image = self.server.path("slots", job.new_slot, "image.img")
-        self.server.disk.replace(tmp, image)
-        self.server.verifier.image_verified(image, manifest.size, manifest.sha256)
+        self.server.disk.replace(tmp, slot / "image.img")
+        self.server.verifier.image_verified(slot / "image.img", manifest.size, manifest.sha256)
         self.server.disk.fsync_dir(slot)
         self.server.write_slot_info(job.new_slot, SlotInfo(job.release, job.build, job.db_schema))
         crashpoints.hit("slot.written")
@@ -493,7 +492,7 @@ class Upgrader:
             )
         manifest = await self._manifest(job.build)
         self.server.verifier.image(
-            self.server.path("slots", job.new_slot, "image.img"), manifest.size, manifest.sha256
+            self.server.slot_dir(job.new_slot) / "image.img", manifest.size, manifest.sha256
         )
         if not database.check_opens(self.server.db_path(job.new_slot), job.db_schema):
             raise AllworxError(
@@ -513,7 +512,7 @@ class Upgrader:
         crashpoints.hit("rollback")
         self.server.bootloader.rollback()
         if job.new_slot in SLOTS and job.new_slot != self.server.active_slot():
-            self.server.disk.remove(self.server.path("slots", job.new_slot, "release.json"))
+            self.server.disk.remove(self.server.slot_dir(job.new_slot) / "release.json")
         return Event.ROLLED_BACK
 
 

@@ -118,12 +118,3 @@ def test_forget_reads_the_committed_release_again(server: ServerDir) -> None:
     server.forget()
     assert server.committed().build == info.build + "7"
     assert _document(server) == _fresh(server)
-
-
-def test_a_server_directory_makes_each_path_once_and_makes_it_right(server: ServerDir) -> None:
-    """A path the server directory hands out is the one its parts name, the same object when asked again."""
-    first = server.db_path("b")
-    assert first == server.root / "slots" / "b" / "pbx.db"
-    assert server.db_path("b") is first
-    assert server.slot_dir("a") == server.root / "slots" / "a"
-    assert server.update_area == server.root / "update"
