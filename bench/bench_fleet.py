@@ -70,7 +70,11 @@ async def broker_counts(port: int, attempts: int = 4) -> dict[str, int]:
     """The broker's message counters so far (from $SYS, retained and refreshed every second).
 
     A broker busy with thousands of sessions can leave a subscriber without some of them for a
-    long while: each attempt is a new connection of its own, and what one attempt read is kept.
+    long while (a retained counter was seen missing just after 10,000 agents connected): while it
+    waits, the reader publishes a message of its own every 2 s (QoS 0, to ``bench/nudge``), so
+    every counter changes and Mosquitto publishes it anew; each attempt is a new connection of
+    its own, and what one attempt read is kept. The nudges add a few messages to counts in the
+    hundreds of thousands.
 
     Raises:
         TimeoutError: a counter was still missing after every attempt.
@@ -84,16 +88,27 @@ async def broker_counts(port: int, attempts: int = 4) -> dict[str, int]:
             async with aiomqtt.Client("127.0.0.1", port, identifier=identifier, timeout=60) as client:
                 await client.subscribe("$SYS/broker/publish/messages/+")
                 await client.subscribe("$SYS/broker/messages/+")
-                async with asyncio.timeout(30):
-                    async for message in client.messages:
-                        name = SYS_COUNTERS.get(str(message.topic))
-                        if name is not None:
-                            found[name] = int(bytes(message.payload))  # type: ignore[arg-type]
-                        if len(found) == len(SYS_COUNTERS):
-                            return found
+                nudge = asyncio.create_task(_nudge(client))
+                try:
+                    async with asyncio.timeout(30):
+                        async for message in client.messages:
+                            name = SYS_COUNTERS.get(str(message.topic))
+                            if name is not None:
+                                found[name] = int(bytes(message.payload))  # type: ignore[arg-type]
+                            if len(found) == len(SYS_COUNTERS):
+                                return found
+                finally:
+                    nudge.cancel()
         missing = sorted(set(SYS_COUNTERS.values()) - set(found))
         say(f"$SYS counters missing after attempt {attempt + 1}: {missing}")
     raise TimeoutError("the broker did not publish its $SYS counters")
+
+
+async def _nudge(client: Any) -> None:
+    """Publish to ``bench/nudge`` every 2 s, so the broker's counters change and are published."""
+    while True:
+        await client.publish("bench/nudge", b"", qos=0)
+        await asyncio.sleep(2)
 
 
 def peak_rss(pid: int) -> int:
