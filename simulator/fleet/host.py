@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import os
 import signal
@@ -205,34 +204,17 @@ def die_with_parent(parent: int | None) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def settle_heap() -> None:
-    """Collect the garbage of a host's start, then exempt what survived from later collections.
-
-    A worker's thousands of agents are long-lived objects made at its start (hundreds of MB at
-    5,000 agents); every full collection during a campaign walked all of them again (about 0.8 s
-    each, 15% of a worker's CPU at 10,000 servers). Frozen (``gc.freeze``), they are never walked
-    again; what the campaign makes is collected as before. Only a process that hosts agents for
-    good calls this (a worker), never a command's or a test's process.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def _worker(dirs: list[str], config: HostConfig, ready: Any) -> None:
     """Worker-process entry: host ``dirs`` until SIGTERM (its own, or its parent's end)."""
     parent = multiprocessing.parent_process()
     die_with_parent(parent.pid if parent is not None else None)
     quiet_logs(once=True)  # this process only hosts agents: nothing configures logging again
 
-    def started() -> None:
-        settle_heap()
-        ready.set()
-
     async def main() -> None:
         task = asyncio.current_task()
         if task is not None:
             stop_on_sigterm(task)
-        await host_agents([Path(d) for d in dirs], config, started)
+        await host_agents([Path(d) for d in dirs], config, ready.set)
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         asyncio.run(main())

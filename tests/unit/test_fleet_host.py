@@ -1,5 +1,5 @@
-"""A fleet host: the options its agents run with, its quiet logging (errors only, in a worker each logger
-put together once), and a worker's heap settled once its agents run."""
+"""A fleet host: the options its agents run with, and its quiet logging (errors only, in a worker each
+logger put together once)."""
 
 from __future__ import annotations
 
@@ -58,19 +58,6 @@ def test_quiet_logs_by_default_leave_logging_reconfigurable() -> None:
     with capture_logs() as logs:
         log.info("captured_info")
     assert [entry["event"] for entry in logs] == ["captured_info"]
-
-
-def test_a_workers_heap_is_settled_once_its_agents_run() -> None:
-    """Settling a worker's heap collects the start's garbage and freezes what survived, so later
-    full collections leave it alone (the frozen count is the survivors')."""
-    code = (
-        "import gc\nfrom simulator.fleet.host import settle_heap\n"
-        "kept = [[n] for n in range(10000)]\nsettle_heap()\nprint(gc.get_freeze_count())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert int(done.stdout) >= 10000
 
 
 def test_a_hosts_agents_batch_their_events_and_state_every_2_s_by_default() -> None:
