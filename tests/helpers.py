@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 from pathlib import Path
+
+from simulator.issuer import issue_key
+from simulator.keyring import VendorKeyring
+from simulator.server import ServerSpec, create_server
 
 LOCK_FILE = ".lock"  # the server directory's lock (agent/lock.py): it holds its last holder's pid
 
@@ -18,3 +23,12 @@ def tree_hash(folder: Path, *, skip: tuple[str, ...] = ()) -> str:
             continue
         digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def keyed_server(folder: Path, keyring: VendorKeyring, release: str, on: date) -> Path:
+    """A 6x on ``release`` in ``folder``, with a one-year maintenance key from ``keyring`` valid on ``on``."""
+    spec = ServerSpec("6x", release, users=6, call_log_rows=60, shipped=date(2010, 9, 1))
+    made = create_server(folder, spec, keyring=keyring)
+    key = issue_key(keyring, serial=made.identity().serial, kind="maintenance", plan="anytime-1y", start=on)
+    assert made.install_key(key, on).valid
+    return made.root

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,9 +24,8 @@ from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.fleet.disk import FastDisk
 from simulator.fleet.verifier import RememberingVerifier
-from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
-from simulator.server import ServerSpec, create_server
+from tests.helpers import keyed_server
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)
 SOURCE, TARGET = "7.2", "7.3"
@@ -36,12 +35,7 @@ KINDS = ["fleet", "real"]
 @pytest.fixture
 def root(tmp_path: Path, keyring: VendorKeyring) -> Path:
     """A 6x on 7.2 with a maintenance key valid on NOW."""
-    spec = ServerSpec("6x", SOURCE, users=6, call_log_rows=60, shipped=date(2010, 9, 1))
-    made = create_server(tmp_path / "box", spec, keyring=keyring)
-    key = issue_key(keyring, serial=made.identity().serial, kind="maintenance", plan="anytime-1y",
-                    start=NOW.date())  # fmt: skip
-    assert made.install_key(key, NOW.date()).valid
-    return made.root
+    return keyed_server(tmp_path / "box", keyring, SOURCE, NOW.date())
 
 
 def _server(root: Path, kind: str) -> ServerDir:

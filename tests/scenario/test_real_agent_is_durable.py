@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections import OrderedDict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,8 @@ from agent.verifier import DurableVerifier
 from common.reasons import Reason
 from releases.catalog import default_catalog
 from simulator.fleet.verifier import RememberingVerifier
-from simulator.issuer import issue_key
 from simulator.keyring import VendorKeyring
-from simulator.server import ServerSpec, create_server
+from tests.helpers import keyed_server
 
 NOW = datetime(2016, 1, 1, tzinfo=UTC)
 SOURCE, TARGET = "7.2", "7.3"  # a schema-migrating step (DB-2)
@@ -44,12 +43,7 @@ SOURCE, TARGET = "7.2", "7.3"  # a schema-migrating step (DB-2)
 @pytest.fixture
 def root(tmp_path: Path, keyring: VendorKeyring) -> Path:
     """A 6x on 7.2 with a maintenance key valid on NOW."""
-    spec = ServerSpec("6x", SOURCE, users=6, call_log_rows=60, shipped=date(2010, 9, 1))
-    made = create_server(tmp_path / "box", spec, keyring=keyring)
-    key = issue_key(keyring, serial=made.identity().serial, kind="maintenance", plan="anytime-1y",
-                    start=NOW.date())  # fmt: skip
-    assert made.install_key(key, NOW.date()).valid
-    return made.root
+    return keyed_server(tmp_path / "box", keyring, SOURCE, NOW.date())
 
 
 def _durable(server: ServerDir) -> None:
