@@ -444,7 +444,7 @@ class Upgrader:
         slot, staged = self.server.slot_dir(job.new_slot), self._staged_path(job.build)
         tmp = slot / ".image.img.tmp"
         manifest = await self._manifest(job.build)
-        if manifest.size <= self.limits.chunk_size:  # one chunk: a thread's hand-off costs more than the copy
+        if staged.stat().st_size <= self.limits.chunk_size:  # one chunk: a hand-off costs more than the copy
             shutil.copyfile(staged, tmp)
         else:
             await asyncio.to_thread(shutil.copyfile, staged, tmp)

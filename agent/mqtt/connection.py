@@ -386,7 +386,7 @@ def _fast_puback(paho: Any) -> None:
         packet = paho._in_packet["packet"]  # the packet being handled
         size = len(packet)
         reason = _PUBACK_REASONS.get(packet[2] if size > 2 else 0)
-        if cmd != "PUBACK" or size > longest or (size == 4 and packet[3]) or reason is None:
+        if cmd != "PUBACK" or not 2 <= size <= longest or (size == 4 and packet[3]) or reason is None:
             return original(cmd)
         mid = (packet[0] << 8) | packet[1]
         with paho._out_message_mutex:

@@ -101,8 +101,8 @@ def fingerprint(folder: Path, suffix: str = "") -> bytes:
     return digest.digest()
 
 
-SETTLE = 0.1  # seconds since its last change after which a file's status alone vouches for its bytes:
-# ten of the kernel's coarsest timestamp ticks (10 ms at HZ=100)
+SETTLE = 2.0  # seconds since its last change after which a file's status alone vouches for its bytes:
+# two ticks of the coarsest file timestamps (whole seconds on some filesystems), 200 of the kernel's
 
 Listing = tuple[tuple[str, int, int, int, int, int], ...]
 
