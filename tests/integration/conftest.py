@@ -39,6 +39,23 @@ class BrokerUnderTest:
     protocol: Protocol | None  # what clients speak; None: find out (MQTT 5, else 3.1.1)
 
 
+def run_tool(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a console script (``allworx-agent`` or ``allworx-sim``) as a user would, through the
+    interpreter running the tests."""
+    tool, *rest = args
+    module = {"allworx-agent": "agent.cli", "allworx-sim": "simulator.cli"}[tool]
+    code = f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *rest], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+@pytest.fixture
+def env(sim_home: Path) -> dict[str, str]:
+    """The environment of the user's commands: the session's simulator home."""
+    return {**os.environ, "ALLWORX_SIM_HOME": str(sim_home)}
+
+
 def require_mosquitto() -> None:
     """Skip without Mosquitto, or fail in CI."""
     if not mosquitto_available():

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.conftest import run_tool as run
+
 pytestmark = pytest.mark.integration
-
-
-def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run a console script as a user would (through the interpreter running the tests)."""
-    tool, *rest = args
-    module = {"allworx-agent": "agent.cli", "allworx-sim": "simulator.cli"}[tool]
-    code = f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *rest], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
-
-
-@pytest.fixture
-def env(sim_home: Path) -> dict[str, str]:
-    return {**os.environ, "ALLWORX_SIM_HOME": str(sim_home)}
 
 
 def as_json(proc: subprocess.CompletedProcess[str]) -> Any:

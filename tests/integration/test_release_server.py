@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,25 +18,10 @@ from releases.catalog import default_catalog
 from simulator.keyring import VendorKeyring
 from simulator.publish import image_path, publish
 from simulator.serve import Faults, serving
+from tests.integration.conftest import run_tool as run
 
 pytestmark = pytest.mark.integration
 CUT = 100_000  # bytes of the image served before the connection drops, once
-
-
-def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run a console script as a user would (through the interpreter running the tests)."""
-    tool, *rest = args
-    module = {"allworx-agent": "agent.cli", "allworx-sim": "simulator.cli"}[tool]
-    code = f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *rest], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
-
-
-@pytest.fixture
-def env(sim_home: Path) -> dict[str, str]:
-    """The environment of the user's commands: the session's simulator home."""
-    return {**os.environ, "ALLWORX_SIM_HOME": str(sim_home)}
 
 
 def lab_box(tmp_path: Path, url: str, env: dict[str, str]) -> Path:

@@ -55,11 +55,6 @@ def sim(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 
 
 @pytest.fixture
-def env(sim_home: Path) -> dict[str, str]:
-    return {**os.environ, "ALLWORX_SIM_HOME": str(sim_home)}
-
-
-@pytest.fixture
 def library(tmp_path: Path) -> Path:
     """A scenarios/ folder with two passing files and one holding two wrong expectations."""
     folder = tmp_path / "scenarios"
