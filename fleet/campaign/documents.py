@@ -65,26 +65,24 @@ class PredictionDocument(TypedDict):
     message: str | None
 
 
-class DryRunRow(PredictionDocument):
+class ServerPlace(TypedDict):
+    """A server of a campaign: where it is, what it runs and is asked for, and its phase."""
+
+    serial: str
+    site: str
+    model: str
+    release: str
+    target: str
+    phase: int
+
+
+class DryRunRow(PredictionDocument, ServerPlace):
     """One server of a dry run: where it is, what it is asked for, and its prediction."""
 
-    serial: str
-    site: str
-    model: str
-    release: str
-    target: str
-    phase: int
 
-
-class MemberDocument(TypedDict):
+class MemberDocument(ServerPlace):
     """One server of the campaign (retained on ``servers/{serial}``)."""
 
-    serial: str
-    site: str
-    model: str
-    release: str
-    target: str
-    phase: int
     status: str
     current: str
     reason: str | None
