@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
+import tempfile
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from agent import crypto
 from agent.crypto import Certificate
+
+
+def scratch_folder(name: str) -> Path:
+    """A new folder of this fuzzing process (``allworx-fuzz-<name>-...``), removed at its exit."""
+    folder = Path(tempfile.mkdtemp(prefix=f"allworx-fuzz-{name}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def private_key(name: str) -> bytes:

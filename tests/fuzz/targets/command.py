@@ -9,12 +9,8 @@ CommandError (or StoreError when the nonce window cannot be written).
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from agent import crypto
@@ -59,8 +55,7 @@ def window() -> NonceWindow:
     """This process's nonce window (in a folder of its own)."""
     global _window  # noqa: PLW0603  # reason: one window per fuzzing process, made on first use
     if _window is None:
-        folder = Path(tempfile.mkdtemp(prefix="allworx-fuzz-nonces-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        folder = fixtures.scratch_folder("nonces")
         _window = NonceWindow(folder / "nonces.json")
     return _window
 

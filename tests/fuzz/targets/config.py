@@ -9,9 +9,6 @@ settings, the site, the health address and the start instant raise ValueError.
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from pathlib import Path
 
 import click
@@ -44,8 +41,7 @@ def config_file() -> Path:
     """This process's configuration file path (in a folder of its own)."""
     global _folder  # noqa: PLW0603  # reason: one folder per fuzzing process, made on first use
     if _folder is None:
-        _folder = Path(tempfile.mkdtemp(prefix="allworx-fuzz-config-"))
-        atexit.register(shutil.rmtree, _folder, ignore_errors=True)
+        _folder = fixtures.scratch_folder("config")
     return _folder / "agent.toml"
 
 

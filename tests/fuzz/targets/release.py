@@ -15,12 +15,10 @@ TransportError (``RELEASE_METADATA_UNAVAILABLE``).
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -74,8 +72,7 @@ def repository() -> Repository:
     """The repository of this process (published once, removed at exit)."""
     global _repository  # noqa: PLW0603  # reason: one repository per fuzzing process, made on first use
     if _repository is None:
-        folder = Path(tempfile.mkdtemp(prefix="allworx-fuzz-release-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        folder = fixtures.scratch_folder("release")
         keyring = FixedKeyring(folder / "vendor")
         repo = publish(default_catalog(), keyring, folder / "repo", image_size=IMAGE_SIZE)
         signers = RoleSigners.of(keyring)

@@ -8,9 +8,6 @@ list adds StaleRevocationError; ``load_operator_keys`` never raises (a bad file 
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -48,8 +45,7 @@ def server() -> Path:
     """A server folder of this process with valid trust files (made once)."""
     global _server  # noqa: PLW0603  # reason: one folder per fuzzing process, made on first use
     if _server is None:
-        _server = Path(tempfile.mkdtemp(prefix="allworx-fuzz-trust-"))
-        atexit.register(shutil.rmtree, _server, ignore_errors=True)
+        _server = fixtures.scratch_folder("trust")
         operators_dir(_server).mkdir(parents=True)
     return _server
 
