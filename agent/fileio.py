@@ -162,6 +162,11 @@ def write_halves(fd: int, data: bytes, point: str | None) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (``os.write`` may write fewer; the next call then raises why).
+
+    Raises:
+        OSError: the disk refused.
+    """
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

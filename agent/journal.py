@@ -24,8 +24,7 @@ from typing import Any, NotRequired
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic reads a TypedDict from here before Python 3.12
 
-from agent import crashpoints
-from agent.fileio import DURABLE, Disk, disk_error, write_atomic
+from agent.fileio import DURABLE, Disk, disk_error, write_atomic, write_halves
 from common.reasons import Reason
 
 MAX_PERSISTS = 28  # as Mender: more persisted steps than this in one upgrade is a crash loop
@@ -152,27 +151,13 @@ def _append(fd: int, line: bytes, size: int, disk: Disk) -> None:
     Raises:
         OSError: the write or the flush failed (the file is cut back to its size before it).
     """
-    half = len(line) // 2
     try:
-        _write_all(fd, line[:half])
-        crashpoints.hit("journal.write")  # a cut here leaves a torn last line
-        _write_all(fd, line[half:])
+        write_halves(fd, line, "journal.write")  # a cut there leaves a torn last line
         disk.fsync(fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, size)
         raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte of ``data`` (``os.write`` may write fewer; the next call then raises why).
-
-    Raises:
-        OSError: the disk refused.
-    """
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _job(raw: Any) -> Job | None:
