@@ -6,7 +6,9 @@ written, and a refused key leaves ``keys/`` as it was; a persisted value out of 
 slot descriptor, journal state, bootloader) is an error (``STATE_INVALID``, :mod:`agent.persisted`),
 never read as a default. Every read of the trust store and the key checks goes to the directory's
 :class:`~agent.verifier.Verifier`. Both are given at construction and default to the durable ones
-(always fsync; verify from the files on every call).
+(always fsync; verify from the files on every call). So is its :class:`Offload`, where the upgrade's
+long blocking work on local files runs: by default a worker thread (:func:`asyncio.to_thread`), so
+the event loop stays responsive.
 
 Memory: a :class:`ServerDir` keeps the identity (which no one writes once the server is built), the
 last result and the offered phone firmware (which only this object writes) once read or written, and
@@ -18,12 +20,14 @@ upgrade step before it is judged.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -46,6 +50,22 @@ from agent.policy import ServerFacts
 from agent.verifier import DURABLE_VERIFIER, Verifier
 from common.errors import KeyFormatError, StoreError
 from common.reasons import Reason
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Offload(Protocol):
+    """Runs a blocking call for a coroutine and returns (or raises) what the call did, as
+    :func:`asyncio.to_thread` does (the default: a worker thread, the event loop stays responsive)."""
+
+    async def __call__(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Return ``func(*args, **kwargs)``.
+
+        Raises:
+            Exception: whatever ``func`` raised, unchanged.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +93,23 @@ class ServerDir:
     """Paths and reads/writes of one server directory.
 
     ``disk`` flushes and renames every write (the journal's, the bootloader's, the upgrade's);
-    ``verifier`` verifies the trust store, keys, manifests and databases. The upgrader and the
-    daemon built on this directory use both.
+    ``verifier`` verifies the trust store, keys, manifests and databases; ``offload`` runs the
+    upgrade's long blocking work on local files (preparing the new database, copying a large image
+    into a slot). The upgrader and the daemon built on this directory use them.
     """
 
-    def __init__(self, root: Path, *, disk: Disk = DURABLE, verifier: Verifier = DURABLE_VERIFIER) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        disk: Disk = DURABLE,
+        verifier: Verifier = DURABLE_VERIFIER,
+        offload: Offload = asyncio.to_thread,
+    ) -> None:
         self.root = root
         self.disk = disk
         self.verifier = verifier
+        self.offload = offload
         self.bootloader = Bootloader(root / "boot.json", disk=disk)
         self.journal = Journal(root / "journal.json", disk=disk)
         self._identity: Identity | None = None

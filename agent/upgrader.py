@@ -426,7 +426,7 @@ class Upgrader:
         # rule DB-1: a complete new build, verified; rule DB-2: a migrated (or plain) verified copy,
         # the original being the rollback copy
         make = database.rebuild if job.rebuilds_database else database.migrate_copy
-        report = await asyncio.to_thread(
+        report = await self.server.offload(
             make, src, dst, job.db_schema, progress, disk=self.server.disk, verifier=self.server.verifier
         )
         await self.clock.sleep(report.rows / self.timing.db_rows_per_second)
@@ -447,7 +447,7 @@ class Upgrader:
         if staged.stat().st_size <= self.limits.chunk_size:  # one chunk: a hand-off costs more than the copy
             shutil.copyfile(staged, tmp)
         else:
-            await asyncio.to_thread(shutil.copyfile, staged, tmp)
+            await self.server.offload(shutil.copyfile, staged, tmp)
         crashpoints.hit("slot.write")
         try:  # never write a corrupt image into a slot: what was copied is verified (a new file: hashed)
             self.server.verifier.image(tmp, manifest.size, manifest.sha256)

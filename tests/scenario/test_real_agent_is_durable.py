@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from agent.cliutil import open_server
 from agent.clock import SimClock
 from agent.crashpoints import injecting
 from agent.database import tmp_path as build_path
-from agent.events import CommandAnswered
+from agent.events import AgentEvent, CommandAnswered, Progress
 from agent.fileio import DurableDisk
 from agent.journal import Journal
 from agent.mqtt.connection import BrokerSettings
@@ -32,6 +33,7 @@ from agent.upgrader import Upgrader
 from agent.verifier import DurableVerifier
 from common.reasons import Reason
 from releases.catalog import default_catalog
+from simulator.fleet.host import HostConfig, host_servers
 from simulator.fleet.verifier import RememberingVerifier
 from simulator.keyring import VendorKeyring
 from tests.helpers import keyed_server
@@ -143,6 +145,35 @@ async def test_an_upgrade_removes_its_files_through_the_server_directorys_disk(r
     assert [step.outcome for step in result.steps] == ["committed"]
     assert disk.removed == ["b/release.json", "box/journal.json"]
     assert not (root / "journal.json").exists()
+
+
+async def _database_threads(server: ServerDir) -> set[bool]:
+    """Upgrade ``server`` to TARGET; for each database progress report, whether it came from the
+    event loop's thread (the database is prepared where those reports are made)."""
+    loop_thread, on_loop = threading.get_ident(), set()
+
+    def on_event(event: AgentEvent) -> None:
+        if isinstance(event, Progress) and event.phase == "database":
+            on_loop.add(threading.get_ident() == loop_thread)
+
+    upgrader = Upgrader(server, default_catalog(), SimClock(NOW, speed=float("inf")), on_event=on_event)
+    result = await upgrader.upgrade(TARGET)
+    assert [step.outcome for step in result.steps] == ["committed"]
+    return on_loop
+
+
+async def test_a_real_agent_prepares_its_database_in_a_worker_thread(root: Path) -> None:
+    """With its defaults, a server directory's blocking work runs off the event loop, which stays
+    responsive while a database is migrated."""
+    assert await _database_threads(ServerDir(root)) == {False}
+
+
+async def test_a_fleet_hosts_agents_prepare_their_databases_on_the_loop(root: Path) -> None:
+    """A fleet host (its fast default) hands its agents an offload that runs the work on the loop:
+    thousands of agents share it, and a thread hand-off would only cost CPU."""
+    config = HostConfig(broker="mqtt://127.0.0.1:1", start=NOW, speed=3600.0, epoch=0.0)
+    (server,) = host_servers([root], config)
+    assert await _database_threads(server) == {True}
 
 
 def _damage_new_database(root: Path) -> Any:
