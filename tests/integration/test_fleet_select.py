@@ -1,8 +1,10 @@
-"""``--select`` end to end: a simulated fleet on Mosquitto, ``campaign start --dry-run`` and ``status``."""
+"""Simulated fleets on Mosquitto: ``--select`` end to end (``campaign start --dry-run`` and ``status``), and
+the host process they run in."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from simulator.fleet.build import Fleet, build_fleet
+from simulator.fleet.host import HOST_GC_THRESHOLDS
 from simulator.fleet.run import simulate
 from simulator.fleet.spec import FleetSpec
 from tests.integration.conftest import require_mosquitto
@@ -82,3 +85,19 @@ async def test_a_bad_select_is_bad_input(mosquitto: Any) -> None:
     assert code == 1
     assert err.startswith("error: BAD_INPUT: --select 'colour=red'")
     assert "Traceback" not in err
+
+
+async def test_a_host_collects_garbage_less_often_while_its_agents_run(
+    tmp_path: Path, mosquitto: Any
+) -> None:
+    """While a host runs its agents the process uses the host's collector thresholds; afterwards,
+    the ones it had before."""
+    require_mosquitto()
+    spec = FleetSpec(servers=2, seed=1, keys={"anytime": 1.0}, multisite=0.0, failing=0.0, offline=0.0)
+    fleet = build_fleet(tmp_path / "fleet", spec, workers=1)
+    before = gc.get_threshold()
+    async with simulate(fleet, broker=mosquitto.url, speed=3000.0, workers=0):
+        hosting = gc.get_threshold()
+    assert hosting == HOST_GC_THRESHOLDS
+    assert hosting != before
+    assert gc.get_threshold() == before
