@@ -142,7 +142,7 @@ async def run_campaign(root: Path, args: argparse.Namespace, port: int) -> dict[
         from bench.shards import run_sharded
 
         return await run_sharded(root.parent / "sharded", args, port)
-    from bench.essential import measure, sample_plans, take_sample
+    from bench.essential import essential_figures, sample_plans, take_sample
     from releases.catalog import default_catalog
     from simulator.fleet.build import build_fleet, in_use
     from simulator.fleet.run import fleet_start
@@ -159,11 +159,12 @@ async def run_campaign(root: Path, args: argparse.Namespace, port: int) -> dict[
         figures = await _campaign(fleet, args, port)
         figures["build_s"] = round(build, 1)
         figures["steps"] = committed_steps([fleet.server_dir(p) for p in fleet.plans])
-        per_step, timed = measure(sample, workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
-    figures["essential_work_ms"] = per_step * 1000
-    figures["essential_steps_sampled"] = timed
-    say(f"essential work: {per_step * 1000:.2f} ms CPU a step over {timed} sampled steps")
+        figures |= essential_figures(sample, workdir)
+    each = ", ".join(f"{figure:.2f}" for figure in figures["essential_work_ms_each"])
+    say(
+        f"essential work: {figures['essential_work_ms']:.2f} ms CPU a step over"
+        f" {figures['essential_steps_sampled']} sampled steps (the median of {each}, one process each)"
+    )
     return figures
 
 

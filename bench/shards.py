@@ -106,7 +106,7 @@ def start_shards(root: Path, args: argparse.Namespace, url: str) -> list[tuple[P
 async def run_sharded(root: Path, args: argparse.Namespace, port: int) -> dict[str, Any]:
     """Run the campaign against ``args.shards`` shard hosts; return the figures."""
     from agent.mqtt.connection import BrokerSettings
-    from bench.essential import measure, sample_plans, take_sample
+    from bench.essential import essential_figures, sample_plans, take_sample
     from releases.catalog import default_catalog
     from simulator.fleet.host import anchored_clock
 
@@ -131,11 +131,7 @@ async def run_sharded(root: Path, args: argparse.Namespace, port: int) -> dict[s
             process.send_signal(signal.SIGTERM)
         for _, process in shards:
             process.wait(60)
-    per_step, timed = measure(sample, workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
-    figures["essential_work_ms"] = per_step * 1000
-    figures["essential_steps_sampled"] = timed
-    return figures
+    return figures | essential_figures(sample, workdir)
 
 
 def _instant(text: str) -> Any:

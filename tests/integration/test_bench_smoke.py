@@ -46,6 +46,9 @@ def test_bench_fleet_json_on_twenty_servers(tmp_path: Path) -> None:
     assert doc["steps"] >= 20  # every server is a step or more below 8.0
     assert doc["kib_per_server"] > 0
     assert doc["essential_steps_sampled"] > 0
+    each = doc["essential_work_ms_each"]  # one figure a fresh process, the median judged
+    assert len(each) == 3
+    assert round(doc["essential_work_ms"], 3) == sorted(each)[1]
     assert set(doc["goals"]) == {"messages", "overhead", "wall", "memory", "demo"}
     assert doc["goals"]["demo"] is None  # not asked for (--demo)
     assert "OK" in done.stderr or "MISS" in done.stderr  # the verdicts go to stderr beside the JSON
