@@ -11,8 +11,10 @@ The sample is walked twice and the second walk is timed, on fresh copies: a host
 seen every template's content long before most of its servers run a step, as the first walk's
 verifier has. :func:`measure_apart` does that in several fresh processes, one after the other, and
 takes the median: within one process the timed walks agree to about 2%, while the same sample
-measured in different processes differs by up to about 10% (where the interpreter's memory
-happens to lie), which one process alone would put into the overhead ratio.
+measured in different processes differs by up to about 12% (where the interpreter's memory
+happens to lie), which one process alone would put into the overhead ratio. Each process runs its
+garbage collector as a fleet host does (:func:`simulator.fleet.host.collector_for_hosting`), so
+both sides of the ratio collect alike.
 """
 
 from __future__ import annotations
@@ -163,14 +165,23 @@ def measure_apart(sample: list[SampleServer], workdir: Path, runs: int = 3) -> t
     Raises:
         RuntimeError: a step's database fails its boot check.
         DatabaseError: the engine failed (a broken sample).
+        BrokenProcessPool: a measuring process died.
     """
     figures, count = [], 0
     spawn = multiprocessing.get_context("spawn")
     for run in range(runs):
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            per_step, count = pool.submit(measure, sample, workdir / f"run{run}").result()
+            per_step, count = pool.submit(_measure_as_hosted, sample, workdir / f"run{run}").result()
         figures.append(per_step)
     return statistics.median(figures), count, figures
+
+
+def _measure_as_hosted(sample: list[SampleServer], workdir: Path) -> tuple[float, int]:
+    """:func:`measure` with the garbage collector as a fleet host runs its agents."""
+    from simulator.fleet.host import collector_for_hosting
+
+    with collector_for_hosting():
+        return measure(sample, workdir)
 
 
 def essential_figures(sample: list[SampleServer], workdir: Path) -> dict[str, Any]:
@@ -182,8 +193,10 @@ def essential_figures(sample: list[SampleServer], workdir: Path) -> dict[str, An
         RuntimeError: a step's database fails its boot check.
         DatabaseError: the engine failed (a broken sample).
     """
-    per_step, timed, each = measure_apart(sample, workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        per_step, timed, each = measure_apart(sample, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return {
         "essential_work_ms": per_step * 1000,
         "essential_work_ms_each": [round(figure * 1000, 3) for figure in each],

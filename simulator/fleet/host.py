@@ -19,8 +19,9 @@ or power cut is simulated, docs/power-cuts.md) and one
 :class:`~simulator.fleet.verifier.RememberingVerifier` shared by all of them (its servers share
 their key files, manifests and database contents), and has them run their blocking work on local
 files (preparing a database, copying a large image) on the loop (:func:`run_inline`): thousands of
-agents share the loop, so a worker thread keeps nothing responsive that would not be anyway, and
-each hand-off costs 50-110 us of CPU. With ``fast`` false they get the agent's own durable disk
+agents share the process's CPU, so a worker thread adds no CPU, and each hand-off costs 50-110 us
+and a busy loop trading the GIL with it; the loop is blocked for one preparation at a time (a few
+milliseconds for the simulation's databases). With ``fast`` false they get the agent's own durable disk
 and verifier and its worker threads, as on a real server. Either way, while a host runs its agents
 the process's garbage collector runs less often (:func:`collector_for_hosting`): that changes no
 behaviour, only how often a process of thousands of agents walks their objects.
@@ -135,7 +136,8 @@ async def host_agents(
     change meanwhile, so the agents connect first).
 
     ``config.fast`` chooses the disk, verifier and offload handed to the agents
-    (:func:`host_servers`); nothing else in this process is affected.
+    (:func:`host_servers`). Meanwhile the whole process (the controller and an embedded broker
+    too, when they share it) collects garbage as :func:`collector_for_hosting` says.
 
     Raises:
         StoreError: a server folder is unreadable.
@@ -162,14 +164,22 @@ def collector_for_hosting() -> Iterator[None]:
     (700, 10, 10) its young collections run every 700 allocations and promote the objects of every
     step in flight (an event batch waits 2 s, a PUBACK a round trip) into the older generations,
     whose collections then walk the whole process's objects again and again. A real agent, alone
-    in its process, keeps the defaults.
+    in its process, keeps the defaults. Hosts that overlap in one process share the setting: the
+    first to enter sets it, the last to leave puts back what the first found.
     """
-    before = gc.get_threshold()
-    gc.set_threshold(*HOST_GC_THRESHOLDS)
+    if not _HOSTING:
+        _HOSTING.append(gc.get_threshold())
+        gc.set_threshold(*HOST_GC_THRESHOLDS)
+    _HOSTING.append(HOST_GC_THRESHOLDS)
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        _HOSTING.pop()
+        if len(_HOSTING) == 1:
+            gc.set_threshold(*_HOSTING.pop())
+
+
+_HOSTING: list[tuple[int, ...]] = []  # the thresholds found by the first host, then one entry a host
 
 
 def quiet_logs(*, once: bool = False) -> None:

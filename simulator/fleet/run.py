@@ -59,8 +59,9 @@ async def simulate(
     """Run the fleet's agents against ``broker`` (the embedded one when None).
 
     ``limits`` go to every agent (the link's bandwidth paces downloads on the simulated clock).
-    ``fast`` gives the agents the simulation's disk (no fsync, docs/power-cuts.md) and remembering
-    verifier (:mod:`simulator.fleet.host`); ``fast=False`` the agent's durable ones.
+    ``fast`` gives the agents the simulation's disk (no fsync, docs/power-cuts.md), remembering
+    verifier and inline blocking work (:mod:`simulator.fleet.host`); ``fast=False`` the agent's
+    durable ones and its worker threads.
 
     Raises:
         RuntimeError: the embedded broker could not start, or the agents did not connect in time.

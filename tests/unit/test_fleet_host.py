@@ -1,8 +1,9 @@
-"""A fleet host: the options its agents run with, and its quiet logging (errors only, in a worker each
-logger put together once)."""
+"""A fleet host: the options its agents run with, its quiet logging (errors only, in a worker each
+logger put together once) and its garbage collector's thresholds."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
@@ -14,7 +15,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from simulator.fleet.host import HostConfig, agent_options, quiet_logs
+from simulator.fleet.host import (
+    HOST_GC_THRESHOLDS,
+    HostConfig,
+    agent_options,
+    collector_for_hosting,
+    quiet_logs,
+)
 
 WORKER = """
 import logging, structlog
@@ -70,3 +77,16 @@ def test_a_hosts_agents_batch_their_events_and_state_every_2_s_by_default() -> N
     assert options.batch_interval == 2.0
     assert options.state_interval == 2.0
     assert agent_options(replace(config, batch_interval=0.5)).batch_interval == 0.5
+
+
+def test_overlapping_hosts_put_back_the_thresholds_the_first_one_found() -> None:
+    """Two hosts in one process, the first leaving first: the second keeps the host's thresholds, and
+    the process gets back the ones it had once the second leaves."""
+    before = gc.get_threshold()
+    first, second = collector_for_hosting(), collector_for_hosting()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == HOST_GC_THRESHOLDS
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
