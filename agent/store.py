@@ -31,7 +31,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from agent.bootloader import Bootloader
+from agent.bootloader import SLOTS, Bootloader
 from agent.documents import KeyReport, LastResult
 from agent.fileio import DURABLE, Disk, read_bounded, read_json, write_atomic, write_json
 from agent.journal import Job, Journal
@@ -116,6 +116,8 @@ class ServerDir:
         self._last_result: tuple[LastResult | None] | None = None  # (the value,) once known
         self._phone_firmware: tuple[str | None] | None = None
         self._committed: tuple[str, SlotInfo] | None = None  # (the active slot, its descriptor) once read
+        self._slot_dirs = {slot: root / "slots" / slot for slot in SLOTS}  # the layout, built once
+        self._db_paths = {slot: path / "pbx.db" for slot, path in self._slot_dirs.items()}
 
     def forget(self) -> None:
         """Drop what this object remembers of the files: the next reads go to the disk."""
@@ -132,18 +134,20 @@ class ServerDir:
         """The pinned vendor root and the revocation list."""
         return self.root / "trust"
 
-    @property
+    @cached_property
     def update_area(self) -> Path:
         """Where staged images wait (the vendor's *Update Area*)."""
         return self.root / "update"
 
     def slot_dir(self, slot: str) -> Path:
-        """The folder of release slot ``slot``."""
-        return self.root / "slots" / slot
+        """The folder of release slot ``slot`` (the same object on every call for ``a`` and ``b``)."""
+        found = self._slot_dirs.get(slot)
+        return found if found is not None else self.root / "slots" / slot
 
     def db_path(self, slot: str) -> Path:
-        """The database of slot ``slot``."""
-        return self.slot_dir(slot) / "pbx.db"
+        """The database of slot ``slot`` (the same object on every call for ``a`` and ``b``)."""
+        found = self._db_paths.get(slot)
+        return found if found is not None else self.slot_dir(slot) / "pbx.db"
 
     # --- reads ----------------------------------------------------------------------------
     def check_exists(self) -> None:

@@ -89,6 +89,7 @@ class Upgrader:
         self.progress_due = progress_due or (lambda _build, _done, _total: True)
         self.cancel = cancel or asyncio.Event()
         self._manifests: dict[str, Manifest] = {}  # verified targets of this request, by build
+        self._staged: dict[str, Path] = {}  # the Update Area's file of each build, built once
 
     # --- requests ---------------------------------------------------------------------------
     async def upgrade(self, target: str) -> UpgradeResult:
@@ -375,7 +376,10 @@ class Upgrader:
         return patch.release if patch is not None else None
 
     def _staged_path(self, build: str) -> Path:
-        return self.server.update_area / f"{build}.img"
+        found = self._staged.get(build)
+        if found is None:
+            found = self._staged[build] = self.server.update_area / f"{build}.img"
+        return found
 
     async def _fetch(self, build: str) -> Path:
         manifest = await self._manifest(build)
