@@ -31,7 +31,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from agent.bootloader import SLOTS, Bootloader
+from agent.bootloader import SLOTS, BootEnv, Bootloader
 from agent.documents import KeyReport, LastResult
 from agent.fileio import DURABLE, Disk, read_bounded, read_json, write_atomic, write_json
 from agent.journal import Job, Journal
@@ -240,15 +240,16 @@ class ServerDir:
         """The committed slot."""
         return self.bootloader.env().active
 
-    def committed(self) -> SlotInfo:
-        """The committed release (the bootloader is read each time; the active slot's descriptor once
-        while that slot stays active, until :meth:`forget` or a descriptor is written).
+    def committed(self, env: BootEnv | None = None) -> SlotInfo:
+        """The committed release (the bootloader is read each time, unless the caller hands the
+        environment it just read as ``env``; the active slot's descriptor once while that slot stays
+        active, until :meth:`forget` or a descriptor is written).
 
         Raises:
             StoreError: the active slot holds no release (a bricked server), or the bootloader
                 environment or the descriptor is unreadable (``STATE_INVALID``).
         """
-        active = self.active_slot()
+        active = env.active if env is not None else self.active_slot()
         known = self._committed
         if known is not None and known[0] == active:
             return known[1]
@@ -258,9 +259,9 @@ class ServerDir:
         self._committed = (active, info)
         return info
 
-    def facts(self) -> ServerFacts:
-        """What policy needs to know."""
-        ident, info = self.identity(), self.committed()
+    def facts(self, env: BootEnv | None = None) -> ServerFacts:
+        """What policy needs to know (``env``: the bootloader environment the caller just read)."""
+        ident, info = self.identity(), self.committed(env)
         return ServerFacts(serial=ident.serial, model=ident.model, release=info.version, build=info.build)
 
     def trust(self) -> TrustStore:

@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 
 from agent import crashpoints, database
-from agent.bootloader import SLOTS
+from agent.bootloader import SLOTS, BootEnv
 from agent.clock import Clock
 from agent.documents import LastResult, StepOutcome
 from agent.events import EventSink, Progress, ProgressDue, Refused, ResultEvent, Resumed, Transition
@@ -41,7 +41,7 @@ from agent.limits import DEFAULT_LIMITS, Limits
 from agent.machine import Event, State, cancellable, next_state, resume_state
 from agent.manifest import Manifest
 from agent.planner import candidates
-from agent.policy import Verdict, judge_step
+from agent.policy import ServerFacts, Verdict, judge_step
 from agent.releasetrust import image_location, is_remote
 from agent.results import StepResult, UpgradeResult, failure_rule
 from agent.store import ServerDir, SlotInfo
@@ -112,11 +112,10 @@ class Upgrader:
             return self._finish(result)
         for index, candidate in enumerate(walk):
             self.server.forget()  # each step is judged from the files as they are now
-            now = self.clock.now()
-            verdict = judge_step(
-                self.catalog, self.server.facts(), self.server.key_checks(now), candidate, now
-            )
-            step = await self._step(verdict, target, index + 1, len(walk))
+            now, env = self.clock.now(), self.server.bootloader.env()
+            facts = self.server.facts(env)
+            verdict = judge_step(self.catalog, facts, self.server.key_checks(now), candidate, now)
+            step = await self._step(verdict, target, (index + 1, len(walk)), facts, env)
             result.steps.append(step)
             if step.outcome != "committed":
                 break
@@ -126,11 +125,12 @@ class Upgrader:
     async def install(self, release: str) -> UpgradeResult:
         """Install exactly ``release`` (an uploaded image): no planning, judged by the same rules."""
         recovered = await self.recover()
-        facts = self.server.facts()
+        env = self.server.bootloader.env()
+        facts = self.server.facts(env)
         now = self.clock.now()
         verdict = judge_step(self.catalog, facts, self.server.key_checks(now), release, now)
         result = UpgradeResult(facts.release, release, facts.release, recovered=recovered)
-        step = await self._step(verdict, release, 1, 1)
+        step = await self._step(verdict, release, (1, 1), facts, env)
         result.steps.append(step)
         if step.outcome == "committed":
             result.final_release = step.release
@@ -191,7 +191,13 @@ class Upgrader:
             return await self._drive(job, state)
 
     # --- one step -----------------------------------------------------------------------------
-    async def _step(self, verdict: Verdict, target: str, index: int, total: int) -> StepResult:
+    async def _step(
+        self, verdict: Verdict, target: str, position: tuple[int, int], facts: ServerFacts, env: BootEnv
+    ) -> StepResult:
+        """Carry out one judged step (``position``: its index from 1 and the count of steps) from
+        ``facts`` and ``env``, the committed release and bootloader environment it was judged on,
+        read just before (nothing changed the server since)."""
+        index, total = position
         if verdict.refusal is not None:
             log.info("step_refused", release=verdict.build, **verdict.refusal.as_dict())
             refusal = verdict.refusal
@@ -207,8 +213,6 @@ class Upgrader:
                 )
             )
             return StepResult(verdict.release, verdict.build, "refused", verdict.refusal)
-        facts = self.server.facts()
-        env = self.server.bootloader.env()
         job = Job(
             job_id=uuid.uuid4().hex[:12],
             state=State.IDLE.value,

@@ -59,3 +59,14 @@ def test_a_staged_image_path_is_built_once_per_request(server: ServerDir) -> Non
     upgrader = _upgrader(server)
     assert upgrader._staged_path("7.3.1.1") is upgrader._staged_path("7.3.1.1")
     assert upgrader._staged_path("7.3.1.1") == server.update_area / "7.3.1.1.img"
+
+
+async def test_a_step_reads_the_bootloader_environment_once_before_it_starts(server: ServerDir) -> None:
+    """One committed step reads the environment three times before the walk is planned (the state
+    check, the orphan trial check, the facts), once for its judgement and the job it starts, and once
+    in each state that changes it (switch, trial boot, commit)."""
+    counting = CountingBootloader(server.bootloader.path)
+    server.bootloader = counting
+    result = await _upgrader(server).upgrade(TARGET)
+    assert [step.outcome for step in result.steps] == ["committed"]
+    assert counting.reads == 7
