@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -124,25 +125,63 @@ class Fingerprints:
     within one tick) keeps its folder from being kept: it is read again on every call until it
     settled (as git treats a "racily clean" file). The one assumption beyond the kernel's: the wall
     clock does not step back by more than :data:`SETTLE` while a fingerprint is kept.
+
+    A kept folder is not listed again while its own status (device, inode, modification and change
+    times) is the one taken just before its kept listing, also settled then: a file created, removed
+    or renamed in it changes the folder's times (by the same argument), so its names are the kept
+    ones, and only their status is taken again, each by name.
     """
 
     def __init__(self, size: int, settle: float = SETTLE) -> None:
         self.settle_ns = int(settle * 1e9)
-        self._known: Memo[tuple[str, str], tuple[Listing, bytes]] = Memo(size)  # by the folder's path text
+        # by the folder's path text: (the folder's status, its files' status, the fingerprint)
+        self._known: Memo[tuple[str, str], tuple[Status, Listing, bytes]] = Memo(size)
 
     def digest(self, folder: Path, suffix: str = "") -> bytes:
         """The :func:`fingerprint` of ``folder``'s files ending with ``suffix``."""
         started = time.time_ns()
-        listing = _listing(folder, suffix)
         name = (str(folder), suffix)  # a str hashes and compares faster than a Path
+        status = _status(name[0])
         known = self._known.get(name)
-        if known is not None and known[0] == listing:
-            return known[1]
-        digest = fingerprint(folder, suffix)
+        if known is None:
+            listing = _listing(folder, suffix)
+            digest = fingerprint(folder, suffix)
+        elif status is not None and known[0] == status and _restat(name[0], known[1]) == known[1]:
+            return known[2]  # the same names (the folder's status is kept): only their status again
+        else:
+            listing = _listing(folder, suffix)
+            digest = known[2] if known[1] == listing else fingerprint(folder, suffix)
         settled = started - self.settle_ns
-        if all(entry[4] < settled and entry[5] < settled for entry in listing):
-            self._known.put(name, (listing, digest))
+        if status is not None and max(status[2], status[3], *(max(e[4], e[5]) for e in listing)) < settled:
+            self._known.put(name, (status, listing, digest))
         return digest
+
+
+Status = tuple[int, int, int, int]
+
+
+def _status(folder: str) -> Status | None:
+    """The device, inode, modification and change times (ns) of ``folder``, or None when it is gone."""
+    try:
+        st = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _restat(folder: str, listing: Listing) -> Listing:
+    """The status of the files named in ``listing`` as :func:`_listing` gives it, taken again by name
+    (a file gone or no longer a regular file ends it early: a listing that differs)."""
+    found = []
+    for entry in listing:
+        try:
+            st = os.stat(os.path.join(folder, entry[0]))
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if not stat.S_ISREG(st.st_mode):
+            break
+        found.append((entry[0], st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(found)
 
 
 def _listing(folder: Path, suffix: str) -> Listing:

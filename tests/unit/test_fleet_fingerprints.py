@@ -84,3 +84,46 @@ def test_a_file_changed_within_the_settle_time_is_read_on_every_call(folder: Pat
     count = len(reads)
     prints.digest(folder, ".key")
     assert len(reads) == count + 2
+
+
+@pytest.fixture
+def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The folders listed for a fingerprint, in order."""
+    seen: list[str] = []
+    original = verifier._listing
+
+    def noted(folder: Path, suffix: str) -> tuple[tuple[str, int, int, int, int, int], ...]:
+        seen.append(folder.name)
+        return original(folder, suffix)
+
+    monkeypatch.setattr(verifier, "_listing", noted)
+    return seen
+
+
+def test_a_settled_unchanged_folder_is_not_listed_again(folder: Path, listings: list[str]) -> None:
+    """A second fingerprint of a settled folder whose own status is unchanged takes its files' status
+    by name, without listing the folder."""
+    prints = Fingerprints(8, settle=SETTLE)
+    first = prints.digest(folder, ".key")
+    assert listings == ["keys"]
+    assert prints.digest(folder, ".key") == first
+    assert listings == ["keys"]
+
+
+def test_a_file_replaced_by_a_rename_is_seen(folder: Path) -> None:
+    """A key file replaced atomically (a new file renamed over it, as the agent writes) is read again."""
+    prints = Fingerprints(8, settle=SETTLE)
+    first = prints.digest(folder, ".key")
+    (folder / ".a.key.tmp").write_bytes(b"alpha KEY")
+    (folder / ".a.key.tmp").replace(folder / "a.key")
+    after = prints.digest(folder, ".key")
+    assert after != first
+    assert after == fingerprint(folder, ".key")
+
+
+def test_a_file_added_to_a_kept_folder_is_seen_at_once(folder: Path) -> None:
+    """A key file added to a folder whose fingerprint is kept changes the fingerprint on the next call."""
+    prints = Fingerprints(8, settle=SETTLE)
+    first = prints.digest(folder, ".key")
+    (folder / "c.key").write_bytes(b"charlie key")
+    assert prints.digest(folder, ".key") != first
