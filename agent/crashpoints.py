@@ -70,11 +70,6 @@ def hit(point: str) -> None:
         injector(point)
 
 
-def armed() -> bool:
-    """Whether a crash point may do anything: an injector is installed or ``ALLWORX_CRASH_AT`` is set."""
-    return _env_point is not None or _injector.get() is not None
-
-
 def _maybe_sigkill(point: str) -> None:
     name, _, nth = (_env_point or "").partition(":")
     if name != point:

@@ -150,21 +150,14 @@ def write_halves(fd: int, data: bytes, point: str | None) -> None:
     """Write ``data`` at the open file's position, hitting crash point ``point`` (when given) after
     the first half, so that a cut there leaves a torn file.
 
-    With no crash point, or none armed (:func:`agent.crashpoints.armed`: nothing could cut there),
-    the bytes go in one write and ``point`` is hit after it.
-
     Raises:
         OSError: a write failed.
         PowerCut: an injector cut the power at ``point``.
     """
-    if point is None or not crashpoints.armed():
-        _write_all(fd, data)
-        if point is not None:
-            crashpoints.hit(point)  # an undeclared point still raises
-        return
     half = len(data) // 2
     _write_all(fd, data[:half])
-    crashpoints.hit(point)
+    if point is not None:
+        crashpoints.hit(point)
     _write_all(fd, data[half:])
 
 
@@ -174,10 +167,7 @@ def _write_all(fd: int, data: bytes) -> None:
     Raises:
         OSError: the disk refused.
     """
-    written = os.write(fd, data)
-    if written == len(data):
-        return
-    view = memoryview(data)[written:]
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 

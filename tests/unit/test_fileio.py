@@ -128,33 +128,6 @@ def test_the_durable_disk_removes_a_file_outright(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_write_no_crash_point_can_cut_is_one_system_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With no injector armed the bytes go in one ``os.write``; an armed point splits them in two
-    halves (a cut between them leaves a torn file), and the file holds the same bytes either way."""
-    sizes: list[int] = []
-    real = os.write
-
-    def recording(fd: int, data: bytes) -> int:
-        sizes.append(len(data))
-        return real(fd, data)
-
-    monkeypatch.setattr(os, "write", recording)
-    write_atomic(tmp_path / "a.json", b"0123456789", point="journal.write")
-    assert sizes == [10]
-    with injecting(lambda point: None):
-        write_atomic(tmp_path / "b.json", b"0123456789", point="journal.write")
-    assert sizes == [10, 5, 5]
-    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
-
-
-def test_an_undeclared_crash_point_raises_with_nothing_armed(tmp_path: Path) -> None:
-    """A write naming a crash point the registry does not declare raises even when nothing is armed."""
-    with pytest.raises(KeyError):
-        write_atomic(tmp_path / "a.json", b"x", point="no.such.point")
-
-
 @pytest.mark.parametrize("compact", [True, False], ids=["compact", "indented"])
 def test_a_json_document_is_written_as_json_dumps_writes_it(tmp_path: Path, compact: bool) -> None:
     """write_json's bytes are ``json.dumps`` of the document, keys sorted at every level (compact, or
