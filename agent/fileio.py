@@ -240,8 +240,12 @@ def write_json(
     Raises:
         StoreError: the disk refused (reason NO_SPACE when it is full).
     """
-    text = json.dumps(document, sort_keys=True) if compact else json.dumps(document, indent=1, sort_keys=True)
+    text = (_COMPACT if compact else _INDENTED).encode(document)
     write_atomic(path, text.encode() + b"\n", point=point, disk=disk)
+
+
+_COMPACT = json.JSONEncoder(sort_keys=True)  # as json.dumps(document, sort_keys=True), one encoder
+_INDENTED = json.JSONEncoder(indent=1, sort_keys=True)
 
 
 MAX_SMALL_FILE = 1024 * 1024  # bytes: a JSON document, key or trust file of a server is far smaller

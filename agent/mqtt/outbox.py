@@ -157,7 +157,7 @@ class Outbox:
                     self._pending.append((event["seq"], _record_line(event, line)))
             if good < len(data):
                 os.truncate(self.log_path, good)
-        self._log = self.log_path.open("ab")
+        self._log = self.log_path.open("ab", buffering=0)
 
     @property
     def last_seq(self) -> int:
@@ -185,8 +185,9 @@ class Outbox:
         """
         payload = encode_stamped(event, at, self._last + 1)
         try:
-            self._log.write(payload + b"\n")
-            self._log.flush()
+            line = memoryview(payload + b"\n")
+            while line:  # the log is unbuffered: one write, unless the disk takes fewer bytes
+                line = line[self._log.write(line) :]
             self.disk.fsync(self._log.fileno())
         except OSError as exc:
             raise disk_error(exc, f"cannot write {self.log_path}") from exc
@@ -229,7 +230,7 @@ class Outbox:
         if compact:
             self._log.close()
             os.truncate(self.log_path, 0)  # the cursor (written first) keeps ``last``
-            self._log = self.log_path.open("ab")
+            self._log = self.log_path.open("ab", buffering=0)
 
     @property
     def cursor_behind(self) -> bool:
@@ -244,8 +245,8 @@ class Outbox:
         """
         if not self.cursor_behind:
             return
-        cursor = Cursor(delivered=self._delivered, last=self._last)
-        write_json(self.cursor_path, cursor.model_dump(), compact=True, disk=self.disk)
+        cursor = {"delivered": self._delivered, "last": self._last}  # a Cursor's fields, as its dump
+        write_json(self.cursor_path, cursor, compact=True, disk=self.disk)
         self._written = (self._delivered, self._monotonic())
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from datetime import UTC, date, datetime
@@ -125,3 +126,13 @@ def test_the_durable_disk_removes_a_file_outright(tmp_path: Path) -> None:
     DURABLE.remove(path)
     DURABLE.remove(path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "indented"])
+def test_a_json_document_is_written_as_json_dumps_writes_it(tmp_path: Path, compact: bool) -> None:
+    """write_json's bytes are ``json.dumps`` of the document, keys sorted at every level (compact, or
+    indented by one), and a newline."""
+    document = {"z": [1, {"b": None, "a": "é"}], "a": {"y": True, "x": 1.5}}
+    write_json(tmp_path / "doc.json", document, compact=compact)
+    text = json.dumps(document, sort_keys=True) if compact else json.dumps(document, indent=1, sort_keys=True)
+    assert (tmp_path / "doc.json").read_bytes() == text.encode() + b"\n"

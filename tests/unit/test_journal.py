@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from agent import crashpoints
 from agent.crashpoints import FaultAt, PowerCut
-from agent.journal import MAX_PERSISTS, Job, Journal
+from agent.journal import MAX_PERSISTS, Job, Journal, StepPosition
 from common.errors import StoreError
 from common.reasons import Reason
 
@@ -184,3 +185,73 @@ def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert journal.path.read_bytes().endswith(b"}\n")
     loaded = journal.load()
     assert loaded is not None and (loaded.state, loaded.persist_count) == ("staged", 2)
+
+
+def _fields(current: Job) -> dict[str, object]:
+    """The job's fields as the journal line carries them."""
+    return {name: getattr(current, name) for name in Job.__dataclass_fields__}
+
+
+_TEXT = st.text(max_size=12)  # any characters: the encoder escapes them (non-ASCII, quotes, controls)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    strings=st.lists(_TEXT, min_size=11, max_size=11),
+    numbers=st.tuples(st.integers(), st.integers(0, 10**12)),
+    rebuilds=st.one_of(st.booleans(), st.integers(0, 1)),
+    error=st.one_of(st.none(), st.dictionaries(st.sampled_from(["reason", "message"]), _TEXT)),
+    extra=st.one_of(
+        st.fixed_dictionaries({"step": st.integers(), "steps": st.integers()}),
+        st.fixed_dictionaries({}, optional={"step": st.integers(), "steps": st.booleans()}),
+    ),
+)
+def test_a_saved_line_is_the_encoders_json_of_the_jobs_fields(
+    strings: list[str],
+    numbers: tuple[int, int],
+    rebuilds: bool,
+    error: dict[str, str] | None,
+    extra: StepPosition,
+) -> None:
+    """Property: the file holds ``json.dumps`` of the job's fields (keys sorted), byte for byte,
+    for the first state written whole and for each appended one."""
+    import tempfile
+
+    (job_id, state, target, release, build, from_release, from_build, old, new, started, phones) = strings
+    current = Job(job_id, state, target, release, build, from_release, from_build, old, new, started)
+    current.persist_count, current.db_schema = numbers
+    current.rebuilds_database, current.error, current.extra, current.phone_firmware = (
+        rebuilds, error, extra, phones
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Journal(Path(folder) / "journal.json")
+        journal.save(current)
+        first = json.dumps(_fields(current), sort_keys=True).encode()
+        assert journal.path.read_bytes() == first + b"\n"
+        current.state = state + "2"
+        journal.save(current)
+        second = json.dumps(_fields(current), sort_keys=True).encode()
+        assert journal.path.read_bytes() == first + b"\n\n" + second + b"\n"
+
+
+def test_every_save_on_the_default_disk_is_flushed_after_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default (durable) journal fsyncs each state once its whole line is written: the first
+    (its temp file, then the folder) and every appended one."""
+    journal, current = Journal(tmp_path / "journal.json"), job()
+    flushed: list[int] = []  # the size of the flushed file (-1: a folder)
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        info = os.fstat(fd)
+        flushed.append(-1 if stat.S_ISDIR(info.st_mode) else info.st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    sizes = []
+    for state in ("idle", "downloading", "staged"):
+        current.state = state
+        journal.save(current)
+        sizes.append(journal.path.stat().st_size)
+    assert flushed == [sizes[0], -1, sizes[1], sizes[2]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.events import CommandAnswered, Refused, Resumed, Transition
+from agent.fileio import DurableDisk
 from agent.machine import State
 from agent.mqtt import outbox as outbox_module
 from agent.mqtt.messages import EventRecord
@@ -202,3 +204,27 @@ def test_a_plain_event_is_encoded_as_its_wire_form(plain: Transition | Resumed |
     assert type(plain) in outbox_module.PLAIN_EVENTS
     wire = outbox_module.encode(EventRecord(at=at, event=plain, seq=7))
     assert outbox_module.encode_stamped(plain, at, 7) == wire
+
+
+class SizeAtFlush(DurableDisk):
+    """The durable disk, recording the size of each file it flushes when it flushes it."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def fsync(self, fd: int) -> None:
+        self.sizes.append(os.fstat(fd).st_size)
+        super().fsync(fd)
+
+
+def test_each_append_is_flushed_once_its_whole_line_is_in_the_file(tmp_path: Path) -> None:
+    """Every append fsyncs the log once, after its whole line reached the file (nothing held in a
+    buffer of the process), and the log holds exactly the encoded lines."""
+    disk = SizeAtFlush()
+    with Outbox(tmp_path, disk=disk) as box:
+        for n in range(3):
+            box.append(event(n))
+        logged = (tmp_path / "events.log").read_bytes()
+        lines = [outbox_module.encode(e) + b"\n" for e in box.pending()]
+    assert logged == b"".join(lines)
+    assert disk.sizes[:3] == [len(b"".join(lines[: n + 1])) for n in range(3)]
