@@ -152,7 +152,8 @@ async def run_campaign(root: Path, args: argparse.Namespace, port: int) -> dict[
         fleet = build_fleet(root, bench_spec(args.servers), workers=2)
         build = time.monotonic() - began
         say(f"fleet: {args.servers} servers, {fleet.built} built, rest reused, in {build:.1f} s")
-        picked = [fleet.server_dir(fleet.plans[i]) for i in sample_plans(len(fleet.plans), args.sample)]
+        kinds = [plan.release for plan in fleet.plans]
+        picked = [(fleet.server_dir(fleet.plans[i]), w) for i, w in sample_plans(kinds, args.sample)]
         workdir = root.parent / "essential"
         shutil.rmtree(workdir, ignore_errors=True)
         sample = take_sample(default_catalog(), picked, TARGET, fleet_start(fleet), workdir / "sample")

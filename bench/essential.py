@@ -1,11 +1,16 @@
 """The essential work of an upgrade step, measured on a sample of the fleet's own servers and steps.
 
-For each sampled server (copied before the campaign: its active database and its facts) and each
-step of its plan to the campaign's target, the CPU time of exactly what a step must do, called
-directly with the disk and verifier the fleet hands its agents (``simulator/fleet/disk.py``,
-``simulator/fleet/verifier.py``): the database work on the engine (the migrated copy with its
-schema steps, or the 7.1 rebuild, each verified), the image's SHA-256 check and the boot check
-(``quick_check`` and schema). No agent, journal, event or MQTT is involved.
+The sample is stratified by the release each server starts from (which fixes the steps it walks):
+each release gets a share of the sample in proportion to its servers in the fleet, and each sampled
+server stands for its release's servers (its weight), so the figure is the essential work per step
+of the fleet's own mix of steps (an even spread over the fleet's indexes can draw, say, a third of
+its servers from one release that holds a fifth of the fleet, and one-step servers cost more a
+step than eight-step ones). For each sampled server (copied before the campaign: its active
+database and its facts) and each step of its plan to the campaign's target, the CPU time of
+exactly what a step must do, called directly with the disk and verifier the fleet hands its
+agents (``simulator/fleet/disk.py``, ``simulator/fleet/verifier.py``): the database work on the
+engine (the migrated copy with its schema steps, or the 7.1 rebuild, each verified), the image's
+SHA-256 check and the boot check (``quick_check`` and schema). No agent, journal, event or MQTT is involved.
 
 The sample is walked twice and the second walk is timed, on fresh copies: a host's verifier has
 seen every template's content long before most of its servers run a step, as the first walk's
@@ -24,6 +29,8 @@ import multiprocessing
 import shutil
 import statistics
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,18 +58,41 @@ class SampleStep:
 
 @dataclass(frozen=True, slots=True)
 class SampleServer:
-    """A sampled server: its database copied before the campaign, and its steps."""
+    """A sampled server: its database copied before the campaign, its steps, and how many of the
+    fleet's servers it stands for (``weight``)."""
 
     serial: str
     database: Path
     steps: tuple[SampleStep, ...]
+    weight: float = 1.0
 
 
-def sample_plans(total: int, size: int) -> list[int]:
-    """Indexes of ``size`` servers spread evenly over ``total`` (all of them when fewer)."""
-    if total <= size:
-        return list(range(total))
-    return [i * total // size for i in range(size)]
+def sample_plans(kinds: Sequence[str], size: int) -> list[tuple[int, float]]:
+    """A sample of ``size`` servers of a fleet whose server ``i`` starts from release ``kinds[i]``:
+    (index, weight) pairs, stratified by release.
+
+    Each release gets a share of ``size`` in proportion to its servers (the largest remainders
+    round up; every release at least one server, so a sample smaller than the number of releases
+    takes one of each), its servers taken evenly
+    spread over its indexes; a sampled server's weight is the number of its release's servers it
+    stands for. A fleet no larger than ``size`` is taken whole, each server standing for itself.
+    """
+    if len(kinds) <= size:
+        return [(index, 1.0) for index in range(len(kinds))]
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, kind in enumerate(kinds):
+        members[kind].append(index)
+    order = sorted(members)
+    shares = {kind: len(members[kind]) * size / len(kinds) for kind in order}
+    counts = {kind: max(1, int(shares[kind])) for kind in order}
+    by_remainder = sorted(order, key=lambda kind: (counts[kind] - shares[kind], kind))
+    for kind in by_remainder[: max(0, size - sum(counts.values()))]:
+        counts[kind] += 1
+    picked = []
+    for kind in order:
+        group, count = members[kind], min(counts[kind], len(members[kind]))
+        picked += [(group[i * len(group) // count], len(group) / count) for i in range(count)]
+    return sorted(picked)
 
 
 def steps_of(catalog: Catalog, server: Path, target: str, now: datetime) -> tuple[SampleStep, ...]:
@@ -99,31 +129,41 @@ def _digest(image: Path) -> tuple[int, str]:
 
 
 def take_sample(
-    catalog: Catalog, servers: list[Path], target: str, now: datetime, workdir: Path
+    catalog: Catalog, servers: list[tuple[Path, float]], target: str, now: datetime, workdir: Path
 ) -> list[SampleServer]:
-    """Copy each server's active database under ``workdir`` and plan its steps (before the campaign)."""
+    """Copy each server's active database under ``workdir`` and plan its steps (before the campaign);
+    ``servers``: each server's folder and weight (:func:`sample_plans`)."""
     from agent.store import ServerDir
 
     workdir.mkdir(parents=True, exist_ok=True)
     sample = []
-    for path in servers:
+    for path, weight in servers:
         store = ServerDir(path)
         serial = store.identity().serial
         copy = workdir / f"{serial}.db"
         shutil.copyfile(store.db_path(store.active_slot()), copy)
-        sample.append(SampleServer(serial, copy, steps_of(catalog, path, target, now)))
+        sample.append(SampleServer(serial, copy, steps_of(catalog, path, target, now), weight))
     return sample
 
 
+def per_step(servers: Sequence[tuple[float, int, float]]) -> float:
+    """The CPU seconds a step over the fleet from each sampled server's (CPU seconds of its steps,
+    steps, weight): every server counted as many times as its weight says (0.0 for no step)."""
+    steps = sum(count * weight for _, count, weight in servers)
+    return sum(cpu * weight for cpu, _, weight in servers) / steps if steps else 0.0
+
+
 def _walk(sample: list[SampleServer], workdir: Path, disk: object, verifier: object) -> tuple[float, int]:
-    """Run every sampled step once; return (CPU seconds of the steps' own work, steps)."""
-    cpu, count = 0.0, 0
+    """Run every sampled step once; return the CPU seconds of the steps' own work a step
+    (:func:`per_step`) and the steps run."""
+    servers = []
     for server in sample:
         folder = workdir / server.serial
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         slots = [folder / "a.db", folder / "b.db"]
         shutil.copyfile(server.database, slots[0])
+        cpu = 0.0
         for index, step in enumerate(server.steps):
             src, dst = slots[index % 2], slots[(index + 1) % 2]
             began = time.process_time()
@@ -133,13 +173,14 @@ def _walk(sample: list[SampleServer], workdir: Path, disk: object, verifier: obj
             if not database.check_opens(dst, step.db_schema):
                 raise RuntimeError(f"{server.serial}: {step.build}'s database fails its boot check")
             cpu += time.process_time() - began
-            count += 1
+        servers.append((cpu, len(server.steps), server.weight))
         shutil.rmtree(folder, ignore_errors=True)
-    return cpu, count
+    return per_step(servers), sum(count for _, count, _ in servers)
 
 
 def measure(sample: list[SampleServer], workdir: Path) -> tuple[float, int]:
-    """The CPU seconds per step of the essential work over ``sample``, and the steps timed.
+    """The CPU seconds per step of the essential work over ``sample`` (its servers weighted), and the
+    steps timed.
 
     The disk and verifier are those a fleet host hands its agents (one verifier for the sample,
     as one per host process).
@@ -153,8 +194,7 @@ def measure(sample: list[SampleServer], workdir: Path) -> tuple[float, int]:
 
     disk, verifier = FastDisk(), RememberingVerifier()
     _walk(sample, workdir / "warm", disk, verifier)
-    cpu, count = _walk(sample, workdir / "timed", disk, verifier)
-    return cpu / max(count, 1), count
+    return _walk(sample, workdir / "timed", disk, verifier)
 
 
 def measure_apart(sample: list[SampleServer], workdir: Path, runs: int = 3) -> tuple[float, int, list[float]]:

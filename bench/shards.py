@@ -113,13 +113,15 @@ async def run_sharded(root: Path, args: argparse.Namespace, port: int) -> dict[s
     url = f"mqtt://127.0.0.1:{port}"
     shards = start_shards(root, args, url)
     try:
-        servers = []
+        servers, kinds = [], []
         for i, (folder, _) in enumerate(shards):
             plans = json.loads((folder / "fleet.json").read_text())["servers"]
-            servers += [folder / "servers" / _dirname(p) for p in plans if p["index"] % args.shards == i]
+            mine = [p for p in plans if p["index"] % args.shards == i]
+            servers += [folder / "servers" / _dirname(p) for p in mine]
+            kinds += [p["release"] for p in mine]
         anchor = json.loads((shards[0][0] / "clock.json").read_text())
         start = _instant(anchor["start"])
-        picked = [servers[i] for i in sample_plans(len(servers), args.sample)]
+        picked = [(servers[i], weight) for i, weight in sample_plans(kinds, args.sample)]
         workdir = root / "essential"
         shutil.rmtree(workdir, ignore_errors=True)
         sample = take_sample(default_catalog(), picked, TARGET, start, workdir / "sample")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.essential import sample_plans
+from bench.essential import per_step, sample_plans
 from bench.goals import (
     GOAL_NAMES,
     MAX_DEMO,
@@ -103,7 +103,55 @@ def test_each_goal_prints_one_verdict_line() -> None:
     assert lines[4].startswith("--")
 
 
-def test_the_sample_spreads_over_the_whole_fleet() -> None:
-    """A sample of 4 of 100 servers takes every 25th; a fleet smaller than the sample is taken whole."""
-    assert sample_plans(100, 4) == [0, 25, 50, 75]
-    assert sample_plans(3, 4) == [0, 1, 2]
+def test_a_sample_of_one_release_spreads_over_the_whole_fleet() -> None:
+    """A sample of 4 of 100 servers of one release takes every 25th, each standing for 25."""
+    assert sample_plans(["7.0"] * 100, 4) == [(0, 25.0), (25, 25.0), (50, 25.0), (75, 25.0)]
+
+
+def test_a_fleet_smaller_than_the_sample_is_taken_whole() -> None:
+    """Each server of a fleet no larger than the sample is taken, standing for itself."""
+    assert sample_plans(["7.0", "7.2", "7.0"], 4) == [(0, 1.0), (1, 1.0), (2, 1.0)]
+
+
+def test_each_release_gets_its_share_of_the_sample() -> None:
+    """Releases holding 60, 30 and 10 of 100 servers get 6, 3 and 1 of a sample of 10, wherever
+    their servers lie in the fleet's order."""
+    kinds = ["7.0", "7.2", "7.0", "7.4", "7.0", "7.2", "7.0", "7.0", "7.2", "7.0"] * 10
+    picked = sample_plans(kinds, 10)
+    drawn = [kinds[index] for index, _ in picked]
+    assert (drawn.count("7.0"), drawn.count("7.2"), drawn.count("7.4")) == (6, 3, 1)
+
+
+def test_a_sampled_server_stands_for_its_releases_servers() -> None:
+    """Weights: a release's servers divided by its servers sampled, so they add up to the fleet."""
+    kinds = ["7.0"] * 50 + ["7.7"] * 25 + ["7.4"] * 25
+    picked = sample_plans(kinds, 4)
+    weights = {kinds[index]: weight for index, weight in picked}
+    assert weights == {"7.0": 25.0, "7.7": 25.0, "7.4": 25.0}
+    assert sum(weight for _, weight in picked) == len(kinds)
+
+
+def test_the_largest_remainder_rounds_up() -> None:
+    """Shares 3.15, 2.45 and 1.4 of a sample of 7 give 3, 3 and 1: the one seat left goes to 2.45."""
+    kinds = ["a"] * 45 + ["b"] * 35 + ["c"] * 20
+    drawn = [kinds[index] for index, _ in sample_plans(kinds, 7)]
+    assert (drawn.count("a"), drawn.count("b"), drawn.count("c")) == (3, 3, 1)
+
+
+def test_every_release_is_drawn() -> None:
+    """A release with a share of 0.3 of a sample of 9 still gets one server (4, 4 and 1)."""
+    kinds = ["a"] * 44 + ["b"] * 43 + ["c"] * 3
+    drawn = [kinds[index] for index, _ in sample_plans(kinds, 9)]
+    assert (drawn.count("a"), drawn.count("b"), drawn.count("c")) == (4, 4, 1)
+
+
+def test_the_essential_work_a_step_weighs_each_server_as_its_weight_says() -> None:
+    """A one-step server of 4 ms standing for 3 and an eight-step one of 16 ms standing for 1:
+    (3 x 4 + 16) / (3 x 1 + 8) ms a step, not the sample's plain (4 + 16) / 9."""
+    figure = per_step([(0.004, 1, 3.0), (0.016, 8, 1.0)])
+    assert figure == pytest.approx(0.028 / 11)
+
+
+def test_a_sample_without_steps_has_no_essential_work() -> None:
+    """No step sampled: 0.0, not a division by zero."""
+    assert per_step([(0.0, 0, 2.0)]) == 0.0
