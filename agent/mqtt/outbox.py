@@ -184,12 +184,15 @@ class Outbox:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
         payload = encode_stamped(event, at, self._last + 1)
+        size = self._log.tell()
         try:
             line = memoryview(payload + b"\n")
             while line:  # the log is unbuffered: one write, unless the disk takes fewer bytes
                 line = line[self._log.write(line) :]
             self.disk.fsync(self._log.fileno())
         except OSError as exc:
+            with contextlib.suppress(OSError):  # no part of a refused line stays before the next one
+                os.ftruncate(self._log.fileno(), size)
             raise disk_error(exc, f"cannot write {self.log_path}") from exc
         self._last += 1
         self._pending.append((self._last, payload))

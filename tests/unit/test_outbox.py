@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from agent.machine import State
 from agent.mqtt import outbox as outbox_module
 from agent.mqtt.messages import EventRecord
 from agent.mqtt.outbox import Outbox
+from common.errors import StoreError
 
 
 def event(n: int = 0, token: str = "t") -> EventRecord:
@@ -228,3 +231,38 @@ def test_each_append_is_flushed_once_its_whole_line_is_in_the_file(tmp_path: Pat
         lines = [outbox_module.encode(e) + b"\n" for e in box.pending()]
     assert logged == b"".join(lines)
     assert disk.sizes[:3] == [len(b"".join(lines[: n + 1])) for n in range(3)]
+
+
+class _ShortThenFull:
+    """An event log whose next write takes three bytes and the one after fails as a full disk does."""
+
+    def __init__(self, log: Any) -> None:
+        self.log, self.writes = log, 0
+
+    def write(self, data: memoryview) -> int:
+        self.writes += 1
+        if self.writes == 1:
+            return int(self.log.write(data[:3]))
+        if self.writes == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(self.log.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+def test_a_line_the_disk_refused_part_way_leaves_nothing_before_the_next(tmp_path: Path) -> None:
+    """A line cut short by a full disk is taken back out of the log, so the events appended after it
+    are all there when the outbox is opened again."""
+    box = Outbox(tmp_path)
+    box.append(event(0))
+    real = box._log
+    box._log = _ShortThenFull(real)  # type: ignore[assignment]  # reason: a log that fails part-way
+    with pytest.raises(StoreError):
+        box.append(event(1))
+    box._log = real
+    box.append(event(2))
+    box.append(event(3))
+    box.close()
+    with Outbox(tmp_path) as again:
+        assert seqs(again) == [1, 2, 3]
