@@ -129,13 +129,16 @@ class Fingerprints:
     A kept folder is not listed again while its own status (device, inode, modification and change
     times) is the one taken just before its kept listing, also settled then: a file created, removed
     or renamed in it changes the folder's times (by the same argument), so its names are the kept
-    ones, and only their status is taken again, each by name.
+    ones, and only their status is taken again, each by name. A folder with a symbolic link among
+    its names (or any other entry that is not a regular file) is listed on every call: what a link
+    names can become a file by a change elsewhere, which leaves this folder's times as they were.
     """
 
     def __init__(self, size: int, settle: float = SETTLE) -> None:
         self.settle_ns = int(settle * 1e9)
-        # by the folder's path text: (the folder's status, its files' status, the fingerprint)
-        self._known: Memo[tuple[str, str], tuple[Status, Listing, bytes]] = Memo(size)
+        # by the folder's path text: (the folder's status, None when it is listed every call; its files'
+        # status; the fingerprint)
+        self._known: Memo[tuple[str, str], tuple[Status | None, Listing, bytes]] = Memo(size)
 
     def digest(self, folder: Path, suffix: str = "") -> bytes:
         """The :func:`fingerprint` of ``folder``'s files ending with ``suffix``."""
@@ -144,16 +147,16 @@ class Fingerprints:
         status = _status(name[0])
         known = self._known.get(name)
         if known is None:
-            listing = _listing(folder, suffix)
+            listing, plain = _listing(folder, suffix)
             digest = fingerprint(folder, suffix)
         elif status is not None and known[0] == status and _restat(name[0], known[1]) == known[1]:
             return known[2]  # the same names (the folder's status is kept): only their status again
         else:
-            listing = _listing(folder, suffix)
+            listing, plain = _listing(folder, suffix)
             digest = known[2] if known[1] == listing else fingerprint(folder, suffix)
         settled = started - self.settle_ns
         if status is not None and max(status[2], status[3], *(max(e[4], e[5]) for e in listing)) < settled:
-            self._known.put(name, (status, listing, digest))
+            self._known.put(name, (status if plain else None, listing, digest))
         return digest
 
 
@@ -184,24 +187,27 @@ def _restat(folder: str, listing: Listing) -> Listing:
     return tuple(found)
 
 
-def _listing(folder: Path, suffix: str) -> Listing:
-    """The status of the regular files in ``folder`` ending with ``suffix``, by name."""
-    found = []
+def _listing(folder: Path, suffix: str) -> tuple[Listing, bool]:
+    """The status of the regular files in ``folder`` ending with ``suffix``, by name, and whether
+    every entry ending with ``suffix`` is a regular file itself (no symbolic link, no other kind)."""
+    found, plain = [], True
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if not entry.name.endswith(suffix):
                     continue
                 try:
-                    if not entry.is_file():
+                    regular = entry.is_file()
+                    plain = plain and regular and not entry.is_symlink()
+                    if not regular:
                         continue
                     st = entry.stat()
                 except FileNotFoundError:  # removed meanwhile, as if it were never there
                     continue
                 found.append((entry.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     except (FileNotFoundError, NotADirectoryError):
-        return ()
-    return tuple(sorted(found))
+        return (), True
+    return tuple(sorted(found)), plain
 
 
 def _read(path: str) -> bytes | None:

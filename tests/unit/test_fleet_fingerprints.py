@@ -92,7 +92,7 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = verifier._listing
 
-    def noted(folder: Path, suffix: str) -> tuple[tuple[str, int, int, int, int, int], ...]:
+    def noted(folder: Path, suffix: str) -> tuple[verifier.Listing, bool]:
         seen.append(folder.name)
         return original(folder, suffix)
 
@@ -127,3 +127,19 @@ def test_a_file_added_to_a_kept_folder_is_seen_at_once(folder: Path) -> None:
     first = prints.digest(folder, ".key")
     (folder / "c.key").write_bytes(b"charlie key")
     assert prints.digest(folder, ".key") != first
+
+
+def test_a_link_that_comes_to_name_a_file_is_seen(folder: Path, tmp_path: Path) -> None:
+    """A key name linking to a file not there yet counts once the file is made elsewhere, though
+    that leaves the key folder's own times as they were."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (folder / "c.key").symlink_to(elsewhere / "c.key")
+    time.sleep(3 * SETTLE)
+    prints = Fingerprints(8, settle=SETTLE)
+    first = prints.digest(folder, ".key")
+    prints.digest(folder, ".key")
+    (elsewhere / "c.key").write_bytes(b"charlie key")
+    after = prints.digest(folder, ".key")
+    assert after != first
+    assert after == fingerprint(folder, ".key")
