@@ -326,7 +326,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "allworx-bench-fleet")
     parser.add_argument(
-        "--sample", type=int, default=24, help="servers whose steps' essential work is measured"
+        "--sample",
+        type=int,
+        default=24,
+        help="servers whose steps' essential work is measured (at least one of each starting release)",
     )
     parser.add_argument(
         "--shards", type=int, default=0, help="run the fleet as N allworx-sim fleet --shard i/N hosts"

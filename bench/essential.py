@@ -75,8 +75,11 @@ def sample_plans(kinds: Sequence[str], size: int) -> list[tuple[int, float]]:
     round up; every release at least one server, so a sample smaller than the number of releases
     takes one of each), its servers taken evenly
     spread over its indexes; a sampled server's weight is the number of its release's servers it
-    stands for. A fleet no larger than ``size`` is taken whole, each server standing for itself.
+    stands for. A fleet no larger than ``size`` is taken whole, each server standing for itself;
+    a ``size`` of 0 takes no server.
     """
+    if size <= 0:
+        return []
     if len(kinds) <= size:
         return [(index, 1.0) for index in range(len(kinds))]
     members: dict[str, list[int]] = defaultdict(list)

@@ -131,6 +131,11 @@ def test_a_sampled_server_stands_for_its_releases_servers() -> None:
     assert sum(weight for _, weight in picked) == len(kinds)
 
 
+def test_a_sample_of_no_server_takes_none() -> None:
+    """A size of 0 samples nothing, whatever the releases."""
+    assert sample_plans(["7.0", "7.2"] * 10, 0) == []
+
+
 def test_the_largest_remainder_rounds_up() -> None:
     """Shares 3.15, 2.45 and 1.4 of a sample of 7 give 3, 3 and 1: the one seat left goes to 2.45."""
     kinds = ["a"] * 45 + ["b"] * 35 + ["c"] * 20
