@@ -161,6 +161,27 @@ def write_halves(fd: int, data: bytes, point: str | None) -> None:
     _write_all(fd, data[half:])
 
 
+def append_flushed(fd: int, data: bytes, size: int, disk: Disk, point: str | None = None) -> None:
+    """Append ``data`` to the open file of ``size`` bytes and flush it (``point``: as
+    :func:`write_halves`, else one write); cut the file back to ``size`` if the disk refuses, so no
+    part of ``data`` stays in front of what is appended next.
+
+    Raises:
+        OSError: the write or the flush failed (the file is cut back to its size before it).
+        PowerCut: an injector cut the power at ``point`` (the file is left torn, as a cut leaves it).
+    """
+    try:
+        if point is None:
+            _write_all(fd, data)
+        else:
+            write_halves(fd, data, point)
+        disk.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` (``os.write`` may write fewer; the next call then raises why).
 

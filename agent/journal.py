@@ -14,7 +14,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -25,7 +24,7 @@ from typing import Any, NotRequired
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic reads a TypedDict from here before Python 3.12
 
-from agent.fileio import DURABLE, Disk, disk_error, write_atomic, write_halves
+from agent.fileio import DURABLE, Disk, append_flushed, disk_error, write_atomic
 from common.reasons import Reason
 
 MAX_PERSISTS = 28  # as Mender: more persisted steps than this in one upgrade is a crash loop
@@ -129,7 +128,7 @@ class Journal:
             try:
                 size = os.lseek(fd, 0, os.SEEK_END)
                 if size < self.COMPACT_BYTES:
-                    _append(fd, line, size, self.disk)
+                    append_flushed(fd, line, size, self.disk, "journal.write")  # a cut: a torn last line
                     return
             except OSError as exc:
                 raise disk_error(exc, f"cannot write {self.path}") from exc
@@ -142,22 +141,6 @@ class Journal:
         """Remove the journal (through the disk): the server is idle."""
         self.disk.remove(self.path)
         self.disk.fsync_dir(self.path.parent)
-
-
-def _append(fd: int, line: bytes, size: int, disk: Disk) -> None:
-    """Append ``line`` to the open journal of ``size`` bytes and fsync it; cut it back to ``size``
-    if the disk refuses.
-
-    Raises:
-        OSError: the write or the flush failed (the file is cut back to its size before it).
-    """
-    try:
-        write_halves(fd, line, "journal.write")  # a cut there leaves a torn last line
-        disk.fsync(fd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
-        raise
 
 
 _text = encode_basestring_ascii  # the encoder's spelling of a string (ASCII, escaped)

@@ -10,7 +10,8 @@ database and its facts) and each step of its plan to the campaign's target, the 
 exactly what a step must do, called directly with the disk and verifier the fleet hands its
 agents (``simulator/fleet/disk.py``, ``simulator/fleet/verifier.py``): the database work on the
 engine (the migrated copy with its schema steps, or the 7.1 rebuild, each verified), the image's
-SHA-256 check and the boot check (``quick_check`` and schema). No agent, journal, event or MQTT is involved.
+SHA-256 check and the boot check (``quick_check`` and schema). No agent, journal, event or MQTT is
+involved.
 
 The sample is walked twice and the second walk is timed, on fresh copies: a host's verifier has
 seen every template's content long before most of its servers run a step, as the first walk's
@@ -73,10 +74,9 @@ def sample_plans(kinds: Sequence[str], size: int) -> list[tuple[int, float]]:
 
     Each release gets a share of ``size`` in proportion to its servers (the largest remainders
     round up; every release at least one server, so a sample smaller than the number of releases
-    takes one of each), its servers taken evenly
-    spread over its indexes; a sampled server's weight is the number of its release's servers it
-    stands for. A fleet no larger than ``size`` is taken whole, each server standing for itself;
-    a ``size`` of 0 takes no server.
+    takes one of each), its servers taken evenly spread over its indexes; a sampled server's weight
+    is the number of its release's servers it stands for. A fleet no larger than ``size`` is taken
+    whole, each server standing for itself; a ``size`` of 0 takes no server.
     """
     if size <= 0:
         return []
@@ -214,8 +214,8 @@ def measure_apart(sample: list[SampleServer], workdir: Path, runs: int = 3) -> t
     spawn = multiprocessing.get_context("spawn")
     for run in range(runs):
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            per_step, count = pool.submit(_measure_as_hosted, sample, workdir / f"run{run}").result()
-        figures.append(per_step)
+            figure, count = pool.submit(_measure_as_hosted, sample, workdir / f"run{run}").result()
+        figures.append(figure)
     return statistics.median(figures), count, figures
 
 
@@ -237,11 +237,11 @@ def essential_figures(sample: list[SampleServer], workdir: Path) -> dict[str, An
         DatabaseError: the engine failed (a broken sample).
     """
     try:
-        per_step, timed, each = measure_apart(sample, workdir)
+        median, timed, each = measure_apart(sample, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
-        "essential_work_ms": per_step * 1000,
+        "essential_work_ms": median * 1000,
         "essential_work_ms_each": [round(figure * 1000, 3) for figure in each],
         "essential_steps_sampled": timed,
     }

@@ -35,7 +35,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from agent.events import AgentEvent, CommandAnswered, Progress, Refused, Resumed, Staged, Transition
-from agent.fileio import DURABLE, Disk, disk_error, read_json, write_json
+from agent.fileio import DURABLE, Disk, append_flushed, disk_error, read_json, write_json
 from agent.mqtt.messages import EVENTS_SCHEMA_VERSION, EventRecord
 from common.errors import StoreError
 
@@ -184,15 +184,9 @@ class Outbox:
             StoreError: the disk refused (reason NO_SPACE when full).
         """
         payload = encode_stamped(event, at, self._last + 1)
-        size = self._log.tell()
         try:
-            line = memoryview(payload + b"\n")
-            while line:  # the log is unbuffered: one write, unless the disk takes fewer bytes
-                line = line[self._log.write(line) :]
-            self.disk.fsync(self._log.fileno())
+            append_flushed(self._log.fileno(), payload + b"\n", self._log.tell(), self.disk)
         except OSError as exc:
-            with contextlib.suppress(OSError):  # no part of a refused line stays before the next one
-                os.ftruncate(self._log.fileno(), size)
             raise disk_error(exc, f"cannot write {self.log_path}") from exc
         self._last += 1
         self._pending.append((self._last, payload))

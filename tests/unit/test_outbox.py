@@ -6,7 +6,6 @@ import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -233,34 +232,25 @@ def test_each_append_is_flushed_once_its_whole_line_is_in_the_file(tmp_path: Pat
     assert disk.sizes[:3] == [len(b"".join(lines[: n + 1])) for n in range(3)]
 
 
-class _ShortThenFull:
-    """An event log whose next write takes three bytes and the one after fails as a full disk does."""
-
-    def __init__(self, log: Any) -> None:
-        self.log, self.writes = log, 0
-
-    def write(self, data: memoryview) -> int:
-        self.writes += 1
-        if self.writes == 1:
-            return int(self.log.write(data[:3]))
-        if self.writes == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return int(self.log.write(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.log, name)
-
-
-def test_a_line_the_disk_refused_part_way_leaves_nothing_before_the_next(tmp_path: Path) -> None:
+def test_a_line_the_disk_refused_part_way_leaves_nothing_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A line cut short by a full disk is taken back out of the log, so the events appended after it
     are all there when the outbox is opened again."""
     box = Outbox(tmp_path)
     box.append(event(0))
-    real = box._log
-    box._log = _ShortThenFull(real)  # type: ignore[assignment]  # reason: a log that fails part-way
+    real, writes = os.write, []
+
+    def short_then_full(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        if len(writes) == 1:
+            return real(fd, bytes(data[:3]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", short_then_full)
     with pytest.raises(StoreError):
         box.append(event(1))
-    box._log = real
+    monkeypatch.undo()
     box.append(event(2))
     box.append(event(3))
     box.close()
